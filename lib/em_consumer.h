@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The Kafka consumer-group member: manual commits only (the owner commits
+ * its watermarks), earliest reset, the tuned fetch settings, and the
+ * rebalance protocol handled here (cooperative incremental or eager) so the
+ * owner only hears "assigned" and "revoked". All callbacks run on the thread
+ * that calls em_consumer_poll (or em_consumer_close).
+ */
+#ifndef EM_CONSUMER_H
+#define EM_CONSUMER_H
+
+#include <librdkafka/rdkafka.h>
+#include <stddef.h>
+
+#include "em_config.h"
+#include "em_error.h"
+#include "em_kafka.h"
+
+/* The consumer-group settings (see em_consumer_opts_from_config). */
+#define EM_CONSUMER_SETTINGS                                                                                 \
+    {"kafka.group_id", EM_CFG_STR, "execmesh", 1, 249, "Consumer group of the schedulers."},                  \
+    {"kafka.instance_id", EM_CFG_STR, "", 0, 249,                                                               \
+     "Static membership (group.instance.id): a restart within the session timeout keeps the partitions."},    \
+    {"kafka.assignor", EM_CFG_STR, "cooperative-sticky", 1, 255,                                               \
+     "partition.assignment.strategy: cooperative-sticky moves only the partitions that must move."},          \
+    {"kafka.session_timeout_ms", EM_CFG_INT, "6000", 1000, 3600000,                                            \
+     "A scheduler silent this long loses its partitions to the others."},                                     \
+    {"kafka.heartbeat_ms", EM_CFG_INT, "1000", 100, 3600000, "Group heartbeat interval."},                      \
+    {"kafka.max_poll_interval_ms", EM_CFG_INT, "300000", 1000, 86400000, "max.poll.interval.ms."},             \
+    {"kafka.queued_min_messages", EM_CFG_INT, "1000000", 1, 10000000,                                          \
+     "queued.min.messages: prefetch target; librdkafka 2.0 stalls fetching below the limit otherwise."},     \
+    {"kafka.queued_max_kbytes", EM_CFG_INT, "65536", 1024, 2097151,                                             \
+     "queued.max.messages.kbytes: the prefetch memory bound (counts against RSS)."},                          \
+    {"kafka.fetch_wait_max_ms", EM_CFG_INT, "10", 0, 10000, "fetch.wait.max.ms."},                             \
+    {"kafka.commit_interval_ms", EM_CFG_INT, "100", 10, 60000,                                                 \
+     "How often finished offsets are committed (asynchronously; synchronously on revoke and drain)."},        \
+    {"kafka.poll_batch", EM_CFG_INT, "1024", 1, 100000, "Most messages taken from the consumer per poll."}
+
+typedef struct em_consumer em_consumer_t;
+
+typedef struct em_consumer_opts {
+    const char *bootstrap;
+    const char *client_id;
+    const char *group_id;
+    const char *instance_id;     /* static membership when non-empty */
+    const char *assignor;        /* partition.assignment.strategy */
+    int session_timeout_ms;
+    int heartbeat_ms;
+    int max_poll_interval_ms;
+    int queued_min_messages;
+    int queued_max_kbytes;
+    int fetch_wait_max_ms;
+    const char *const *extra;    /* "key=value" librdkafka properties */
+    size_t nextra;
+
+    void *ctx;
+    /* parts now belong to this member; called before fetching starts. */
+    void (*on_assign)(void *ctx, const rd_kafka_topic_partition_list_t *parts);
+    /* parts are leaving; lost=1 when they were taken away (no commit is
+     * possible). The partitions are given up when this returns. */
+    void (*on_revoke)(void *ctx, const rd_kafka_topic_partition_list_t *parts, int lost);
+    /* The outcome of an asynchronous commit. */
+    void (*on_commit)(void *ctx, rd_kafka_resp_err_t err, const rd_kafka_topic_partition_list_t *offsets);
+} em_consumer_opts_t;
+
+/* Fills opts from the EM_CONSUMER_SETTINGS and kafka.bootstrap/properties
+ * keys (strings borrowed from cfg); the callbacks are left for the caller. */
+void em_consumer_opts_from_config(const em_config_t *cfg, const char *client_id, const char *extra[EM_KAFKA_MAX_EXTRA],
+                                  em_consumer_opts_t *opts);
+
+em_consumer_t *em_consumer_new(const em_consumer_opts_t *opts, char *errstr, size_t errstr_size);
+void em_consumer_destroy(em_consumer_t *c);
+
+em_err_t em_consumer_subscribe(em_consumer_t *c, const char *topic, char *errstr, size_t errstr_size);
+
+/* Up to max messages (caller destroys each with rd_kafka_message_destroy).
+ * Serves rebalance and commit callbacks. Consumer errors are logged, not
+ * returned. */
+size_t em_consumer_poll(em_consumer_t *c, rd_kafka_message_t **msgs, size_t max, int timeout_ms);
+
+/* Commits offsets (the next offset to read, per partition). */
+em_err_t em_consumer_commit(em_consumer_t *c, const rd_kafka_topic_partition_list_t *offsets, int async);
+
+em_err_t em_consumer_pause(em_consumer_t *c, rd_kafka_topic_partition_list_t *parts);
+em_err_t em_consumer_resume(em_consumer_t *c, rd_kafka_topic_partition_list_t *parts);
+
+/* Leaves the group: the final revoke runs its callback on this thread. */
+void em_consumer_close(em_consumer_t *c);
+
+rd_kafka_t *em_consumer_handle(em_consumer_t *c);
+
+#endif

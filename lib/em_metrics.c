@@ -1,0 +1,222 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The metrics registry and its HTTP endpoint. Registration happens before
+ * the endpoint starts (the list is then read-only), so rendering needs no
+ * lock; values are atomics.
+ */
+#include "em_metrics.h"
+
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "em_util.h"
+
+struct em_metric {
+    struct em_metric *next;
+    char *name;
+    char *labels;
+    char *help;
+    int is_counter;
+    _Atomic int64_t value;
+};
+
+struct em_metrics {
+    pthread_mutex_t lock; /* guards the list while registering */
+    em_metric_t *head, *tail;
+    struct MHD_Daemon *httpd;
+};
+
+em_metrics_t *em_metrics_new(void) {
+    em_metrics_t *m = calloc(1, sizeof(*m));
+    if (m)
+        pthread_mutex_init(&m->lock, NULL);
+    return m;
+}
+
+void em_metrics_destroy(em_metrics_t *m) {
+    if (!m)
+        return;
+    if (m->httpd)
+        MHD_stop_daemon(m->httpd);
+    em_metric_t *x = m->head;
+    while (x) {
+        em_metric_t *next = x->next;
+        free(x->name);
+        free(x->labels);
+        free(x->help);
+        free(x);
+        x = next;
+    }
+    pthread_mutex_destroy(&m->lock);
+    free(m);
+}
+
+static em_metric_t *reg(em_metrics_t *m, const char *name, const char *labels, const char *help,
+                        int is_counter) {
+    em_metric_t *x = calloc(1, sizeof(*x));
+    if (!x)
+        return NULL;
+    x->name = strdup(name);
+    x->labels = labels ? strdup(labels) : NULL;
+    x->help = strdup(help ? help : "");
+    x->is_counter = is_counter;
+    if (!x->name || !x->help || (labels && !x->labels)) {
+        free(x->name);
+        free(x->labels);
+        free(x->help);
+        free(x);
+        return NULL;
+    }
+    pthread_mutex_lock(&m->lock);
+    if (m->tail)
+        m->tail->next = x;
+    else
+        m->head = x;
+    m->tail = x;
+    pthread_mutex_unlock(&m->lock);
+    return x;
+}
+
+em_metric_t *em_metrics_counter(em_metrics_t *m, const char *name, const char *labels, const char *help) {
+    return reg(m, name, labels, help, 1);
+}
+
+em_metric_t *em_metrics_gauge(em_metrics_t *m, const char *name, const char *labels, const char *help) {
+    return reg(m, name, labels, help, 0);
+}
+
+void em_metric_add(em_metric_t *x, int64_t d) { atomic_fetch_add_explicit(&x->value, d, memory_order_relaxed); }
+void em_metric_set(em_metric_t *x, int64_t v) { atomic_store_explicit(&x->value, v, memory_order_relaxed); }
+int64_t em_metric_get(em_metric_t *x) { return atomic_load_explicit(&x->value, memory_order_relaxed); }
+void em_metric_max(em_metric_t *x, int64_t v) {
+    int64_t cur = atomic_load_explicit(&x->value, memory_order_relaxed);
+    while (v > cur && !atomic_compare_exchange_weak(&x->value, &cur, v)) {
+    }
+}
+
+typedef struct em_buf {
+    char *p;
+    size_t len, cap;
+    int oom;
+} em_buf_t;
+
+static void buf_printf(em_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void buf_printf(em_buf_t *b, const char *fmt, ...) {
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            b->oom = 1;
+            return;
+        }
+        if ((size_t)n < b->cap - b->len) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t ncap = b->cap * 2 + (size_t)n;
+        char *np = realloc(b->p, ncap);
+        if (!np) {
+            b->oom = 1;
+            return;
+        }
+        b->p = np;
+        b->cap = ncap;
+    }
+}
+
+char *em_metrics_render(em_metrics_t *m) {
+    em_buf_t b = {.p = malloc(4096), .cap = 4096};
+    if (!b.p)
+        return NULL;
+    b.p[0] = '\0';
+    pthread_mutex_lock(&m->lock);
+    for (em_metric_t *x = m->head; x && !b.oom; x = x->next) {
+        int seen = 0;
+        for (em_metric_t *y = m->head; y != x; y = y->next)
+            if (strcmp(y->name, x->name) == 0) {
+                seen = 1;
+                break;
+            }
+        if (!seen)
+            buf_printf(&b, "# HELP %s %s\n# TYPE %s %s\n", x->name, x->help, x->name,
+                       x->is_counter ? "counter" : "gauge");
+        if (x->labels)
+            buf_printf(&b, "%s{%s} %lld\n", x->name, x->labels, (long long)em_metric_get(x));
+        else
+            buf_printf(&b, "%s %lld\n", x->name, (long long)em_metric_get(x));
+    }
+    pthread_mutex_unlock(&m->lock);
+    if (b.oom) {
+        free(b.p);
+        return NULL;
+    }
+    return b.p;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **req_cls) {
+    em_metrics_t *m = cls;
+    struct MHD_Response *resp;
+    enum MHD_Result ret;
+    unsigned code = MHD_HTTP_OK;
+    char *body = NULL;
+
+    if (strcmp(method, "GET") != 0) {
+        static char msg[] = "only GET is served\n";
+        resp = MHD_create_response_from_buffer(sizeof(msg) - 1, msg, MHD_RESPMEM_PERSISTENT);
+        code = MHD_HTTP_METHOD_NOT_ALLOWED;
+    } else if (strcmp(url, "/metrics") == 0) {
+        body = em_metrics_render(m);
+        if (!body)
+            return MHD_NO;
+        resp = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
+        MHD_add_response_header(resp, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+    } else {
+        static char msg[] = "not found: try /metrics\n";
+        resp = MHD_create_response_from_buffer(sizeof(msg) - 1, msg, MHD_RESPMEM_PERSISTENT);
+        code = MHD_HTTP_NOT_FOUND;
+    }
+    if (!resp) {
+        free(body);
+        return MHD_NO;
+    }
+    ret = MHD_queue_response(conn, code, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+em_err_t em_metrics_start(em_metrics_t *m, const char *listen, int *bound_port, char *errstr,
+                          size_t errstr_size) {
+    char host[256];
+    int port;
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+
+    if (em_parse_hostport(listen, host, sizeof(host), &port, errstr, errstr_size))
+        return EM_EINVAL;
+    if (inet_pton(AF_INET, strcmp(host, "localhost") == 0 ? "127.0.0.1" : host, &sa.sin_addr) != 1) {
+        snprintf(errstr, errstr_size, "metrics listen '%s': host must be an IPv4 address", listen);
+        return EM_EINVAL;
+    }
+    sa.sin_port = htons((uint16_t)port);
+    m->httpd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL, (uint16_t)port, NULL,
+                                NULL, on_request, m, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+                                MHD_OPTION_CONNECTION_TIMEOUT, 10u, MHD_OPTION_END);
+    if (!m->httpd) {
+        snprintf(errstr, errstr_size, "metrics: cannot listen on %s (port in use?)", listen);
+        return EM_EIO;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(m->httpd, MHD_DAEMON_INFO_BIND_PORT);
+    *bound_port = di ? di->port : port;
+    return EM_OK;
+}

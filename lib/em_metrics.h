@@ -1,0 +1,42 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Prometheus text exposition on its own HTTP port (libmicrohttpd), GET
+ * /metrics. Metrics are registered once at start-up and updated lock-free
+ * from any thread (C11 atomics). A metric name may be registered several
+ * times with different label sets; HELP and TYPE are printed once per name.
+ */
+#ifndef EM_METRICS_H
+#define EM_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "em_error.h"
+
+typedef struct em_metrics em_metrics_t;
+typedef struct em_metric em_metric_t;
+
+em_metrics_t *em_metrics_new(void);
+/* Stops the HTTP endpoint (if started) and frees every metric. */
+void em_metrics_destroy(em_metrics_t *m);
+
+/* Registers a metric. labels is the text inside {} (e.g. "status=\"failed\"")
+ * or NULL. Returns NULL only when out of memory. All strings are copied. */
+em_metric_t *em_metrics_counter(em_metrics_t *m, const char *name, const char *labels, const char *help);
+em_metric_t *em_metrics_gauge(em_metrics_t *m, const char *name, const char *labels, const char *help);
+
+void em_metric_add(em_metric_t *metric, int64_t delta);
+void em_metric_set(em_metric_t *metric, int64_t value);
+int64_t em_metric_get(em_metric_t *metric);
+/* Raises a gauge to value if value is higher (a high-water mark). */
+void em_metric_max(em_metric_t *metric, int64_t value);
+
+/* Renders the exposition text into a malloc'd string (caller frees). */
+char *em_metrics_render(em_metrics_t *m);
+
+/* Serves GET /metrics on listen ("HOST:PORT", port 0 picks one); the bound
+ * port is stored in *bound_port. On failure nothing was started. */
+em_err_t em_metrics_start(em_metrics_t *m, const char *listen, int *bound_port, char *errstr,
+                          size_t errstr_size);
+
+#endif

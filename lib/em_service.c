@@ -1,0 +1,322 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The shared skeleton of every execmesh service. */
+#include "em_service.h"
+
+#include <getopt.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "em_rpc_channel.h"
+#include "em_util.h"
+
+/* Rewrites "--alias VALUE" / "--alias=VALUE" into "--set key=VALUE" copies
+ * kept in `owned` (freed by the caller). */
+static char **expand_aliases(const em_service_desc_t *d, int *argc, char **argv, char ***owned, int *nowned) {
+    char **out = calloc((size_t)*argc * 2 + 1, sizeof(char *));
+    *owned = calloc((size_t)*argc + 1, sizeof(char *));
+    *nowned = 0;
+    if (!out || !*owned) {
+        free(out);
+        free(*owned);
+        *owned = NULL;
+        return NULL;
+    }
+    int n = 0;
+    for (int i = 0; i < *argc; i++) {
+        const em_flag_alias_t *a = NULL;
+        const char *value = NULL;
+        for (const em_flag_alias_t *x = d->aliases; i > 0 && x && x->flag; x++) {
+            size_t fl = strlen(x->flag);
+            if (strncmp(argv[i], "--", 2) || strncmp(argv[i] + 2, x->flag, fl))
+                continue;
+            if (argv[i][2 + fl] == '=') {
+                a = x;
+                value = argv[i] + 3 + fl;
+            } else if (argv[i][2 + fl] == '\0' && i + 1 < *argc) {
+                a = x;
+                value = argv[++i];
+            }
+            break;
+        }
+        if (!a) {
+            out[n++] = argv[i];
+            continue;
+        }
+        size_t len = strlen(a->key) + strlen(value) + 2;
+        char *kv = malloc(len);
+        if (!kv)
+            continue;
+        snprintf(kv, len, "%s=%s", a->key, value);
+        (*owned)[(*nowned)++] = kv;
+        out[n++] = (char *)(uintptr_t)"--set";
+        out[n++] = kv;
+    }
+    *argc = n;
+    return out;
+}
+
+static void usage(const em_service_desc_t *d, FILE *out) {
+    fprintf(out,
+            "%s %s: %s\n\n"
+            "Usage: %s [--config FILE] [--set KEY=VALUE]... [--ports-file FILE]\n\n"
+            "Options:\n"
+            "  -c, --config FILE             libconfig file with the settings below (keys are groups: a.b = x is a = { b = x; })\n"
+            "  -s, --set KEY=VALUE           override one setting after the file (repeatable; lists are comma-separated)\n"
+            "  -p, --ports-file FILE         same as --set ports_file=FILE\n"
+            "      --check-config            validate the configuration and exit\n"
+            "      --print-config-reference  print the settings as a Markdown table and exit\n"
+            "  -h, --help                    this text\n"
+            "  -V, --version                 print the version and exit\n\n"
+            "Signals: SIGTERM/SIGINT drain (NOT_SERVING, finish in-flight work, exit 0);\n"
+            "SIGUSR1 sets health NOT_SERVING (reason \"admin\"), SIGUSR2 clears it.\n\n"
+            "Settings (key, type, default, range):\n",
+            d->program, EM_VERSION, d->summary, d->program);
+    em_config_write_help(d->settings, d->nsettings, out);
+    for (const em_flag_alias_t *a = d->aliases; a && a->flag; a++)
+        fprintf(out, "%s--%s VALUE is short for --set %s=VALUE\n", a == d->aliases ? "\n" : "", a->flag, a->key);
+}
+
+static int service_init(em_service_t *svc, const em_service_desc_t *desc, int argc, char **argv);
+
+int em_service_init(em_service_t *svc, const em_service_desc_t *desc, int argc, char **argv) {
+    char **owned = NULL;
+    int nowned = 0;
+    char **args = expand_aliases(desc, &argc, argv, &owned, &nowned);
+    if (!args)
+        return 1;
+    int rc = service_init(svc, desc, argc, args);
+    for (int i = 0; i < nowned; i++)
+        free(owned[i]);
+    free(owned);
+    free(args);
+    return rc;
+}
+
+static int service_init(em_service_t *svc, const em_service_desc_t *desc, int argc, char **argv) {
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},   {"set", required_argument, NULL, 's'},
+        {"ports-file", required_argument, NULL, 'p'}, {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},        {"check-config", no_argument, NULL, 'C'},
+        {"print-config-reference", no_argument, NULL, 'R'}, {NULL, 0, NULL, 0}};
+    char err[1024];
+    const char *config_file = NULL;
+    int check_only = 0;
+    char **sets = calloc((size_t)argc + 1, sizeof(char *));
+    char *ports_set = NULL; /* the one --set string built here */
+    int nsets = 0;
+    int c;
+
+    memset(svc, 0, sizeof(*svc));
+    svc->desc = desc;
+    if (!sets)
+        return 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "c:s:p:hV", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': config_file = optarg; break;
+        case 's': sets[nsets++] = optarg; break;
+        case 'p': {
+            size_t n = strlen(optarg) + 16;
+            free(ports_set);
+            ports_set = malloc(n);
+            if (!ports_set)
+                return 1;
+            snprintf(ports_set, n, "ports_file=%s", optarg);
+            sets[nsets++] = ports_set;
+            break;
+        }
+        case 'h': usage(desc, stdout); free(sets); free(ports_set); return 0;
+        case 'V': printf("%s %s\n", desc->program, EM_VERSION); free(sets); free(ports_set); return 0;
+        case 'C': check_only = 1; break;
+        case 'R':
+            em_config_write_reference(desc->program, desc->settings, desc->nsettings, stdout);
+            free(sets); free(ports_set);
+            return 0;
+        default:
+            fprintf(stderr, "%s: unknown option '%s' (try --help)\n", desc->program, argv[optind - 1]);
+            free(sets); free(ports_set);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "%s: unexpected argument '%s' (try --help)\n", desc->program, argv[optind]);
+        free(sets); free(ports_set);
+        return 2;
+    }
+
+    svc->cfg = em_config_new(desc->name, desc->settings, desc->nsettings, err, sizeof(err));
+    if (!svc->cfg) {
+        fprintf(stderr, "%s: %s\n", desc->program, err);
+        free(sets); free(ports_set);
+        return 2;
+    }
+    int rc = -1;
+    if (config_file && em_config_load_file(svc->cfg, config_file, err, sizeof(err)) != EM_OK) {
+        fprintf(stderr, "%s: config refused: %s\n", desc->program, err);
+        rc = 2;
+    }
+    for (int i = 0; rc < 0 && i < nsets; i++)
+        if (em_config_set(svc->cfg, sets[i], err, sizeof(err)) != EM_OK) {
+            fprintf(stderr, "%s: config refused: %s\n", desc->program, err);
+            rc = 2;
+        }
+    free(ports_set);
+    free(sets);
+    int level = rc < 0 ? em_log_level_parse(em_config_str(svc->cfg, "log.level")) : 0;
+    if (rc < 0 && level < 0) {
+        fprintf(stderr, "%s: config refused: %s: key 'log.level': '%s' is not one of debug, info, warn, error\n",
+                desc->program, em_config_source(svc->cfg, "log.level"), em_config_str(svc->cfg, "log.level"));
+        rc = 2;
+    }
+    if (rc >= 0 || check_only) {
+        if (rc < 0) {
+            printf("%s: configuration OK\n", desc->program);
+            rc = 0;
+        }
+        em_config_destroy(svc->cfg);
+        svc->cfg = NULL;
+        return rc;
+    }
+
+    const char *rep = em_config_str(svc->cfg, "replica");
+    if (*rep)
+        snprintf(svc->replica, sizeof(svc->replica), "%s", rep);
+    else
+        em_default_replica(desc->name, svc->replica, sizeof(svc->replica));
+    em_log_init(desc->name, svc->replica, (em_log_level_t)level);
+
+    /* Before any library starts a thread: those threads inherit the mask, so
+     * these signals reach only our sigwait. */
+    sigemptyset(&svc->sigs);
+    sigaddset(&svc->sigs, SIGTERM);
+    sigaddset(&svc->sigs, SIGINT);
+    sigaddset(&svc->sigs, SIGUSR1);
+    sigaddset(&svc->sigs, SIGUSR2);
+    sigaddset(&svc->sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &svc->sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    em_log_bridge_grpc();
+    em_config_log(svc->cfg);
+    svc->health = em_health_new();
+    svc->metrics = em_metrics_new();
+    svc->timers = em_timers_new();
+    svc->loop = em_rpc_loop_new();
+    if (!svc->health || !svc->metrics || !svc->timers || !svc->loop) {
+        EM_ERROR("out of memory at start");
+        return 1;
+    }
+    em_rpc_server_opts_t so = {
+        .listen = em_config_str(svc->cfg, "grpc.listen"),
+        .max_message_bytes = (int)em_config_int(svc->cfg, "grpc.max_message_bytes"),
+        .max_connection_age_ms = (int)em_config_int(svc->cfg, "grpc.max_connection_age_ms"),
+        .max_connection_age_grace_ms = 5000,
+        .min_ping_interval_ms = 500,
+    };
+    svc->server = em_rpc_server_new(svc->loop, svc->health, &so, err, sizeof(err));
+    if (!svc->server) {
+        EM_ERROR("cannot create the gRPC server", EM_F_STR("error", err));
+        return 1;
+    }
+    return -1;
+}
+
+void em_service_channel_opts(const em_service_t *svc, struct em_rpc_channel_opts *o) {
+    o->keepalive_time_ms = (int)em_config_int(svc->cfg, "grpc.keepalive_time_ms");
+    o->keepalive_timeout_ms = (int)em_config_int(svc->cfg, "grpc.keepalive_timeout_ms");
+    o->reconnect_max_ms = (int)em_config_int(svc->cfg, "grpc.reconnect_max_ms");
+    o->reconnect_min_ms = 200;
+    if (o->reconnect_min_ms > o->reconnect_max_ms)
+        o->reconnect_min_ms = o->reconnect_max_ms;
+    o->retry_max_attempts = (int)em_config_int(svc->cfg, "grpc.retry_max_attempts");
+    o->max_message_bytes = (int)em_config_int(svc->cfg, "grpc.max_message_bytes");
+    o->dns_min_resolution_ms = 1000;
+    o->no_health_check = 0;
+    o->fail_fast = 0;
+}
+
+em_err_t em_service_start(em_service_t *svc) {
+    char err[512];
+    if (em_rpc_loop_start(svc->loop) != EM_OK) {
+        EM_ERROR("cannot start the gRPC loop thread");
+        return EM_ENOMEM;
+    }
+    if (em_rpc_server_start(svc->server, &svc->grpc_port, err, sizeof(err)) != EM_OK) {
+        EM_ERROR("cannot start the gRPC server", EM_F_STR("error", err));
+        return EM_EIO;
+    }
+    if (em_metrics_start(svc->metrics, em_config_str(svc->cfg, "metrics.listen"), &svc->metrics_port, err,
+                         sizeof(err)) != EM_OK) {
+        EM_ERROR("cannot start the metrics endpoint", EM_F_STR("error", err));
+        return EM_EIO;
+    }
+    char host[256], mhost[256];
+    int port;
+    em_parse_hostport(em_config_str(svc->cfg, "grpc.listen"), host, sizeof(host), &port, err, sizeof(err));
+    em_parse_hostport(em_config_str(svc->cfg, "metrics.listen"), mhost, sizeof(mhost), &port, err, sizeof(err));
+    EM_INFO("listening", EM_F_STR("grpc_host", host), EM_F_INT("grpc_port", svc->grpc_port),
+            EM_F_STR("metrics_host", mhost), EM_F_INT("metrics_port", svc->metrics_port));
+    const char *pf = em_config_str(svc->cfg, "ports_file");
+    if (*pf) {
+        char buf[1024];
+        int n = snprintf(buf, sizeof(buf), "grpc=%s:%d\nmetrics=%s:%d\npid=%d\n", host, svc->grpc_port, mhost,
+                         svc->metrics_port, (int)getpid());
+        if (em_write_file_atomic(pf, buf, (size_t)n) != EM_OK) {
+            EM_ERROR("cannot write the ports file", EM_F_STR("path", pf));
+            return EM_EIO;
+        }
+    }
+    return EM_OK;
+}
+
+int em_service_wait(em_service_t *svc) {
+    for (;;) {
+        int sig = 0;
+        if (sigwait(&svc->sigs, &sig) != 0)
+            continue;
+        switch (sig) {
+        case SIGTERM:
+        case SIGINT:
+            EM_INFO("signal received, draining", EM_F_STR("signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"));
+            return sig;
+        case SIGUSR1:
+            EM_INFO("SIGUSR1: admin NOT_SERVING");
+            em_health_block(svc->health, "admin", 1);
+            break;
+        case SIGUSR2:
+            EM_INFO("SIGUSR2: admin block cleared");
+            em_health_block(svc->health, "admin", 0);
+            break;
+        default: EM_INFO("signal ignored", EM_F_INT("signal", sig)); break;
+        }
+    }
+}
+
+int64_t em_service_drain_begin(em_service_t *svc) {
+    int64_t start = em_mono_ms();
+    em_health_block(svc->health, EM_HEALTH_DRAINING, 1);
+    int64_t ns = em_config_int(svc->cfg, "drain.notserving_ms");
+    if (ns > 0) {
+        struct timespec ts = {.tv_sec = ns / 1000, .tv_nsec = (ns % 1000) * 1000000};
+        nanosleep(&ts, NULL); /* a deliberate pause: clients' health watches see NOT_SERVING first */
+    }
+    return start + ns + em_config_int(svc->cfg, "drain.timeout_ms");
+}
+
+void em_service_cleanup(em_service_t *svc) {
+    /* timers first: an early-run timer may still answer a call on the loop */
+    if (svc->timers)
+        em_timers_destroy(svc->timers);
+    if (svc->server)
+        em_rpc_server_destroy(svc->server);
+    if (svc->loop)
+        em_rpc_loop_destroy(svc->loop);
+    em_metrics_destroy(svc->metrics);
+    em_health_destroy(svc->health);
+    em_config_destroy(svc->cfg);
+    memset(svc, 0, sizeof(*svc));
+}

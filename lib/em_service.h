@@ -1,0 +1,101 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * What every execmesh executable does the same way, so each main.c reads
+ * like a table of contents: the command line (--help, --version, --config,
+ * --set, --ports-file, --check-config, --print-config-reference), the
+ * config file, JSON logs, signals (blocked before any library starts a
+ * thread, then taken by sigwait), the gRPC loop and server with health, the
+ * /metrics endpoint, the ports file, and the first steps of a drain.
+ *
+ * Signals: SIGTERM/SIGINT drain and exit 0; SIGUSR1 sets the health
+ * blocker "admin" (NOT_SERVING), SIGUSR2 clears it.
+ */
+#ifndef EM_SERVICE_H
+#define EM_SERVICE_H
+
+#include <signal.h>
+
+#include "em_config.h"
+#include "em_error.h"
+#include "em_health.h"
+#include "em_log.h"
+#include "em_metrics.h"
+#include "em_rpc.h"
+#include "em_rpc_server.h"
+#include "em_timer.h"
+
+/* Settings every service has; grpc/metrics are the default listen addresses. */
+#define EM_SERVICE_SETTINGS(grpc, metrics)                                                                   \
+    {"replica", EM_CFG_STR, "", 0, 120, "Replica name in logs, results and client ids; empty: <service>-<host>-<pid>."}, \
+    {"log.level", EM_CFG_STR, "info", 0, 0, "Lowest level logged: debug, info, warn, error."},                  \
+    {"grpc.listen", EM_CFG_STR, grpc, 1, 255, "gRPC listen address HOST:PORT; port 0 picks a free port."},    \
+    {"grpc.max_message_bytes", EM_CFG_INT, "16777216", 65536, 268435456, "Largest gRPC message sent or received."}, \
+    {"grpc.max_connection_age_ms", EM_CFG_INT, "30000", 1000, 86400000,                                      \
+     "Connections are closed (GOAWAY) after this long, so clients re-resolve DNS and rebalance."},           \
+    {"grpc.keepalive_time_ms", EM_CFG_INT, "1000", 100, 3600000,                                               \
+     "Client keepalive ping interval; a frozen peer is found within about twice this."},                    \
+    {"grpc.keepalive_timeout_ms", EM_CFG_INT, "1000", 100, 3600000, "How long a keepalive ping may go unanswered."}, \
+    {"grpc.reconnect_max_ms", EM_CFG_INT, "1000", 100, 120000, "Longest wait between reconnect attempts to a replica."}, \
+    {"grpc.retry_max_attempts", EM_CFG_INT, "3", 1, 5, "gRPC retry policy attempts for UNAVAILABLE (1 disables; gRPC caps at 5)."}, \
+    {"metrics.listen", EM_CFG_STR, metrics, 1, 255, "Prometheus /metrics listen address HOST:PORT; port 0 picks a free port."}, \
+    {"ports_file", EM_CFG_STR, "", 0, 4095, "If set, the bound ports are written here (grpc=, metrics=, pid= lines) once serving starts."}, \
+    {"drain.notserving_ms", EM_CFG_INT, "200", 0, 60000,                                                        \
+     "On SIGTERM: NOT_SERVING this long before refusing new calls, so clients move away first."},           \
+    {"drain.timeout_ms", EM_CFG_INT, "20000", 0, 600000, "On SIGTERM: longest wait for in-flight work before it is cancelled."}
+
+/* "--flag VALUE" as a short form of "--set key=VALUE". */
+typedef struct em_flag_alias {
+    const char *flag; /* without the dashes */
+    const char *key;
+} em_flag_alias_t;
+
+typedef struct em_service_desc {
+    const char *name;    /* "scheduler" */
+    const char *program; /* "execmesh-scheduler" */
+    const char *summary; /* one line for --help */
+    const em_setting_t *settings;
+    size_t nsettings;
+    const em_flag_alias_t *aliases; /* NULL-terminated by a zero entry, or NULL */
+} em_service_desc_t;
+
+typedef struct em_service {
+    const em_service_desc_t *desc;
+    em_config_t *cfg;
+    char replica[128];
+    em_health_t *health;
+    em_metrics_t *metrics;
+    em_rpc_loop_t *loop;
+    em_rpc_server_t *server;
+    em_timers_t *timers;
+    int grpc_port;
+    int metrics_port;
+    sigset_t sigs;
+} em_service_t;
+
+/* Parses argv, loads the config, starts logging and builds health, metrics,
+ * timers, the rpc loop and the (not yet listening) server. Returns -1 when
+ * the service should go on, or the exit code to return now (0 after --help,
+ * --version, --check-config; 2 for usage and config errors, with the reason
+ * on stderr). */
+int em_service_init(em_service_t *svc, const em_service_desc_t *desc, int argc, char **argv);
+
+/* Client channel options from the common settings. */
+struct em_rpc_channel_opts;
+void em_service_channel_opts(const em_service_t *svc, struct em_rpc_channel_opts *o);
+
+/* Starts the loop, the gRPC server and /metrics, writes the ports file.
+ * Health stays blocked by "starting" until em_health_block(.., "starting", 0). */
+em_err_t em_service_start(em_service_t *svc);
+
+/* Waits for SIGTERM or SIGINT (handling SIGUSR1/2 meanwhile); returns it. */
+int em_service_wait(em_service_t *svc);
+
+/* Drain, step 1: NOT_SERVING now, then wait drain.notserving_ms so
+ * health-checking clients stop picking this replica. Returns the deadline
+ * (monotonic ms) for the rest of the drain. */
+int64_t em_service_drain_begin(em_service_t *svc);
+
+/* Frees what em_service_init built (server shut down first if running). */
+void em_service_cleanup(em_service_t *svc);
+
+#endif

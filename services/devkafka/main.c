@@ -1,0 +1,115 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * execmesh-devkafka: librdkafka's mock cluster in a process of its own, the
+ * embedded default Kafka for local runs and fault injection. The services
+ * reach it over TCP exactly as they reach a real cluster. Prints
+ * "bootstrap=HOST:PORT,..." as its first line on stdout, creates the mesh's
+ * topics, serves health (SERVING once the cluster is up) and runs until
+ * SIGTERM.
+ *
+ * The mock keeps only 5 MiB (and 100k message sets) per partition: use many
+ * partitions for big runs, and the real broker for big backlogs.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+
+#include "em_log.h"
+#include "em_service.h"
+#include "em_util.h"
+
+static const em_setting_t devkafka_settings[] = {
+    EM_SERVICE_SETTINGS("127.0.0.1:7400", "127.0.0.1:9400"),
+    {"devkafka.brokers", EM_CFG_INT, "1", 1, 9, "Mock brokers in the cluster."},
+    {"devkafka.partitions", EM_CFG_INT, "6", 1, 10000, "Partitions of each topic created at start."},
+    {"devkafka.topics", EM_CFG_STRLIST, "execmesh.requests,execmesh.results,execmesh.dead", 0, 64,
+     "Topics created at start."},
+    {"devkafka.bootstrap_file", EM_CFG_STR, "", 0, 4095,
+     "If set, the bootstrap servers are also written to this file (one line)."},
+};
+
+static const em_flag_alias_t devkafka_aliases[] = {
+    {"partitions", "devkafka.partitions"},
+    {"brokers", "devkafka.brokers"},
+    {"bootstrap-file", "devkafka.bootstrap_file"},
+    {NULL, NULL},
+};
+
+static const em_service_desc_t devkafka_desc = {
+    .name = "devkafka",
+    .program = "execmesh-devkafka",
+    .summary = "librdkafka's mock Kafka cluster as a process (the embedded default Kafka)",
+    .settings = devkafka_settings,
+    .nsettings = EM_ARRAY_LEN(devkafka_settings),
+    .aliases = devkafka_aliases,
+};
+
+int main(int argc, char **argv) {
+    em_service_t svc;
+    char err[512];
+    rd_kafka_t *rk = NULL;
+    rd_kafka_mock_cluster_t *mc = NULL;
+    int rc = em_service_init(&svc, &devkafka_desc, argc, argv);
+    if (rc >= 0)
+        return rc;
+    const em_config_t *cfg = svc.cfg;
+    rc = 1;
+
+    /* the cluster: a mock needs a client handle to live in */
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set_log_cb(conf, em_log_rdkafka_cb);
+    rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+    if (!rk) {
+        EM_ERROR("cannot create the client handle", EM_F_STR("error", err));
+        rd_kafka_conf_destroy(conf);
+        goto out;
+    }
+    int brokers = (int)em_config_int(cfg, "devkafka.brokers");
+    mc = rd_kafka_mock_cluster_new(rk, brokers);
+    if (!mc) {
+        EM_ERROR("cannot create the mock cluster");
+        goto out;
+    }
+    int partitions = (int)em_config_int(cfg, "devkafka.partitions");
+    for (size_t i = 0; i < em_config_list_len(cfg, "devkafka.topics"); i++) {
+        const char *t = em_config_list_get(cfg, "devkafka.topics", i);
+        rd_kafka_resp_err_t e = rd_kafka_mock_topic_create(mc, t, partitions, brokers < 3 ? brokers : 3);
+        if (e) {
+            EM_ERROR("cannot create topic", EM_F_STR("topic", t), EM_F_STR("error", rd_kafka_err2str(e)));
+            goto out;
+        }
+    }
+    const char *bootstrap = rd_kafka_mock_cluster_bootstraps(mc);
+
+    if (em_service_start(&svc) != EM_OK)
+        goto out;
+    const char *bf = em_config_str(cfg, "devkafka.bootstrap_file");
+    if (*bf) {
+        char line[1024];
+        int n = snprintf(line, sizeof(line), "%s\n", bootstrap);
+        if (em_write_file_atomic(bf, line, (size_t)n) != EM_OK) {
+            EM_ERROR("cannot write the bootstrap file", EM_F_STR("path", bf));
+            goto out;
+        }
+    }
+    printf("bootstrap=%s\n", bootstrap);
+    fflush(stdout);
+    EM_INFO("mock cluster up", EM_F_STR("bootstrap", bootstrap), EM_F_INT("brokers", brokers),
+            EM_F_INT("partitions", partitions));
+    em_health_block(svc.health, EM_HEALTH_STARTING, 0);
+    em_service_wait(&svc);
+    em_health_block(svc.health, EM_HEALTH_DRAINING, 1);
+    rc = 0;
+out:
+    em_rpc_server_shutdown(svc.server, em_mono_ms() + 1000);
+    if (mc)
+        rd_kafka_mock_cluster_destroy(mc);
+    if (rk)
+        rd_kafka_destroy(rk);
+    EM_INFO("stopped", EM_F_INT("exit_code", rc));
+    em_service_cleanup(&svc);
+    return rc;
+}

@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The executor's parts: a job is one execution of an Execute batch; a
+ * handler runs jobs (builtins in-process; each handler has a concurrency
+ * limit, and jobs beyond it wait in the handler's queue); a job ends with
+ * job_finish, from any thread, exactly once.
+ */
+#ifndef EXECUTOR_H
+#define EXECUTOR_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "em_timer.h"
+#include "execmesh/v1/execmesh.pb-c.h"
+
+typedef struct ex_batch ex_batch_t;
+typedef struct ex_handler ex_handler_t;
+
+typedef struct ex_job {
+    ex_batch_t *batch;
+    size_t idx;
+    const Execmesh__V1__Execution *ex;
+    ex_handler_t *handler;
+    int64_t timeout_ms;
+    int64_t started_unix_ms;
+    struct ex_job *next; /* the handler's wait queue */
+} ex_job_t;
+
+typedef void (*ex_run_fn)(ex_job_t *job);
+
+struct ex_handler {
+    const char *name;
+    ex_run_fn run;
+    int async;        /* finishes later, from another thread: counts against concurrency */
+    int concurrency;  /* async jobs running at once */
+    int64_t default_timeout_ms;
+    pthread_mutex_t lock;
+    int running;
+    ex_job_t *wait_head, *wait_tail;
+};
+
+/* Process-wide context the builtins need. */
+typedef struct ex_env {
+    em_timers_t *timers;
+    volatile int abandon; /* drain deadline passed: finish jobs without publishing */
+} ex_env_t;
+
+extern ex_env_t ex_env;
+
+/* Ends job with its outcome. output (may be NULL) is borrowed when owned is
+ * 0, or taken (free'd with the batch) when owned is 1. error may be NULL. */
+void job_finish(ex_job_t *job, Execmesh__V1__Status status, const uint8_t *output, size_t len, int owned,
+                const char *error, int exit_code);
+
+/* The builtin named name, or NULL. */
+ex_run_fn builtin_lookup(const char *name, int *async);
+/* "echo, fail, sha256, sleep" */
+const char *builtin_names(void);
+
+#endif

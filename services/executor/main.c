@@ -1,0 +1,460 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * execmesh-executor: runs configured handlers. Serves Executor.Execute: a
+ * batch of executions is run (each by its handler, within the handler's
+ * concurrency and the executor's in-flight bound), the batch's results are
+ * published to a result sink, and only after the sink acknowledged them is
+ * the call answered, carrying the results. Never talks to Kafka, so it stays
+ * SERVING through a broker outage.
+ */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "em_log.h"
+#include "em_metrics.h"
+#include "em_rpc_channel.h"
+#include "em_rpc_server.h"
+#include "em_service.h"
+#include "em_util.h"
+#include "execmesh/v1/internal.pb-c.h"
+#include "executor.h"
+
+#define EX_MAX_HANDLERS 32
+
+static const em_setting_t executor_settings[] = {
+    EM_SERVICE_SETTINGS("127.0.0.1:7200", "127.0.0.1:9200"),
+    {"sinks.target", EM_CFG_STR, "ipv4:127.0.0.1:7300", 1, 4095,
+     "gRPC target of the result sinks: ipv4:H:P,H:P... or dns:///name:port (round_robin over all)."},
+    {"executor.max_inflight", EM_CFG_INT, "4096", 1, 1000000,
+     "Executions accepted and not yet answered; a batch beyond it gets RESOURCE_EXHAUSTED."},
+    {"handlers.builtin", EM_CFG_STRLIST, "echo,sleep,fail,sha256", 0, 32,
+     "Builtin handlers to offer: any of echo, fail, sha256, sleep."},
+    {"handlers.concurrency", EM_CFG_INT, "8", 1, 100000,
+     "Per handler: executions running at once (for handlers that wait, like sleep); more wait in the executor."},
+    {"handlers.default_timeout_ms", EM_CFG_INT, "30000", 1, 86400000,
+     "Timeout of an execution that sets none (timeout_ms = 0)."},
+    {"publish.timeout_ms", EM_CFG_INT, "10000", 100, 600000, "Deadline of one Publish call to a sink."},
+    {"publish.retry_backoff_ms", EM_CFG_INT, "50", 1, 60000,
+     "Wait before publishing a batch's results again after a failed Publish."},
+};
+
+static const em_service_desc_t executor_desc = {
+    .name = "executor",
+    .program = "execmesh-executor",
+    .summary = "runs execution handlers and hands each result to a sink (Executor.Execute)",
+    .settings = executor_settings,
+    .nsettings = EM_ARRAY_LEN(executor_settings),
+};
+
+ex_env_t ex_env;
+
+typedef struct executor {
+    em_service_t svc;
+    em_rpc_channel_t *sinks;
+    em_rpc_method_ref_t *m_publish;
+    ex_handler_t handlers[EX_MAX_HANDLERS];
+    int nhandlers;
+    char handler_list[512];
+    int max_inflight;
+    int64_t publish_timeout_ms;
+    int64_t publish_backoff_ms;
+    atomic_int inflight;
+    atomic_int batches;
+    em_metric_t *m_in, *m_out, *m_failed, *m_inflight, *m_busy, *m_publish_failed;
+    em_metric_t *m_status[6];
+} executor_t;
+
+static executor_t X;
+
+/* One Execute call: its executions, their results, and the publish of them. */
+struct ex_batch {
+    em_rpc_call_t *call;
+    Execmesh__V1__ExecuteRequest *req;
+    size_t n;
+    ex_job_t *jobs;
+    Execmesh__V1__Result *res;
+    Execmesh__V1__Result **resp;
+    Execmesh__V1__Result__HeadersEntry *hdrs;
+    Execmesh__V1__Result__HeadersEntry **hdr_ptrs;
+    char **owned; /* per result: output or error memory to free */
+    char **owned_err;
+    int prev_attempts;
+    atomic_size_t pending;
+    grpc_slice packed;
+    int publish_tries;
+};
+
+static void batch_free(ex_batch_t *b) {
+    for (size_t i = 0; i < b->n; i++) {
+        free(b->owned[i]);
+        free(b->owned_err[i]);
+    }
+    execmesh__v1__execute_request__free_unpacked(b->req, NULL);
+    free(b->jobs);
+    free(b->res);
+    free(b->resp);
+    free(b->hdrs);
+    free(b->hdr_ptrs);
+    free(b->owned);
+    free(b->owned_err);
+    grpc_slice_unref(b->packed);
+    atomic_fetch_sub(&X.inflight, (int)b->n);
+    em_metric_add(X.m_inflight, -(int64_t)b->n);
+    atomic_fetch_sub(&X.batches, 1);
+    free(b);
+}
+
+static void publish(ex_batch_t *b);
+
+static void publish_retry(void *arg) {
+    ex_batch_t *b = arg;
+    if (ex_env.abandon) {
+        em_rpc_call_fail(b->call, GRPC_STATUS_UNAVAILABLE, "executor draining: results not published");
+        batch_free(b);
+        return;
+    }
+    publish(b);
+}
+
+/* Runs on the loop thread. */
+static void on_published(void *arg, grpc_status_code code, const char *details, const uint8_t *resp, size_t len) {
+    ex_batch_t *b = arg;
+    if (code == GRPC_STATUS_OK) {
+        em_metric_add(X.m_out, (int64_t)b->n);
+        em_rpc_call_reply_slice(b->call, grpc_slice_ref(b->packed));
+        batch_free(b);
+        return;
+    }
+    em_metric_add(X.m_publish_failed, 1);
+    int64_t left = em_rpc_call_remaining_ms(b->call);
+    EM_WARN("publish to sink failed", EM_F_STR("code", em_rpc_status_name(code)), EM_F_STR("details", details),
+            EM_F_INT("results", b->n), EM_F_INT("try", b->publish_tries), EM_F_INT("call_ms_left", left));
+    if (left > 2 * X.publish_backoff_ms + 100 && !ex_env.abandon && !em_rpc_call_cancelled(b->call) &&
+        em_timer_after(ex_env.timers, X.publish_backoff_ms, publish_retry, b) == EM_OK)
+        return;
+    char msg[512];
+    snprintf(msg, sizeof(msg), "result sink: %s: %s", em_rpc_status_name(code), details);
+    em_rpc_call_fail(b->call, GRPC_STATUS_UNAVAILABLE, msg);
+    batch_free(b);
+}
+
+static void publish(ex_batch_t *b) {
+    int64_t timeout = X.publish_timeout_ms;
+    int64_t left = em_rpc_call_remaining_ms(b->call);
+    if (left - 50 < timeout)
+        timeout = left - 50 > 100 ? left - 50 : 100;
+    b->publish_tries++;
+    /* PublishRequest and ExecuteResponse are the same wire message
+     * (repeated Result results = 1): pack once, send it both ways. */
+    if (em_rpc_channel_call(X.sinks, X.m_publish, grpc_slice_ref(b->packed), timeout, on_published, b) != EM_OK) {
+        em_rpc_call_fail(b->call, GRPC_STATUS_UNAVAILABLE, "executor: cannot call a result sink");
+        batch_free(b);
+    }
+}
+
+/* All jobs of b finished (on whichever thread finished the last one). */
+static void batch_done(ex_batch_t *b) {
+    if (ex_env.abandon) {
+        em_rpc_call_fail(b->call, GRPC_STATUS_UNAVAILABLE, "executor draining: results not published");
+        batch_free(b);
+        return;
+    }
+    Execmesh__V1__ExecuteResponse out = EXECMESH__V1__EXECUTE_RESPONSE__INIT;
+    out.n_results = b->n;
+    out.results = b->resp;
+    b->packed = em_rpc_pack(&out.base);
+    publish(b);
+}
+
+static void handler_start(ex_job_t *job);
+
+void job_finish(ex_job_t *job, Execmesh__V1__Status status, const uint8_t *output, size_t len, int owned,
+                const char *error, int exit_code) {
+    ex_batch_t *b = job->batch;
+    Execmesh__V1__Result *r = &b->res[job->idx];
+    r->status = status;
+    r->output.data = (uint8_t *)(uintptr_t)output;
+    r->output.len = output ? len : 0;
+    if (owned)
+        b->owned[job->idx] = (char *)(uintptr_t)output;
+    if (error) {
+        b->owned_err[job->idx] = strdup(error);
+        r->error = b->owned_err[job->idx] ? b->owned_err[job->idx] : (char *)(uintptr_t)"out of memory";
+    }
+    r->exit_code = exit_code;
+    r->started_unix_ms = job->started_unix_ms ? job->started_unix_ms : em_now_unix_ms();
+    r->finished_unix_ms = em_now_unix_ms();
+    if ((unsigned)status < EM_ARRAY_LEN(X.m_status))
+        em_metric_add(X.m_status[status], 1);
+    if (status != EXECMESH__V1__STATUS__SUCCEEDED)
+        em_metric_add(X.m_failed, 1);
+
+    /* free the handler slot and start the next waiting job, if any */
+    ex_handler_t *h = job->handler;
+    if (h && h->async) {
+        ex_job_t *next = NULL;
+        pthread_mutex_lock(&h->lock);
+        if (h->wait_head) {
+            next = h->wait_head;
+            h->wait_head = next->next;
+            if (!h->wait_head)
+                h->wait_tail = NULL;
+        } else {
+            h->running--;
+        }
+        pthread_mutex_unlock(&h->lock);
+        if (next) {
+            next->started_unix_ms = em_now_unix_ms();
+            next->handler->run(next);
+        }
+    }
+    if (atomic_fetch_sub(&b->pending, 1) == 1)
+        batch_done(b);
+}
+
+static void handler_start(ex_job_t *job) {
+    ex_handler_t *h = job->handler;
+    if (h->async) {
+        pthread_mutex_lock(&h->lock);
+        if (h->running >= h->concurrency) {
+            job->next = NULL;
+            if (h->wait_tail)
+                h->wait_tail->next = job;
+            else
+                h->wait_head = job;
+            h->wait_tail = job;
+            pthread_mutex_unlock(&h->lock);
+            return;
+        }
+        h->running++;
+        pthread_mutex_unlock(&h->lock);
+    }
+    job->started_unix_ms = em_now_unix_ms();
+    h->run(job);
+}
+
+static ex_handler_t *handler_find(const char *name) {
+    for (int i = 0; i < X.nhandlers; i++)
+        if (strcmp(X.handlers[i].name, name) == 0)
+            return &X.handlers[i];
+    return NULL;
+}
+
+/* Runs on the loop thread. */
+static void on_execute(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_t len) {
+    char msg[1024];
+    Execmesh__V1__ExecuteRequest *in = execmesh__v1__execute_request__unpack(NULL, len, req);
+    if (!in) {
+        em_rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "ExecuteRequest: cannot decode");
+        return;
+    }
+    size_t n = in->n_executions;
+    if (n == 0) {
+        execmesh__v1__execute_request__free_unpacked(in, NULL);
+        em_rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "executions: empty");
+        return;
+    }
+    int now_inflight = atomic_fetch_add(&X.inflight, (int)n);
+    if (now_inflight + (int)n > X.max_inflight) {
+        atomic_fetch_sub(&X.inflight, (int)n);
+        execmesh__v1__execute_request__free_unpacked(in, NULL);
+        snprintf(msg, sizeof(msg), "executor at capacity: %d executions in flight, limit %d, batch of %zu", now_inflight,
+                 X.max_inflight, n);
+        em_metric_add(X.m_busy, 1);
+        em_rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
+        return;
+    }
+    em_metric_add(X.m_in, (int64_t)n);
+    em_metric_add(X.m_inflight, (int64_t)n);
+
+    size_t nhdr = 0;
+    for (size_t i = 0; i < n; i++)
+        nhdr += in->executions[i]->n_headers;
+    ex_batch_t *b = calloc(1, sizeof(*b));
+    if (b) {
+        b->jobs = calloc(n, sizeof(*b->jobs));
+        b->res = calloc(n, sizeof(*b->res));
+        b->resp = calloc(n, sizeof(*b->resp));
+        b->owned = calloc(n, sizeof(*b->owned));
+        b->owned_err = calloc(n, sizeof(*b->owned_err));
+        b->hdrs = calloc(nhdr ? nhdr : 1, sizeof(*b->hdrs));
+        b->hdr_ptrs = calloc(nhdr ? nhdr : 1, sizeof(*b->hdr_ptrs));
+    }
+    if (!b || !b->jobs || !b->res || !b->resp || !b->owned || !b->owned_err || !b->hdrs || !b->hdr_ptrs) {
+        if (b) {
+            free(b->jobs);
+            free(b->res);
+            free(b->resp);
+            free(b->owned);
+            free(b->owned_err);
+            free(b->hdrs);
+            free(b->hdr_ptrs);
+            free(b);
+        }
+        atomic_fetch_sub(&X.inflight, (int)n);
+        em_metric_add(X.m_inflight, -(int64_t)n);
+        execmesh__v1__execute_request__free_unpacked(in, NULL);
+        em_rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "executor: out of memory");
+        return;
+    }
+    atomic_fetch_add(&X.batches, 1);
+    b->call = call;
+    b->req = in;
+    b->n = n;
+    b->packed = grpc_empty_slice();
+    b->prev_attempts = em_rpc_call_previous_attempts(call);
+    atomic_init(&b->pending, n);
+
+    /* results first: a job may finish (and the batch complete) as soon as it starts */
+    size_t h = 0;
+    for (size_t i = 0; i < n; i++) {
+        const Execmesh__V1__Execution *ex = in->executions[i];
+        Execmesh__V1__Result *r = &b->res[i];
+        execmesh__v1__result__init(r);
+        b->resp[i] = r;
+        r->id = ex->id;
+        r->attempt = (ex->attempt ? ex->attempt : 1) + (uint32_t)b->prev_attempts;
+        r->executor = X.svc.replica;
+        r->submitted_unix_ms = ex->submitted_unix_ms;
+        r->n_headers = ex->n_headers;
+        r->headers = &b->hdr_ptrs[h];
+        for (size_t k = 0; k < ex->n_headers; k++, h++) {
+            execmesh__v1__result__headers_entry__init(&b->hdrs[h]);
+            b->hdrs[h].key = ex->headers[k]->key;
+            b->hdrs[h].value = ex->headers[k]->value;
+            b->hdr_ptrs[h] = &b->hdrs[h];
+        }
+        ex_job_t *job = &b->jobs[i];
+        job->batch = b;
+        job->idx = i;
+        job->ex = ex;
+    }
+    for (size_t i = 0; i < n; i++) {
+        ex_job_t *job = &b->jobs[i];
+        const Execmesh__V1__Execution *ex = job->ex;
+        ex_handler_t *hd = handler_find(ex->handler);
+        if (!hd) {
+            if (!*ex->handler)
+                snprintf(msg, sizeof(msg), "handler is required");
+            else
+                snprintf(msg, sizeof(msg), "unknown handler '%.100s' (configured: %s)", ex->handler, X.handler_list);
+            job_finish(job, EXECMESH__V1__STATUS__REJECTED, NULL, 0, 0, msg, 0);
+            continue;
+        }
+        job->handler = hd;
+        job->timeout_ms = ex->timeout_ms ? (int64_t)ex->timeout_ms : hd->default_timeout_ms;
+        handler_start(job);
+    }
+}
+
+static int setup_handlers(const em_config_t *cfg) {
+    size_t n = em_config_list_len(cfg, "handlers.builtin");
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *name = em_config_list_get(cfg, "handlers.builtin", i);
+        int async = 0;
+        ex_run_fn run = builtin_lookup(name, &async);
+        if (!run) {
+            fprintf(stderr, "execmesh-executor: config refused: %s: key 'handlers.builtin': unknown builtin '%s' (known: %s)\n",
+                    em_config_source(cfg, "handlers.builtin"), name, builtin_names());
+            return -1;
+        }
+        if (handler_find(name))
+            continue;
+        ex_handler_t *h = &X.handlers[X.nhandlers++];
+        h->name = name;
+        h->run = run;
+        h->async = async;
+        h->concurrency = (int)em_config_int(cfg, "handlers.concurrency");
+        h->default_timeout_ms = em_config_int(cfg, "handlers.default_timeout_ms");
+        pthread_mutex_init(&h->lock, NULL);
+        int w = snprintf(X.handler_list + o, sizeof(X.handler_list) - o, "%s%s", o ? ", " : "", name);
+        if (w > 0 && (size_t)w < sizeof(X.handler_list) - o)
+            o += (size_t)w;
+    }
+    return 0;
+}
+
+static void register_metrics(void) {
+    em_metrics_t *m = X.svc.metrics;
+    X.m_in = em_metrics_counter(m, "execmesh_executions_in_total", NULL, "Executions received by Execute.");
+    X.m_out = em_metrics_counter(m, "execmesh_executions_out_total", NULL,
+                                 "Executions whose result a sink acknowledged.");
+    X.m_failed = em_metrics_counter(m, "execmesh_executions_failed_total", NULL,
+                                    "Executions that ended other than SUCCEEDED.");
+    X.m_inflight = em_metrics_gauge(m, "execmesh_inflight", NULL, "Executions accepted and not yet answered.");
+    X.m_busy = em_metrics_counter(m, "execmesh_executor_busy_total", NULL,
+                                  "Execute calls refused with RESOURCE_EXHAUSTED (at capacity).");
+    X.m_publish_failed =
+        em_metrics_counter(m, "execmesh_executor_publish_failed_total", NULL, "Publish calls to sinks that failed.");
+    static const char *const names[] = {"unspecified", "succeeded", "failed", "timed_out", "rejected", "exhausted"};
+    for (size_t i = 0; i < EM_ARRAY_LEN(names); i++) {
+        char labels[64];
+        snprintf(labels, sizeof(labels), "status=\"%s\"", names[i]);
+        X.m_status[i] = em_metrics_counter(m, "execmesh_executor_results_total", labels, "Results by status.");
+    }
+    em_metrics_counter(m, "execmesh_dead_lettered_total", NULL, "Records sent to the dead-letter topic (none here).");
+}
+
+int main(int argc, char **argv) {
+    char err[512];
+    int rc = em_service_init(&X.svc, &executor_desc, argc, argv);
+    if (rc >= 0)
+        return rc;
+    const em_config_t *cfg = X.svc.cfg;
+    rc = 1;
+
+    /* the parts */
+    if (setup_handlers(cfg) != 0) {
+        rc = 2;
+        goto out;
+    }
+    register_metrics();
+    ex_env.timers = X.svc.timers;
+    X.max_inflight = (int)em_config_int(cfg, "executor.max_inflight");
+    X.publish_timeout_ms = em_config_int(cfg, "publish.timeout_ms");
+    X.publish_backoff_ms = em_config_int(cfg, "publish.retry_backoff_ms");
+    em_rpc_channel_opts_t co;
+    em_service_channel_opts(&X.svc, &co);
+    X.sinks = em_rpc_channel_new(X.svc.loop, em_config_str(cfg, "sinks.target"), "execmesh.v1.ResultSink", &co, err,
+                                 sizeof(err));
+    if (!X.sinks) {
+        fprintf(stderr, "execmesh-executor: config refused: %s: key 'sinks.target': %s\n",
+                em_config_source(cfg, "sinks.target"), err);
+        rc = 2;
+        goto out;
+    }
+    X.m_publish = em_rpc_channel_method(X.sinks, "/execmesh.v1.ResultSink/Publish");
+    if (em_rpc_server_add_method(X.svc.server, "execmesh.v1.Executor", "Execute", on_execute, &X, 256) != EM_OK)
+        goto out;
+
+    /* serve */
+    if (em_service_start(&X.svc) != EM_OK)
+        goto out;
+    EM_INFO("handlers ready", EM_F_STR("handlers", X.handler_list));
+    em_health_block(X.svc.health, EM_HEALTH_STARTING, 0);
+    em_service_wait(&X.svc);
+
+    /* drain: NOT_SERVING, answer the Execute calls in flight (each after its
+     * results were published); past the deadline abandon what still runs:
+     * its results are not published and the scheduler runs it again. */
+    int64_t deadline = em_service_drain_begin(&X.svc);
+    em_rpc_server_shutdown(X.svc.server, deadline);
+    rc = 0;
+out:
+    ex_env.abandon = 1;
+    em_rpc_server_shutdown(X.svc.server, em_mono_ms());
+    if (X.svc.timers) {
+        em_timers_destroy(X.svc.timers); /* runs the pending timers now, as abandoned */
+        X.svc.timers = NULL;
+        ex_env.timers = NULL;
+    }
+    em_rpc_channel_destroy(X.sinks); /* cancels open Publish calls; their batches are freed */
+    if (atomic_load(&X.batches) > 0)
+        EM_WARN("batches still open at exit", EM_F_INT("batches", atomic_load(&X.batches)));
+    EM_INFO("stopped", EM_F_INT("exit_code", rc));
+    em_service_cleanup(&X.svc);
+    return rc;
+}

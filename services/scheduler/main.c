@@ -1,0 +1,247 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * execmesh-scheduler: the durable door in. A member of the consumer group on
+ * the requests topic; serves Scheduler.Submit, which writes to that topic;
+ * dispatches batches of executions to executors and commits each
+ * partition's offset only up to the contiguous watermark of executions whose
+ * results are durable. SERVING while its Submit path works (its producer
+ * reaches the cluster); its group assignment is a metric and a log line,
+ * not health.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "em_log.h"
+#include "em_util.h"
+#include "scheduler.h"
+
+static const em_setting_t scheduler_settings[] = {
+    EM_SERVICE_SETTINGS("127.0.0.1:7100", "127.0.0.1:9100"),
+    EM_KAFKA_SETTINGS,
+    EM_CONSUMER_SETTINGS,
+    {"executors.target", EM_CFG_STR, "ipv4:127.0.0.1:7200", 1, 4095,
+     "gRPC target of the executors: ipv4:H:P,H:P... or dns:///name:port (round_robin over all)."},
+    {"dispatch.batch_max", EM_CFG_INT, "64", 1, 100000, "Most executions in one Execute call."},
+    {"dispatch.max_inflight", EM_CFG_INT, "256", 1, 10000000,
+     "Executions dispatched and not yet answered, over all executors."},
+    {"dispatch.max_calls", EM_CFG_INT, "16", 1, 10000, "Execute calls in flight at once."},
+    {"dispatch.max_pending", EM_CFG_INT, "2048", 1, 10000000,
+     "Executions read from Kafka and waiting for dispatch; above it consumption pauses (resumes at half)."},
+    {"dispatch.default_timeout_ms", EM_CFG_INT, "30000", 1, 86400000,
+     "Assumed execution timeout when a request sets none; the call deadline adds dispatch.deadline_grace_ms."},
+    {"dispatch.deadline_grace_ms", EM_CFG_INT, "2000", 0, 600000,
+     "Added to the longest execution timeout of a batch to make its call deadline."},
+    {"dispatch.retry_backoff_ms", EM_CFG_INT, "100", 1, 60000,
+     "Pause before dispatching again after executors answered RESOURCE_EXHAUSTED or failed twice in a row."},
+    {"revoke.timeout_ms", EM_CFG_INT, "5000", 0, 600000,
+     "On losing partitions: longest wait for their in-flight executions before committing and giving them up."},
+    {"input.max_bytes", EM_CFG_INT, "2097152", 16, 268435456,
+     "Records on the requests topic larger than this go to the dead-letter topic unread (too_large)."},
+    {"submit.max_executions", EM_CFG_INT, "10000", 1, 1000000, "Most executions in one Submit call."},
+    {"submit.max_payload_bytes", EM_CFG_INT, "1048576", 0, 268435456, "Largest payload Submit accepts."},
+};
+
+static const em_service_desc_t scheduler_desc = {
+    .name = "scheduler",
+    .program = "execmesh-scheduler",
+    .summary = "takes executions from Kafka and Submit, dispatches them to executors, commits durable offsets",
+    .settings = scheduler_settings,
+    .nsettings = EM_ARRAY_LEN(scheduler_settings),
+};
+
+static void *consumer_main(void *arg) {
+    scheduler_t *s = arg;
+    rd_kafka_message_t **msgs = calloc((size_t)s->poll_batch, sizeof(*msgs));
+    int64_t next_commit = em_mono_ms() + s->commit_interval_ms;
+    if (!msgs) {
+        EM_ERROR("out of memory in the consumer thread");
+        return NULL;
+    }
+    while (!atomic_load(&s->stopping)) {
+        int64_t now = em_mono_ms();
+        int timeout = s->paused ? 10 : 100;
+        if (next_commit - now < timeout)
+            timeout = next_commit - now > 0 ? (int)(next_commit - now) : 0;
+        size_t n = em_consumer_poll(s->consumer, msgs, (size_t)s->poll_batch, timeout);
+        rd_kafka_topic_partition_list_t *commit = NULL;
+        pthread_mutex_lock(&s->lock);
+        for (size_t i = 0; i < n; i++)
+            sc_accept_locked(s, msgs[i]);
+        sc_dispatch_locked(s);
+        sc_flow_control_locked(s);
+        now = em_mono_ms();
+        if (now >= next_commit) {
+            sc_commit_tick_locked(s, &commit);
+            next_commit = now + s->commit_interval_ms;
+        }
+        pthread_mutex_unlock(&s->lock);
+        if (commit) {
+            em_consumer_commit(s->consumer, commit, 1);
+            rd_kafka_topic_partition_list_destroy(commit);
+        }
+    }
+    /* Leaving the group runs the final revoke here: in-flight work gets
+     * until the drain deadline, then the watermarks are committed. */
+    em_consumer_close(s->consumer);
+    free(msgs);
+    return NULL;
+}
+
+static void register_metrics(scheduler_t *s) {
+    em_metrics_t *m = s->svc.metrics;
+    s->m_in_kafka = em_metrics_counter(m, "execmesh_executions_in_total", "source=\"kafka\"",
+                                       "Executions taken in: read from the requests topic, or accepted by Submit.");
+    s->m_in_submit = em_metrics_counter(m, "execmesh_executions_in_total", "source=\"submit\"",
+                                        "Executions taken in: read from the requests topic, or accepted by Submit.");
+    s->m_out = em_metrics_counter(m, "execmesh_executions_out_total", NULL,
+                                  "Executions whose result is durable (executor answered OK).");
+    s->m_failed = em_metrics_counter(m, "execmesh_executions_failed_total", NULL,
+                                     "Executions whose Execute call failed (each is dispatched again).");
+    s->m_dead = em_metrics_counter(m, "execmesh_dead_lettered_total", NULL,
+                                   "Records written to the dead-letter topic.");
+    s->m_inflight = em_metrics_gauge(m, "execmesh_inflight", NULL, "Executions dispatched and not yet answered.");
+    s->m_pending = em_metrics_gauge(m, "execmesh_scheduler_pending", NULL, "Executions waiting for dispatch.");
+    s->m_assigned = em_metrics_gauge(m, "execmesh_scheduler_assigned_partitions", NULL,
+                                     "Partitions of the requests topic this replica owns.");
+    s->m_redispatched = em_metrics_counter(m, "execmesh_scheduler_redispatched_total", NULL,
+                                           "Executions dispatched again with a higher attempt number.");
+    s->m_busy = em_metrics_counter(m, "execmesh_scheduler_busy_total", NULL,
+                                   "Execute calls answered RESOURCE_EXHAUSTED.");
+    s->m_commits = em_metrics_counter(m, "execmesh_scheduler_commits_total", NULL, "Partition offsets committed.");
+    s->m_commit_failed = em_metrics_counter(m, "execmesh_scheduler_commit_failures_total", NULL,
+                                            "Partition offset commits that failed (retried).");
+    s->m_submit_calls = em_metrics_counter(m, "execmesh_submit_calls_total", NULL, "Submit calls received.");
+    s->m_submit_failed = em_metrics_counter(m, "execmesh_submit_failed_total", NULL,
+                                            "Submit calls answered with an error.");
+    s->m_paused = em_metrics_gauge(m, "execmesh_scheduler_paused", NULL,
+                                   "1 while consumption is paused because too much waits for dispatch.");
+}
+
+static void read_settings(scheduler_t *s, const em_config_t *cfg) {
+    s->batch_max = (int)em_config_int(cfg, "dispatch.batch_max");
+    s->max_inflight = (int)em_config_int(cfg, "dispatch.max_inflight");
+    s->max_calls = (int)em_config_int(cfg, "dispatch.max_calls");
+    s->max_pending = (int)em_config_int(cfg, "dispatch.max_pending");
+    s->poll_batch = (int)em_config_int(cfg, "kafka.poll_batch");
+    s->default_timeout_ms = em_config_int(cfg, "dispatch.default_timeout_ms");
+    s->deadline_grace_ms = em_config_int(cfg, "dispatch.deadline_grace_ms");
+    s->retry_backoff_ms = em_config_int(cfg, "dispatch.retry_backoff_ms");
+    s->commit_interval_ms = em_config_int(cfg, "kafka.commit_interval_ms");
+    s->revoke_timeout_ms = em_config_int(cfg, "revoke.timeout_ms");
+    s->input_max_bytes = em_config_int(cfg, "input.max_bytes");
+    s->submit_max_executions = em_config_int(cfg, "submit.max_executions");
+    s->submit_max_payload = em_config_int(cfg, "submit.max_payload_bytes");
+    s->topic_requests = em_config_str(cfg, "kafka.topic_requests");
+}
+
+int main(int argc, char **argv) {
+    static scheduler_t s;
+    char err[512];
+    const char *extra[EM_KAFKA_MAX_EXTRA];
+    int consumer_started = 0;
+    int rc = em_service_init(&s.svc, &scheduler_desc, argc, argv);
+    if (rc >= 0)
+        return rc;
+    const em_config_t *cfg = s.svc.cfg;
+    rc = 1;
+    pthread_mutex_init(&s.lock, NULL);
+    pthread_cond_init(&s.cond, NULL);
+
+    /* the parts */
+    read_settings(&s, cfg);
+    register_metrics(&s);
+    em_rpc_channel_opts_t co;
+    em_service_channel_opts(&s.svc, &co);
+    s.executors = em_rpc_channel_new(s.svc.loop, em_config_str(cfg, "executors.target"), "execmesh.v1.Executor", &co,
+                                     err, sizeof(err));
+    if (!s.executors) {
+        fprintf(stderr, "execmesh-scheduler: config refused: %s: key 'executors.target': %s\n",
+                em_config_source(cfg, "executors.target"), err);
+        rc = 2;
+        goto out;
+    }
+    s.m_execute = em_rpc_channel_method(s.executors, "/execmesh.v1.Executor/Execute");
+
+    em_producer_opts_t po;
+    em_producer_opts_from_config(cfg, s.svc.replica, extra, &po);
+    po.probe_topic = s.topic_requests;
+    po.health = s.svc.health;
+    s.producer = em_producer_new(&po, err, sizeof(err));
+    if (!s.producer) {
+        EM_ERROR("cannot create the Kafka producer", EM_F_STR("error", err));
+        goto out;
+    }
+    s.t_requests = em_producer_topic(s.producer, s.topic_requests);
+    s.t_dead = em_producer_topic(s.producer, em_config_str(cfg, "kafka.topic_dead"));
+
+    em_consumer_opts_t copts;
+    em_consumer_opts_from_config(cfg, s.svc.replica, extra, &copts);
+    copts.ctx = &s;
+    copts.on_assign = sc_on_assign;
+    copts.on_revoke = sc_on_revoke;
+    copts.on_commit = sc_on_commit;
+    s.consumer = em_consumer_new(&copts, err, sizeof(err));
+    if (!s.consumer) {
+        EM_ERROR("cannot create the Kafka consumer", EM_F_STR("error", err));
+        goto out;
+    }
+    if (em_consumer_subscribe(s.consumer, s.topic_requests, err, sizeof(err)) != EM_OK) {
+        EM_ERROR("cannot subscribe", EM_F_STR("error", err));
+        goto out;
+    }
+    if (em_rpc_server_add_method(s.svc.server, "execmesh.v1.Scheduler", "Submit", sc_on_submit, &s, 128) != EM_OK)
+        goto out;
+
+    /* serve */
+    if (em_service_start(&s.svc) != EM_OK)
+        goto out;
+    if (pthread_create(&s.consumer_thread, NULL, consumer_main, &s) != 0) {
+        EM_ERROR("cannot start the consumer thread");
+        goto out;
+    }
+    consumer_started = 1;
+    em_health_block(s.svc.health, EM_HEALTH_STARTING, 0);
+    em_service_wait(&s.svc);
+
+    /* drain: NOT_SERVING; answer the Submit calls in flight; leave the group
+     * (in-flight executions finish and are committed, the rest is left to
+     * the next owner); make sure every accepted Submit reached Kafka. */
+    s.drain_deadline_ms = em_service_drain_begin(&s.svc);
+    em_rpc_server_shutdown(s.svc.server, s.drain_deadline_ms);
+    atomic_store(&s.stopping, 1);
+    pthread_join(s.consumer_thread, NULL);
+    consumer_started = 0;
+    int64_t left = s.drain_deadline_ms - em_mono_ms();
+    em_producer_flush(s.producer, left > 1000 ? (int)left : 1000);
+    rc = 0;
+out:
+    atomic_store(&s.stopping, 1);
+    if (consumer_started)
+        pthread_join(s.consumer_thread, NULL);
+    em_rpc_server_shutdown(s.svc.server, em_mono_ms());
+    if (s.svc.timers) {
+        em_timers_destroy(s.svc.timers); /* pending backoffs and retries run now */
+        s.svc.timers = NULL;
+    }
+    em_rpc_channel_destroy(s.executors);
+    em_consumer_destroy(s.consumer);
+    em_producer_destroy(s.producer);
+    /* what is still queued was never dispatched: nothing to commit for it */
+    while (s.pend_head) {
+        sc_item_t *it = s.pend_head;
+        s.pend_head = it->next;
+        if (it->ex)
+            execmesh__v1__execution__free_unpacked(it->ex, NULL);
+        free(it);
+    }
+    for (int i = 0; i < s.nparts; i++)
+        if (s.parts[i]) {
+            em_watermark_destroy(s.parts[i]->wm);
+            free(s.parts[i]);
+        }
+    free(s.parts);
+    EM_INFO("stopped", EM_F_INT("exit_code", rc));
+    em_service_cleanup(&s.svc);
+    return rc;
+}

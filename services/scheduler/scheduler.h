@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The scheduler's state. One execution's path through it:
+ *   Kafka record → accept (decode or dead-letter; tracked in its
+ *   partition's watermark) → pending queue → dispatch (a batch in one
+ *   Executor.Execute call) → reply: done in the watermark, or back to the
+ *   queue (attempt + 1) → commit tick: the watermark is committed.
+ *
+ * Threads: the consumer thread polls Kafka, accepts, dispatches, commits
+ * and handles rebalances; the gRPC loop thread handles Execute replies and
+ * Submit calls; the producer's poll thread handles delivery reports. All
+ * scheduler state below `lock` is guarded by it.
+ */
+#ifndef SCHEDULER_H
+#define SCHEDULER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "em_consumer.h"
+#include "em_metrics.h"
+#include "em_producer.h"
+#include "em_rpc_channel.h"
+#include "em_service.h"
+#include "em_watermark.h"
+#include "execmesh/v1/execmesh.pb-c.h"
+
+typedef struct sc_part {
+    int32_t id;
+    em_watermark_t *wm;
+    int owned;                /* 0 once revoked: completions commit nothing */
+    int revoking;             /* being revoked: dispatch nothing more from it */
+    int inflight;             /* items accepted and not done (pending or dispatched) */
+    int64_t last_commit_sent; /* -1: nothing sent since the last failure */
+} sc_part_t;
+
+typedef struct sc_item {
+    struct sc_item *next;
+    sc_part_t *part;
+    uint64_t seq;
+    int64_t offset;
+    Execmesh__V1__Execution *ex; /* NULL while dead-lettering */
+    rd_kafka_message_t *raw;     /* the record, kept only while dead-lettering */
+    uint32_t attempt;
+    em_delivery_t dr;
+    struct scheduler *s;
+    char dead_reason[160];
+} sc_item_t;
+
+typedef struct scheduler {
+    em_service_t svc;
+    em_consumer_t *consumer;
+    em_producer_t *producer;
+    rd_kafka_topic_t *t_requests, *t_dead;
+    const char *topic_requests;
+    em_rpc_channel_t *executors;
+    em_rpc_method_ref_t *m_execute;
+    pthread_t consumer_thread;
+    atomic_int stopping;
+
+    /* settings */
+    int batch_max, max_inflight, max_calls, max_pending, poll_batch;
+    int64_t default_timeout_ms, deadline_grace_ms, retry_backoff_ms, commit_interval_ms, revoke_timeout_ms;
+    int64_t input_max_bytes, submit_max_executions, submit_max_payload;
+
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    sc_part_t **parts; /* by partition id; NULL when not owned */
+    int nparts;
+    sc_item_t *pend_head, *pend_tail;
+    int npending;
+    int inflight_items;
+    int inflight_calls;
+    int paused;
+    int64_t backoff_until_ms;
+    int backoff_armed;
+    int consecutive_failures;
+    int64_t drain_deadline_ms;
+
+    em_metric_t *m_in_kafka, *m_in_submit, *m_out, *m_failed, *m_dead, *m_inflight, *m_pending, *m_assigned;
+    em_metric_t *m_redispatched, *m_busy, *m_commits, *m_commit_failed, *m_submit_calls, *m_submit_failed;
+    em_metric_t *m_paused;
+} scheduler_t;
+
+/* dispatch.c */
+void sc_accept_locked(scheduler_t *s, rd_kafka_message_t *msg);
+void sc_dispatch_locked(scheduler_t *s);
+void sc_commit_tick_locked(scheduler_t *s, rd_kafka_topic_partition_list_t **out);
+void sc_on_assign(void *ctx, const rd_kafka_topic_partition_list_t *parts);
+void sc_on_revoke(void *ctx, const rd_kafka_topic_partition_list_t *parts, int lost);
+void sc_on_commit(void *ctx, rd_kafka_resp_err_t err, const rd_kafka_topic_partition_list_t *offsets);
+void sc_flow_control_locked(scheduler_t *s);
+
+/* submit.c */
+void sc_on_submit(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_t len);
+
+#endif

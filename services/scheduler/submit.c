@@ -1,0 +1,208 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Scheduler.Submit: validate every execution (an invalid one fails the whole
+ * call with INVALID_ARGUMENT naming its index and field, and nothing is
+ * written), give empty ids a fresh unique id, produce each execution to the
+ * requests topic keyed by id, and answer OK only after Kafka acknowledged
+ * every one of them.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "em_log.h"
+#include "em_util.h"
+#include "scheduler.h"
+
+#define SUBMIT_MAX_ID 256
+#define SUBMIT_MAX_HANDLER 128
+
+typedef struct submit {
+    em_delivery_t dr;
+    scheduler_t *s;
+    em_rpc_call_t *call;
+    Execmesh__V1__SubmitRequest *req;
+    size_t n;
+    char **ids;    /* the id of each execution (into req or idmem) */
+    char *idmem;   /* generated ids, 33 bytes each */
+    uint8_t *buf;  /* the packed executions, back to back */
+    atomic_int pending;
+    atomic_int failed;
+    _Atomic rd_kafka_resp_err_t first_err;
+} submit_t;
+
+static void submit_free(submit_t *sub) {
+    execmesh__v1__submit_request__free_unpacked(sub->req, NULL);
+    free(sub->ids);
+    free(sub->idmem);
+    free(sub->buf);
+    free(sub);
+}
+
+static void submit_finish(submit_t *sub) {
+    scheduler_t *s = sub->s;
+    int failed = atomic_load(&sub->failed);
+    if (failed) {
+        char msg[512];
+        snprintf(msg, sizeof(msg),
+                 "kafka: %d of %zu executions not stored (%s); the others may be stored: resubmit with the same ids",
+                 failed, sub->n, rd_kafka_err2str(atomic_load(&sub->first_err)));
+        em_metric_add(s->m_submit_failed, 1);
+        EM_WARN("submit failed", EM_F_STR("reason", msg));
+        em_rpc_call_fail(sub->call, GRPC_STATUS_UNAVAILABLE, msg);
+    } else {
+        Execmesh__V1__SubmitResponse resp = EXECMESH__V1__SUBMIT_RESPONSE__INIT;
+        resp.n_ids = sub->n;
+        resp.ids = sub->ids;
+        em_metric_add(s->m_in_submit, (int64_t)sub->n);
+        em_rpc_call_reply(sub->call, &resp.base);
+    }
+    submit_free(sub);
+}
+
+static void submit_release(submit_t *sub, int count) {
+    if (atomic_fetch_sub(&sub->pending, count) == count)
+        submit_finish(sub);
+}
+
+/* Producer poll thread. */
+static void on_submit_delivery(em_delivery_t *d, const rd_kafka_message_t *msg) {
+    submit_t *sub = (submit_t *)d;
+    if (msg->err) {
+        rd_kafka_resp_err_t none = RD_KAFKA_RESP_ERR_NO_ERROR;
+        atomic_compare_exchange_strong(&sub->first_err, &none, msg->err);
+        atomic_fetch_add(&sub->failed, 1);
+    }
+    submit_release(sub, 1);
+}
+
+/* The first problem with req, as "executions[i].field: reason", or NULL. */
+static const char *validate(const scheduler_t *s, const Execmesh__V1__SubmitRequest *req, char *msg, size_t n) {
+    if (req->n_executions == 0) {
+        snprintf(msg, n, "executions: empty; a Submit carries at least one execution");
+        return msg;
+    }
+    if ((int64_t)req->n_executions > s->submit_max_executions) {
+        snprintf(msg, n, "executions: %zu executions, at most %" PRId64 " per Submit", req->n_executions,
+                 s->submit_max_executions);
+        return msg;
+    }
+    for (size_t i = 0; i < req->n_executions; i++) {
+        const Execmesh__V1__Execution *ex = req->executions[i];
+        size_t hl = strlen(ex->handler);
+        if (hl == 0) {
+            snprintf(msg, n, "executions[%zu].handler: required", i);
+            return msg;
+        }
+        if (hl > SUBMIT_MAX_HANDLER) {
+            snprintf(msg, n, "executions[%zu].handler: %zu bytes, at most %d", i, hl, SUBMIT_MAX_HANDLER);
+            return msg;
+        }
+        if ((int64_t)ex->payload.len > s->submit_max_payload) {
+            snprintf(msg, n, "executions[%zu].payload: %zu bytes, at most %" PRId64, i, ex->payload.len,
+                     s->submit_max_payload);
+            return msg;
+        }
+        if (strlen(ex->id) > SUBMIT_MAX_ID) {
+            snprintf(msg, n, "executions[%zu].id: %zu bytes, at most %d", i, strlen(ex->id), SUBMIT_MAX_ID);
+            return msg;
+        }
+    }
+    return NULL;
+}
+
+/* Loop thread. */
+void sc_on_submit(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_t len) {
+    scheduler_t *s = ctx;
+    char msg[512];
+    em_metric_add(s->m_submit_calls, 1);
+
+    Execmesh__V1__SubmitRequest *in = execmesh__v1__submit_request__unpack(NULL, len, req);
+    if (!in) {
+        em_metric_add(s->m_submit_failed, 1);
+        em_rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "SubmitRequest: cannot decode");
+        return;
+    }
+    if (validate(s, in, msg, sizeof(msg))) {
+        em_metric_add(s->m_submit_failed, 1);
+        execmesh__v1__submit_request__free_unpacked(in, NULL);
+        em_rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, msg);
+        return;
+    }
+
+    size_t n = in->n_executions;
+    submit_t *sub = calloc(1, sizeof(*sub));
+    if (!sub) {
+        execmesh__v1__submit_request__free_unpacked(in, NULL);
+        em_rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "scheduler: out of memory");
+        return;
+    }
+    sub->dr.done = on_submit_delivery;
+    sub->s = s;
+    sub->call = call;
+    sub->req = in;
+    sub->n = n;
+    sub->ids = calloc(n, sizeof(char *));
+    sub->idmem = calloc(n, 33);
+    int64_t now = em_now_unix_ms();
+    size_t total = 0;
+    size_t *sizes = calloc(n, sizeof(size_t));
+    if (!sub->ids || !sub->idmem || !sizes) {
+        free(sizes);
+        submit_free(sub);
+        em_rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "scheduler: out of memory");
+        return;
+    }
+    /* What goes to Kafka is a copy of each execution with the mesh's fields
+     * set; the decoded request itself stays as it came. */
+    for (size_t i = 0; i < n; i++) {
+        Execmesh__V1__Execution e = *in->executions[i];
+        if (!*e.id) {
+            em_random_id(sub->idmem + 33 * i);
+            e.id = sub->idmem + 33 * i;
+        }
+        sub->ids[i] = e.id;
+        e.attempt = 0;
+        e.submitted_unix_ms = now;
+        sizes[i] = execmesh__v1__execution__get_packed_size(&e);
+        total += sizes[i];
+    }
+    sub->buf = malloc(total ? total : 1);
+    if (!sub->buf) {
+        free(sizes);
+        submit_free(sub);
+        em_rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "scheduler: out of memory");
+        return;
+    }
+    size_t off = 0;
+    for (size_t i = 0; i < n; i++) {
+        Execmesh__V1__Execution e = *in->executions[i];
+        e.id = sub->ids[i];
+        e.attempt = 0;
+        e.submitted_unix_ms = now;
+        execmesh__v1__execution__pack(&e, sub->buf + off);
+        off += sizes[i];
+    }
+
+    atomic_init(&sub->pending, (int)n + 1);
+    off = 0;
+    int not_queued = 0;
+    for (size_t i = 0; i < n; i++) {
+        em_err_t rc = em_producer_send(s->producer, s->t_requests, sub->ids[i], strlen(sub->ids[i]), sub->buf + off,
+                                       sizes[i], NULL, 0, &sub->dr);
+        off += sizes[i];
+        if (rc != EM_OK) {
+            rd_kafka_resp_err_t none = RD_KAFKA_RESP_ERR_NO_ERROR;
+            atomic_compare_exchange_strong(&sub->first_err, &none,
+                                           rc == EM_EAGAIN ? RD_KAFKA_RESP_ERR__QUEUE_FULL : RD_KAFKA_RESP_ERR__FAIL);
+            not_queued++;
+        }
+    }
+    free(sizes);
+    if (not_queued) {
+        atomic_fetch_add(&sub->failed, not_queued);
+        submit_release(sub, not_queued);
+    }
+    submit_release(sub, 1);
+}

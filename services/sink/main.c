@@ -1,0 +1,253 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * execmesh-sink: the durable door out. Serves ResultSink.Publish: each call
+ * carries a batch of results, which are produced to the results topic
+ * without being decoded or copied (the gRPC buffer is the Kafka payload),
+ * and the call is answered only after Kafka's delivery report for every one
+ * of them. SERVING only while its producer reaches the cluster.
+ */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "em_log.h"
+#include "em_metrics.h"
+#include "em_pbwire.h"
+#include "em_producer.h"
+#include "em_rpc_server.h"
+#include "em_service.h"
+#include "em_util.h"
+#include "execmesh/v1/internal.pb-c.h"
+
+static const em_setting_t sink_settings[] = {
+    EM_SERVICE_SETTINGS("127.0.0.1:7300", "127.0.0.1:9300"),
+    EM_KAFKA_SETTINGS,
+    {"sink.max_inflight_results", EM_CFG_INT, "200000", 1, 10000000,
+     "Results accepted and awaiting Kafka's delivery report; beyond it Publish answers RESOURCE_EXHAUSTED."},
+};
+
+static const em_service_desc_t sink_desc = {
+    .name = "sink",
+    .program = "execmesh-sink",
+    .summary = "writes execution results durably to Kafka (ResultSink.Publish)",
+    .settings = sink_settings,
+    .nsettings = EM_ARRAY_LEN(sink_settings),
+};
+
+typedef struct sink {
+    em_service_t svc;
+    em_producer_t *producer;
+    rd_kafka_topic_t *results;
+    int max_inflight;
+    atomic_int inflight;
+    em_metric_t *m_in, *m_out, *m_failed, *m_inflight, *m_calls, *m_calls_failed;
+} sink_t;
+
+/* One Publish call waiting for its delivery reports. */
+typedef struct publish {
+    em_delivery_t dr;
+    sink_t *sink;
+    em_rpc_call_t *call;
+    int n;
+    atomic_int pending; /* reports still due, plus one held while producing */
+    atomic_int failed;
+    _Atomic rd_kafka_resp_err_t first_err;
+} publish_t;
+
+static void publish_finish(publish_t *p) {
+    sink_t *s = p->sink;
+    int failed = atomic_load(&p->failed);
+    atomic_fetch_sub(&s->inflight, p->n);
+    em_metric_add(s->m_inflight, -p->n);
+    em_metric_add(s->m_out, p->n - failed);
+    em_metric_add(s->m_failed, failed);
+#ifndef EM_TEST_EARLY_ACK
+    if (failed) {
+        char msg[256];
+        snprintf(msg, sizeof(msg), "kafka: %d of %d results not stored: %s", failed, p->n,
+                 rd_kafka_err2str(atomic_load(&p->first_err)));
+        em_metric_add(s->m_calls_failed, 1);
+        em_rpc_call_fail(p->call, GRPC_STATUS_UNAVAILABLE, msg);
+    } else {
+        Execmesh__V1__PublishResponse resp = EXECMESH__V1__PUBLISH_RESPONSE__INIT;
+        resp.stored = (uint32_t)p->n;
+        em_rpc_call_reply(p->call, &resp.base);
+    }
+#endif
+    free(p);
+}
+
+static void publish_release(publish_t *p, int count) {
+    if (atomic_fetch_sub(&p->pending, count) == count)
+        publish_finish(p);
+}
+
+/* Runs on the producer's poll thread. */
+static void on_delivery(em_delivery_t *d, const rd_kafka_message_t *msg) {
+    publish_t *p = (publish_t *)d;
+    if (msg->err) {
+        rd_kafka_resp_err_t none = RD_KAFKA_RESP_ERR_NO_ERROR;
+        atomic_compare_exchange_strong(&p->first_err, &none, msg->err);
+        atomic_fetch_add(&p->failed, 1);
+    }
+    publish_release(p, 1);
+}
+
+/* Runs on the gRPC loop thread. */
+static void on_publish(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_t len) {
+    sink_t *s = ctx;
+    const uint8_t *p = req, *end = req + len;
+    em_pb_field_t f;
+    em_err_t rc;
+    int n = 0;
+    char msg[256];
+
+    em_metric_add(s->m_calls, 1);
+    /* First pass: validate and count, so a malformed batch stores nothing. */
+    while ((rc = em_pb_next(&p, end, &f)) == EM_OK) {
+        const uint8_t *id;
+        size_t idlen;
+        if (f.number != 1)
+            continue;
+        if (f.wire_type != EM_PB_LEN || em_pb_find_len(f.data, f.len, 1, &id, &idlen) == EM_EINVAL) {
+            snprintf(msg, sizeof(msg), "results[%d]: not a valid execmesh.v1.Result", n);
+            em_rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, msg);
+            return;
+        }
+        n++;
+    }
+    if (rc != EM_ENOTFOUND) {
+        em_rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "PublishRequest: cannot decode");
+        return;
+    }
+    if (n == 0) {
+        Execmesh__V1__PublishResponse resp = EXECMESH__V1__PUBLISH_RESPONSE__INIT;
+        em_rpc_call_reply(call, &resp.base);
+        return;
+    }
+    if (atomic_load(&s->inflight) + n > s->max_inflight) {
+        snprintf(msg, sizeof(msg), "sink at capacity: %d results awaiting Kafka, limit %d", atomic_load(&s->inflight),
+                 s->max_inflight);
+        em_metric_add(s->m_calls_failed, 1);
+        em_rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
+        return;
+    }
+    em_metric_add(s->m_in, n);
+
+    publish_t *pub = calloc(1, sizeof(*pub));
+    rd_kafka_message_t *msgs = calloc((size_t)n, sizeof(*msgs));
+    if (!pub || !msgs) {
+        free(pub);
+        free(msgs);
+        em_rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "sink: out of memory");
+        return;
+    }
+    pub->dr.done = on_delivery;
+    pub->sink = s;
+    pub->call = call;
+    pub->n = n;
+    atomic_init(&pub->pending, n + 1);
+    atomic_fetch_add(&s->inflight, n);
+    em_metric_add(s->m_inflight, n);
+
+    /* Second pass: the results point into the request, which stays alive
+     * until the call is answered, i.e. after the last delivery report. */
+    int i = 0;
+    p = req;
+    while (em_pb_next(&p, end, &f) == EM_OK) {
+        const uint8_t *id = NULL;
+        size_t idlen = 0;
+        if (f.number != 1)
+            continue;
+        em_pb_find_len(f.data, f.len, 1, &id, &idlen);
+        msgs[i].payload = (void *)(uintptr_t)f.data;
+        msgs[i].len = f.len;
+        msgs[i].key = (void *)(uintptr_t)id;
+        msgs[i].key_len = idlen;
+        msgs[i]._private = &pub->dr;
+        i++;
+    }
+#ifdef EM_TEST_EARLY_ACK
+    /* TEST ONLY: acknowledge before Kafka has the results. */
+    {
+        Execmesh__V1__PublishResponse resp = EXECMESH__V1__PUBLISH_RESPONSE__INIT;
+        resp.stored = (uint32_t)n;
+        em_rpc_call_reply(call, &resp.base);
+    }
+#endif
+    int queued = em_producer_send_batch(s->producer, s->results, msgs, n);
+    if (queued < n) {
+        int not_queued = 0;
+        for (int k = 0; k < n; k++)
+            if (msgs[k].err) {
+                rd_kafka_resp_err_t none = RD_KAFKA_RESP_ERR_NO_ERROR;
+                atomic_compare_exchange_strong(&pub->first_err, &none, msgs[k].err);
+                not_queued++;
+            }
+        atomic_fetch_add(&pub->failed, not_queued);
+        publish_release(pub, not_queued);
+    }
+    free(msgs);
+    publish_release(pub, 1);
+}
+
+static void register_metrics(sink_t *s) {
+    em_metrics_t *m = s->svc.metrics;
+    s->m_in = em_metrics_counter(m, "execmesh_executions_in_total", NULL, "Results received by Publish.");
+    s->m_out = em_metrics_counter(m, "execmesh_executions_out_total", NULL, "Results stored in Kafka (delivery report OK).");
+    s->m_failed = em_metrics_counter(m, "execmesh_executions_failed_total", NULL, "Results Kafka did not store.");
+    s->m_inflight = em_metrics_gauge(m, "execmesh_inflight", NULL, "Results awaiting Kafka's delivery report.");
+    s->m_calls = em_metrics_counter(m, "execmesh_sink_publish_calls_total", NULL, "Publish calls received.");
+    s->m_calls_failed =
+        em_metrics_counter(m, "execmesh_sink_publish_failed_total", NULL, "Publish calls answered with an error.");
+    em_metrics_counter(m, "execmesh_dead_lettered_total", NULL, "Records sent to the dead-letter topic (none here).");
+}
+
+int main(int argc, char **argv) {
+    static sink_t s;
+    char err[512];
+    int rc = em_service_init(&s.svc, &sink_desc, argc, argv);
+    if (rc >= 0)
+        return rc;
+    const em_config_t *cfg = s.svc.cfg;
+    rc = 1;
+
+    /* the parts */
+    register_metrics(&s);
+    s.max_inflight = (int)em_config_int(cfg, "sink.max_inflight_results");
+    const char *extra[EM_KAFKA_MAX_EXTRA];
+    em_producer_opts_t po;
+    em_producer_opts_from_config(cfg, s.svc.replica, extra, &po);
+    po.probe_topic = em_config_str(cfg, "kafka.topic_results");
+    po.health = s.svc.health;
+    s.producer = em_producer_new(&po, err, sizeof(err));
+    if (!s.producer) {
+        EM_ERROR("cannot create the Kafka producer", EM_F_STR("error", err));
+        goto out;
+    }
+    s.results = em_producer_topic(s.producer, em_config_str(cfg, "kafka.topic_results"));
+    if (em_rpc_server_add_method(s.svc.server, "execmesh.v1.ResultSink", "Publish", on_publish, &s, 256) != EM_OK)
+        goto out;
+
+    /* serve */
+    if (em_service_start(&s.svc) != EM_OK)
+        goto out;
+    em_health_block(s.svc.health, EM_HEALTH_STARTING, 0);
+    em_service_wait(&s.svc);
+
+    /* drain: NOT_SERVING, then answer every Publish in flight (each waits
+     * for its delivery reports), then make sure Kafka has everything. */
+    int64_t deadline = em_service_drain_begin(&s.svc);
+    em_rpc_server_shutdown(s.svc.server, deadline);
+    int64_t left = deadline - em_mono_ms();
+    if (em_producer_flush(s.producer, left > 1000 ? (int)left : 1000) != EM_OK)
+        EM_WARN("drain: results still unreported at the deadline", EM_F_INT("queued", em_producer_outq(s.producer)));
+    rc = 0;
+out:
+    em_rpc_server_shutdown(s.svc.server, em_mono_ms());
+    em_producer_destroy(s.producer);
+    EM_INFO("stopped", EM_F_INT("exit_code", rc));
+    em_service_cleanup(&s.svc);
+    return rc;
+}
