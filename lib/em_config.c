@@ -332,6 +332,14 @@ static em_err_t walk(em_config_t *cfg, em_value_t *vals, const config_setting_t 
         char path[256];
         snprintf(path, sizeof(path), "%s%s%s", prefix, *prefix ? "." : "", name ? name : "?");
         if (config_setting_type(st) == CONFIG_TYPE_GROUP) {
+            /* a group where a known scalar is expected is a wrong type, not an
+             * unknown key: take_setting says "expected integer, got group" */
+            if (find_key(cfg->table, cfg->n, path) >= 0) {
+                em_err_t rc = take_setting(cfg, vals, st, path, file, err, en);
+                if (rc)
+                    return rc;
+                continue;
+            }
             if (!is_group_prefix(cfg->table, cfg->n, path)) {
                 snprintf(err, en, "%s:%d: unknown key '%s' (see --help for the %s settings)", file,
                          config_setting_source_line(st), path, cfg->service);

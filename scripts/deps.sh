@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+#
+# Installs every Debian package the build and the tests need. Idempotent and
+# quiet when everything is already there; prints what it installs otherwise.
+#   scripts/deps.sh            build + test dependencies
+#   scripts/deps.sh --build    only what the build needs
+set -euo pipefail
+
+build_pkgs=(
+  cmake make gcc pkg-config
+  libgrpc-dev protobuf-compiler-grpc protobuf-compiler
+  libprotobuf-c-dev protobuf-c-compiler
+  librdkafka-dev libconfig-dev libcmocka-dev libmicrohttpd-dev libssl-dev
+)
+test_pkgs=(
+  python3-grpcio python3-protobuf python3-confluent-kafka python3-pytest
+  kcat procps iproute2
+)
+
+want=("${build_pkgs[@]}")
+if [ "${1:-}" != "--build" ]; then
+  want+=("${test_pkgs[@]}")
+fi
+
+missing=()
+for p in "${want[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "deps: installing ${missing[*]}" >&2
+sudo=""
+if [ "$(id -u)" != 0 ]; then
+  command -v sudo >/dev/null || { echo "deps: need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+  sudo=sudo
+fi
+export DEBIAN_FRONTEND=noninteractive
+log=$(mktemp)
+if ! { $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
+  cat "$log" >&2
+  rm -f "$log"
+  echo "deps: apt-get failed installing: ${missing[*]}" >&2
+  exit 1
+fi
+rm -f "$log"
+echo "deps: done" >&2

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+#
+# Installs what is missing, builds, and runs the whole test suite: the cmocka
+# unit tests and the integration tests (real processes over TCP, on
+# devkafka). Everything is built with AddressSanitizer + UBSan and -Werror;
+# the suite fails if any sanitizer report file exists at the end.
+#
+#   scripts/test.sh                 everything
+#   scripts/test.sh -R PATTERN      only the tests whose ctest names match (e.g. -R unit, -R failover)
+#   scripts/test.sh --no-sanitize   a plain build (faster; CI always sanitizes)
+#   scripts/test.sh -j N            run N tests at once (default 1: the machine has 2 cores)
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+pattern=""
+sanitize=ON
+jobs=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -R) pattern=$2; shift 2 ;;
+    --no-sanitize) sanitize=OFF; shift ;;
+    -j) jobs=$2; shift 2 ;;
+    -h|--help) sed -n '3,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "test.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+start=$(date +%s)
+"$top/scripts/deps.sh"
+
+if [ "$sanitize" = ON ]; then build="$top/build-test"; else build="$top/build-test-plain"; fi
+echo "== build ($build, sanitizers $sanitize)" >&2
+cmake -S "$top" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEM_WERROR=ON -DEM_SANITIZE="$sanitize" >/dev/null
+cmake --build "$build" -j"$(nproc)" 2>&1 | grep -E 'error|warning|Error' >&2 || true
+cmake --build "$build" -j"$(nproc)" >/dev/null
+
+runs="$build/test-runs"
+rm -rf "$runs"
+mkdir -p "$runs"
+export ASAN_OPTIONS="halt_on_error=1:detect_leaks=1"
+export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
+
+echo "== tests" >&2
+args=(--output-on-failure --timeout 900 -j "$jobs")
+[ -n "$pattern" ] && args+=(-R "$pattern")
+rc=0
+(cd "$build" && ctest "${args[@]}") || rc=$?
+
+reports=$(find "$runs" -name 'asan*' -o -name 'ubsan*' 2>/dev/null | head -20)
+if [ -n "$reports" ]; then
+  echo "== sanitizer reports found (the suite fails):" >&2
+  for r in $reports; do echo "--- $r" >&2; head -50 "$r" >&2; done
+  rc=1
+fi
+echo "== done in $(( $(date +%s) - start )) s, exit $rc" >&2
+exit $rc

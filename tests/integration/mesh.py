@@ -1,0 +1,425 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The integration harness: real execmesh binaries as separate processes over
+real TCP, against a Kafka chosen by the environment (EM_KAFKA=dev starts an
+execmesh-devkafka per test; EM_KAFKA=real uses the broker that
+scripts/kafka.sh started, read from EM_KAFKA_BOOTSTRAP_FILE).
+
+Every wait is on a condition with a bound (a ports file, a health Watch, a
+metric, a log line), and fails naming what it waited for. Processes are
+tracked by PID and stopped by PID. Under a sanitizer build, each process
+writes its reports into the test's folder; `Mesh.close()` fails the test if
+any report exists.
+"""
+import glob
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BUILD = os.environ.get("EM_BUILD_DIR", os.path.join(HERE, "..", "..", "build"))
+sys.path.insert(0, os.path.join(BUILD, "py"))
+
+import grpc  # noqa: E402  (python3-grpcio from Debian: a client this project did not write)
+from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
+from execmesh.v1 import execmesh_pb2 as pb  # noqa: E402
+from execmesh.v1 import execmesh_pb2_grpc as pb_grpc  # noqa: E402
+from em_health import health_pb2  # noqa: E402
+
+BIN = {
+    "scheduler": os.path.join(BUILD, "services", "scheduler", "execmesh-scheduler"),
+    "executor": os.path.join(BUILD, "services", "executor", "execmesh-executor"),
+    "sink": os.path.join(BUILD, "services", "sink", "execmesh-sink"),
+    "devkafka": os.path.join(BUILD, "services", "devkafka", "execmesh-devkafka"),
+    "ctl": os.path.join(BUILD, "services", "ctl", "execmeshctl"),
+}
+TOPICS = ("execmesh.requests", "execmesh.results", "execmesh.dead")
+SERVING, NOT_SERVING = 1, 2
+
+
+class WaitTimeout(AssertionError):
+    pass
+
+
+def wait_for(cond, timeout, what, interval=0.02):
+    """Polls cond() until it returns a truthy value, at most timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            raise WaitTimeout(f"timed out after {timeout:.1f} s waiting for {what}")
+        time.sleep(interval)  # a poll interval, not a synchronisation
+
+
+def read_ports(path):
+    out = {}
+    with open(path) as f:
+        for line in f:
+            k, _, v = line.strip().partition("=")
+            out[k] = v
+    return out
+
+
+def sanitizer_env(folder):
+    env = dict(os.environ)
+    env["ASAN_OPTIONS"] = f"log_path={folder}/asan:halt_on_error=1:detect_leaks=1:abort_on_error=0"
+    env["UBSAN_OPTIONS"] = f"log_path={folder}/ubsan:halt_on_error=1:print_stacktrace=1"
+    env["LSAN_OPTIONS"] = f"suppressions={os.path.join(HERE, '..', 'lsan.supp')}:print_suppressions=0"
+    return env
+
+
+class Proc:
+    """One execmesh process: its PID, log, ports and metrics."""
+
+    def __init__(self, mesh, role, name, args):
+        self.mesh, self.role, self.name = mesh, role, name
+        self.dir = mesh.dir
+        self.ports_file = os.path.join(self.dir, f"{name}.ports")
+        self.log_path = os.path.join(self.dir, f"{name}.log")
+        self.out_path = os.path.join(self.dir, f"{name}.out")
+        for p in (self.ports_file,):
+            if os.path.exists(p):
+                os.unlink(p)
+        cmd = [BIN[role], "--set", "grpc.listen=127.0.0.1:0", "--set", "metrics.listen=127.0.0.1:0",
+               "--set", f"replica={name}", "--ports-file", self.ports_file] + list(args)
+        self.cmd = cmd
+        self.p = subprocess.Popen(cmd, stdout=open(self.out_path, "wb"), stderr=open(self.log_path, "wb"),
+                                  env=sanitizer_env(self.dir), start_new_session=True)
+        self.pid = self.p.pid
+        with open(os.path.join(self.dir, f"{name}.pid"), "w") as f:
+            f.write(str(self.pid))
+        self.ports = None
+        self._channel = None
+
+    def wait_ports(self, timeout=30):
+        def ready():
+            if self.p.poll() is not None:
+                raise AssertionError(f"{self.name} exited with {self.p.returncode} at start; log:\n{self.log_tail()}")
+            return os.path.exists(self.ports_file) and read_ports(self.ports_file)
+        self.ports = wait_for(ready, timeout, f"{self.name}'s ports file {self.ports_file}")
+        return self.ports
+
+    @property
+    def grpc_addr(self):
+        return self.ports["grpc"]
+
+    @property
+    def metrics_url(self):
+        return f"http://{self.ports['metrics']}/metrics"
+
+    def channel(self):
+        if self._channel is None:
+            self._channel = grpc.insecure_channel(self.grpc_addr)
+        return self._channel
+
+    def health_check(self, service="", timeout=2):
+        stub = self.channel().unary_unary("/grpc.health.v1.Health/Check",
+                                          request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+                                          response_deserializer=health_pb2.HealthCheckResponse.FromString)
+        return stub(health_pb2.HealthCheckRequest(service=service), timeout=timeout).status
+
+    def health_watch(self, service="", timeout=None):
+        stub = self.channel().unary_stream("/grpc.health.v1.Health/Watch",
+                                           request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+                                           response_deserializer=health_pb2.HealthCheckResponse.FromString)
+        return stub(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+
+    def wait_serving(self, timeout=30):
+        """Waits on a health Watch stream until it says SERVING."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            stream = self.health_watch(timeout=max(0.1, deadline - time.monotonic()))
+            try:
+                for resp in stream:
+                    if resp.status == SERVING:
+                        stream.cancel()
+                        return
+            except grpc.RpcError as e:
+                if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    break
+                if self.p.poll() is not None:
+                    raise AssertionError(f"{self.name} exited with {self.p.returncode}; log:\n{self.log_tail()}")
+                time.sleep(0.05)  # the server is not up yet: poll interval before the next Watch
+        raise WaitTimeout(f"timed out after {timeout} s waiting for {self.name} to be SERVING "
+                          f"(health Watch); log:\n{self.log_tail()}")
+
+    def metrics(self):
+        with urllib.request.urlopen(self.metrics_url, timeout=5) as r:
+            text = r.read().decode()
+        out = {}
+        for line in text.splitlines():
+            if line.startswith("#") or not line.strip():
+                continue
+            key, _, val = line.rpartition(" ")
+            out[key] = float(val)
+        return out
+
+    def metric(self, name):
+        return self.metrics().get(name, 0.0)
+
+    def log_lines(self):
+        out = []
+        with open(self.log_path, errors="replace") as f:
+            for line in f:
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    out.append({"msg": line.rstrip(), "level": "raw"})
+        return out
+
+    def log_has(self, msg):
+        return any(l.get("msg") == msg for l in self.log_lines())
+
+    def log_tail(self, n=30):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return "".join(f.readlines()[-n:])
+        except OSError:
+            return ""
+
+    def alive(self):
+        return self.p.poll() is None
+
+    def signal(self, sig):
+        if self.alive():
+            os.kill(self.pid, sig)
+
+    def wait_exit(self, timeout):
+        try:
+            return self.p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise WaitTimeout(f"{self.name} (pid {self.pid}) still running {timeout} s after the signal; "
+                              f"log:\n{self.log_tail()}")
+
+    def stop(self, timeout=30):
+        """SIGTERM, and SIGKILL if it does not exit within timeout; returns the exit code."""
+        if not self.alive():
+            return self.p.returncode
+        os.kill(self.pid, signal.SIGTERM)
+        try:
+            return self.p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(self.pid, signal.SIGKILL)
+            self.p.wait()
+            raise AssertionError(f"{self.name} did not exit within {timeout} s of SIGTERM")
+
+
+class Kafka:
+    """The Kafka the test runs against: a devkafka of its own, or the real broker."""
+
+    def __init__(self, mesh, partitions=6):
+        self.kind = os.environ.get("EM_KAFKA", "dev")
+        self.proc = None
+        if self.kind == "dev":
+            self.proc = Proc(mesh, "devkafka", "devkafka", ["--partitions", str(partitions)])
+            path = self.proc.out_path
+            self.bootstrap = wait_for(lambda: self._first_line(path), 30, "devkafka's bootstrap= line on stdout")
+        elif self.kind == "real":
+            path = os.environ.get("EM_KAFKA_BOOTSTRAP_FILE", "")
+            if not path or not os.path.exists(path):
+                raise AssertionError("EM_KAFKA=real needs EM_KAFKA_BOOTSTRAP_FILE from scripts/kafka.sh start")
+            self.bootstrap = open(path).read().strip()
+        else:
+            raise AssertionError(f"EM_KAFKA={self.kind}: expected dev or real")
+
+    @staticmethod
+    def _first_line(path):
+        """The bootstrap servers once devkafka printed its complete first line."""
+        try:
+            with open(path) as f:
+                text = f.read()
+        except OSError:
+            return None
+        line, nl, _ = text.partition("\n")
+        return line[len("bootstrap="):] if nl and line.startswith("bootstrap=") else None
+
+    def producer(self):
+        return Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True, "linger.ms": 5})
+
+    def consumer(self, group=None, **extra):
+        conf = {"bootstrap.servers": self.bootstrap, "group.id": group or f"test-{uuid.uuid4().hex}",
+                "auto.offset.reset": "earliest", "enable.auto.commit": False}
+        conf.update(extra)
+        return Consumer(conf)
+
+    def partitions(self, topic):
+        c = self.consumer()
+        try:
+            md = c.list_topics(topic, timeout=10)
+            return sorted(md.topics[topic].partitions.keys())
+        finally:
+            c.close()
+
+    def end_offsets(self, topic):
+        c = self.consumer()
+        try:
+            return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in self.partitions(topic)}
+        finally:
+            c.close()
+
+    def start_offsets(self, topic):
+        c = self.consumer()
+        try:
+            return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[0] for p in self.partitions(topic)}
+        finally:
+            c.close()
+
+    def committed(self, group, topic):
+        c = self.consumer(group=group)
+        try:
+            tps = c.committed([TopicPartition(topic, p) for p in self.partitions(topic)], timeout=10)
+            return {tp.partition: tp.offset for tp in tps}
+        finally:
+            c.close()
+
+    def read(self, topic, start, until, timeout, what):
+        """Reads topic from the offsets in start (partition -> offset) until
+        until(records) is true; returns the records as (key, value, headers)."""
+        c = self.consumer()
+        c.assign([TopicPartition(topic, p, o) for p, o in start.items()])
+        records = []
+        deadline = time.monotonic() + timeout
+        try:
+            while not until(records):
+                if time.monotonic() > deadline:
+                    raise WaitTimeout(f"timed out after {timeout} s reading {topic}: {what} "
+                                      f"({len(records)} records read)")
+                for m in c.consume(1000, 0.2):
+                    if m.error():
+                        continue
+                    records.append((m.key(), m.value(), m.headers() or []))
+        finally:
+            c.close()
+        return records
+
+
+class Mesh:
+    """A mesh for one test: a folder, a Kafka, and the processes started in it."""
+
+    def __init__(self, name, partitions=6):
+        root = os.environ.get("EM_TEST_DIR", os.path.join(BUILD, "test-runs"))
+        self.dir = os.path.join(root, f"{name}-{os.environ.get('EM_KAFKA', 'dev')}-{os.getpid()}")
+        os.makedirs(self.dir, exist_ok=True)
+        for f in glob.glob(os.path.join(self.dir, "*")):
+            os.unlink(f)
+        self.procs = []
+        self.group = f"execmesh-{uuid.uuid4().hex[:12]}"
+        self.topics = {t: t for t in TOPICS}
+        self.kafka = Kafka(self, partitions)
+        if self.kafka.proc:
+            self.procs.append(self.kafka.proc)
+        # On a shared real broker every test gets topics of its own.
+        if self.kafka.kind == "real":
+            self.topics = self._real_topics(name, partitions)
+        # what was on the topics before this test
+        self.results_start = self.kafka.end_offsets(self.topics["execmesh.results"])
+        self.dead_start = self.kafka.end_offsets(self.topics["execmesh.dead"])
+
+    def _real_topics(self, name, partitions):
+        from confluent_kafka.admin import AdminClient, NewTopic
+        suffix = f"{name}-{uuid.uuid4().hex[:8]}"
+        topics = {t: f"{t}.{suffix}" for t in TOPICS}
+        admin = AdminClient({"bootstrap.servers": self.kafka.bootstrap})
+        fs = admin.create_topics([NewTopic(t, partitions, 1) for t in topics.values()])
+        for f in fs.values():
+            f.result(30)
+        wait_for(lambda: all(len(self.kafka.partitions(t)) == partitions for t in topics.values()), 30,
+                 "the test's topics to have their partitions")
+        return topics
+
+    def kafka_args(self):
+        return ["--set", f"kafka.bootstrap={self.kafka.bootstrap}",
+                "--set", f"kafka.topic_requests={self.topics['execmesh.requests']}",
+                "--set", f"kafka.topic_results={self.topics['execmesh.results']}",
+                "--set", f"kafka.topic_dead={self.topics['execmesh.dead']}"]
+
+    def start(self, role, name, args=(), wait=True):
+        p = Proc(self, role, name, args)
+        self.procs.append(p)
+        if wait:
+            p.wait_ports()
+            p.wait_serving()
+        return p
+
+    def start_sink(self, name="sink-0", args=()):
+        return self.start("sink", name, self.kafka_args() + list(args))
+
+    def start_executor(self, sinks, name="executor-0", args=()):
+        target = "ipv4:" + ",".join(s.grpc_addr for s in sinks)
+        return self.start("executor", name, ["--set", f"sinks.target={target}"] + list(args))
+
+    def start_scheduler(self, executors, name="scheduler-0", args=(), wait=True):
+        target = "ipv4:" + ",".join(e.grpc_addr for e in executors)
+        return self.start("scheduler", name, self.kafka_args() + [
+            "--set", f"executors.target={target}", "--set", f"kafka.group_id={self.group}",
+            "--set", "kafka.session_timeout_ms=6000"] + list(args), wait=wait)
+
+    def wait_assigned(self, schedulers, partitions, timeout=60):
+        """Waits until the schedulers together own every partition (their metric)."""
+        def total():
+            return sum(s.metric("execmesh_scheduler_assigned_partitions") for s in schedulers) == partitions
+        wait_for(total, timeout, f"the schedulers to own all {partitions} partitions "
+                                 f"(execmesh_scheduler_assigned_partitions)", interval=0.1)
+
+    def wait_committed(self, start, end, timeout=30):
+        """Waits until the group's committed offsets reach end on every
+        partition that received records since start; returns them."""
+        topic = self.topics["execmesh.requests"]
+
+        def covered():
+            c = self.kafka.committed(self.group, topic)
+            return all(end[p] == start.get(p, 0) or c.get(p, -1) >= end[p] for p in end) and c
+        return wait_for(covered, timeout, f"the committed offsets of {self.group} to reach {end}", interval=0.2)
+
+    def stub(self, scheduler):
+        return pb_grpc.SchedulerStub(scheduler.channel())
+
+    def sanitizer_reports(self):
+        return sorted(glob.glob(os.path.join(self.dir, "asan*")) + glob.glob(os.path.join(self.dir, "ubsan*")))
+
+    def close(self):
+        """Stops every process still running (SIGTERM, in reverse order of
+        start), then fails if a sanitizer wrote a report."""
+        errors = []
+        for p in reversed(self.procs):
+            try:
+                code = p.stop(timeout=40)
+                if code not in (0, None, -9) and p.role != "devkafka":
+                    errors.append(f"{p.name} exited with {code}")
+            except AssertionError as e:
+                errors.append(str(e))
+        reports = self.sanitizer_reports()
+        for r in reports:
+            with open(r, errors="replace") as f:
+                errors.append(f"sanitizer report {r}:\n{f.read()[:4000]}")
+        if errors:
+            raise AssertionError("\n".join(errors))
+
+
+def execution(id, handler="echo", payload=b"x", **kw):
+    return pb.Execution(id=id, handler=handler, payload=payload, **kw)
+
+
+def parse_result(value):
+    r = pb.Result()
+    r.ParseFromString(value)
+    return r
+
+
+def results_by_id(records):
+    out = {}
+    for key, value, _ in records:
+        r = parse_result(value)
+        out.setdefault(r.id, []).append(r)
+    return out
+
+
+def status_name(code):
+    return pb.Status.Name(code)

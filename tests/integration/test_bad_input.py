@@ -1,0 +1,134 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Bad input gets a clear error and loses nothing: garbage bytes, a truncated
+protobuf and an oversize record on the requests topic go to the dead-letter
+topic with the reason in header execmesh-error (the original bytes kept), and
+the offset moves on; an unknown handler gets a REJECTED result; an empty or
+invalid Submit gets INVALID_ARGUMENT naming the index and field and writes
+nothing; a config file with a wrong type or an unknown key is refused at
+start naming file, line and key."""
+import os
+import subprocess
+
+import grpc
+import pytest
+
+from mesh import BIN, Mesh, execution, pb, results_by_id, status_name
+
+
+def test_bad_records_and_bad_submits():
+    m = Mesh("bad-input")
+    try:
+        sink = m.start_sink()
+        ex = m.start_executor([sink])
+        sched = m.start_scheduler([ex], args=["--set", "input.max_bytes=4096"])
+        m.wait_assigned([sched], 6)
+        req = m.topics["execmesh.requests"]
+        req_start = m.kafka.end_offsets(req)
+
+        good = execution("bad-good-1", "echo", b"still fine").SerializeToString()
+        whole = execution("bad-trunc", "echo", b"y" * 100).SerializeToString()
+        truncated = whole[:len(whole) - 40]  # cut inside the payload field
+        with pytest.raises(Exception):
+            pb.Execution.FromString(truncated)  # the reference decoder refuses it too
+        oversize = execution("bad-big", "echo", b"z" * 10000).SerializeToString()
+        bad = {b"garbage": b"\xff\xfe\x00 this is not protobuf \x07\x07",
+               b"truncated": truncated,
+               b"oversize": oversize}
+        p = m.kafka.producer()
+        for k, v in bad.items():
+            p.produce(req, v, key=k)
+        p.produce(req, execution("bad-unknown-kafka", "nope", b"").SerializeToString(), key=b"bad-unknown-kafka")
+        p.produce(req, good, key=b"bad-good-1")
+        assert p.flush(30) == 0
+
+        stub = m.stub(sched)
+        # an unknown handler through Submit: accepted, then REJECTED by the executor
+        stub.Submit(pb.SubmitRequest(executions=[execution("bad-unknown-submit", "../../bin/sh", b"")]), timeout=10)
+
+        # invalid Submits: INVALID_ARGUMENT naming index and field; nothing written
+        before = m.kafka.end_offsets(req)
+        cases = [
+            (pb.SubmitRequest(), "executions: empty"),
+            (pb.SubmitRequest(executions=[execution("a", "echo"), execution("b", "")]), "executions[1].handler: required"),
+            (pb.SubmitRequest(executions=[execution("c", "echo", b"x" * (2 << 20))]), "executions[0].payload"),
+        ]
+        for request, text in cases:
+            with pytest.raises(grpc.RpcError) as e:
+                stub.Submit(request, timeout=10)
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value
+            assert text in e.value.details(), (text, e.value.details())
+        # undecodable bytes on Submit itself
+        raw = sched.channel().unary_unary("/execmesh.v1.Scheduler/Submit")
+        with pytest.raises(grpc.RpcError) as e:
+            raw(b"\xff\xff\xff\xff", timeout=10)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "cannot decode" in e.value.details()
+        assert m.kafka.end_offsets(req) == before, "a refused Submit wrote to the requests topic"
+
+        # the dead-letter topic has each bad record, with its reason, bytes intact
+        dead = m.kafka.read(m.topics["execmesh.dead"], m.dead_start, until=lambda r: len(r) >= 3, timeout=30,
+                            what="3 dead-letter records")
+        reasons = {}
+        for key, value, headers in dead:
+            h = dict(headers)
+            assert key in bad, key
+            assert value == bad[key], f"dead letter {key} changed the bytes"
+            reasons[key] = h["execmesh-error"].decode()
+            assert h["execmesh-source"].decode().startswith(req + "/")
+        assert reasons[b"garbage"].startswith("undecodable"), reasons
+        assert reasons[b"truncated"].startswith("undecodable"), reasons
+        assert reasons[b"oversize"].startswith("too_large"), reasons
+        assert sched.metric("execmesh_dead_lettered_total") == 3
+
+        # unknown handlers: REJECTED, naming the handler; the good record after the garbage ran
+        got = results_by_id(m.kafka.read(m.topics["execmesh.results"], m.results_start,
+                                         until=lambda r: len(results_by_id(r)) >= 3, timeout=30,
+                                         what="3 results"))
+        for eid, name in (("bad-unknown-kafka", "nope"), ("bad-unknown-submit", "../../bin/sh")):
+            r = got[eid][0]
+            assert status_name(r.status) == "REJECTED" and f"unknown handler '{name}'" in r.error, r
+        assert status_name(got["bad-good-1"][0].status) == "SUCCEEDED"
+
+        # the offsets moved on past every bad record
+        end = m.kafka.end_offsets(req)
+        assert sum(end.values()) - sum(req_start.values()) == 6
+        m.wait_committed(req_start, end)
+    finally:
+        m.close()
+
+
+COMMON_BAD = [
+    # (file text, the line it is on, the key, what the message says)
+    ('grpc = {\n  listn = "127.0.0.1:1";\n};\n', 2, "grpc.listn", "unknown key"),
+    ('\n\nmetrics = { listen = 9000; };\n', 3, "metrics.listen", "expected string, got integer"),
+    ('drain = {\n timeout_ms = 99999999;\n};\n', 2, "drain.timeout_ms", "above the maximum"),
+]
+KAFKA_WRONG_TYPE = ('kafka = {\n  linger_ms = "five";\n};\n', 2, "kafka.linger_ms", "expected integer, got string")
+ROLE_BAD = {
+    "scheduler": [KAFKA_WRONG_TYPE],
+    "sink": [KAFKA_WRONG_TYPE],
+    # the executor never talks to Kafka: a kafka group is unknown to it
+    "executor": [('handlers = {\n  concurrency = "eight";\n};\n', 2, "handlers.concurrency",
+                  "expected integer, got string"),
+                 ('kafka = { bootstrap = "x:1"; };\n', 1, "kafka", "unknown key")],
+}
+CASES = [(role,) + c for role in ROLE_BAD for c in COMMON_BAD + ROLE_BAD[role]]
+
+
+@pytest.mark.parametrize("role,text,line,key,reason", CASES)
+def test_bad_config_refused_naming_file_line_key(tmp_path, role, text, line, key, reason):
+    path = tmp_path / f"{role}.cfg"
+    path.write_text(text)
+    r = subprocess.run([BIN[role], "--config", str(path)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert f"{path}:{line}:" in r.stderr and f"'{key}'" in r.stderr and reason in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("role", ["scheduler", "executor", "sink", "devkafka"])
+def test_unreadable_config_and_help(tmp_path, role):
+    missing = tmp_path / "absent.cfg"
+    r = subprocess.run([BIN[role], "--config", str(missing)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and f"{missing}: cannot read" in r.stderr, r.stderr
+    h = subprocess.run([BIN[role], "--help"], capture_output=True, text=True, timeout=30)
+    assert h.returncode == 0 and "--config FILE" in h.stdout and "grpc.listen" in h.stdout
+    v = subprocess.run([BIN[role], "--version"], capture_output=True, text=True, timeout=30)
+    assert v.returncode == 0 and v.stdout.startswith(f"execmesh-{role} ")

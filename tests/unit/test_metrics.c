@@ -1,0 +1,274 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Unit tests for em_metrics: the Prometheus text rendering (HELP and TYPE
+ * once per name, whatever the label sets), em_metric_max, and the HTTP
+ * endpoint spoken to with a plain socket on 127.0.0.1 with port 0. Socket
+ * reads are bounded by SO_RCVTIMEO, never by sleeping.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "em_metrics.h"
+#include "em_util.h"
+
+#define assert_contains(hay, needle)                                                               \
+    do {                                                                                           \
+        const char *hay_ = (hay), *needle_ = (needle);                                             \
+        if (!strstr(hay_, needle_))                                                                \
+            fail_msg("expected \"%s\" in \"%s\"", needle_, hay_);                                  \
+    } while (0)
+
+static size_t count_of(const char *hay, const char *needle) {
+    size_t n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle))
+        n++;
+    return n;
+}
+
+static void renders_prometheus_text(void **state) {
+    (void)state;
+    em_metrics_t *m = em_metrics_new();
+    assert_non_null(m);
+    em_metric_t *ok = em_metrics_counter(m, "em_jobs_total", "status=\"ok\"", "Jobs finished.");
+    em_metric_t *failed = em_metrics_counter(m, "em_jobs_total", "status=\"failed\"", "Jobs finished.");
+    em_metric_t *depth = em_metrics_gauge(m, "em_queue_depth", NULL, "Jobs waiting.");
+    /* the same name again after another metric: still one HELP/TYPE */
+    em_metric_t *rej = em_metrics_counter(m, "em_jobs_total", "status=\"rejected\"", "Jobs finished.");
+    assert_non_null(ok);
+    assert_non_null(failed);
+    assert_non_null(depth);
+    assert_non_null(rej);
+
+    em_metric_add(ok, 3);
+    em_metric_add(ok, 2);
+    em_metric_add(failed, 1);
+    em_metric_set(depth, 42);
+    em_metric_add(depth, -50);
+
+    char *text = em_metrics_render(m);
+    assert_non_null(text);
+    assert_string_equal(text, "# HELP em_jobs_total Jobs finished.\n"
+                              "# TYPE em_jobs_total counter\n"
+                              "em_jobs_total{status=\"ok\"} 5\n"
+                              "em_jobs_total{status=\"failed\"} 1\n"
+                              "# HELP em_queue_depth Jobs waiting.\n"
+                              "# TYPE em_queue_depth gauge\n"
+                              "em_queue_depth -8\n"
+                              "em_jobs_total{status=\"rejected\"} 0\n");
+    assert_int_equal(count_of(text, "# HELP em_jobs_total "), 1);
+    assert_int_equal(count_of(text, "# TYPE em_jobs_total "), 1);
+    free(text);
+    em_metrics_destroy(m);
+    em_metrics_destroy(NULL);
+}
+
+static void empty_registry_renders_empty(void **state) {
+    (void)state;
+    em_metrics_t *m = em_metrics_new();
+    char *text = em_metrics_render(m);
+    assert_non_null(text);
+    assert_string_equal(text, "");
+    free(text);
+    em_metrics_destroy(m);
+}
+
+static void large_registry_grows_the_buffer(void **state) {
+    (void)state;
+    em_metrics_t *m = em_metrics_new();
+    char labels[64], want[128];
+    for (int i = 0; i < 300; i++) {
+        snprintf(labels, sizeof(labels), "partition=\"%d\",topic=\"execmesh.requests\"", i);
+        em_metric_t *x = em_metrics_gauge(m, "em_consumer_lag", labels, "Messages behind the high watermark.");
+        assert_non_null(x);
+        em_metric_set(x, (int64_t)i * 1000);
+    }
+    char *text = em_metrics_render(m);
+    assert_non_null(text);
+    assert_true(strlen(text) > 4096);
+    assert_int_equal(count_of(text, "# HELP "), 1);
+    assert_int_equal(count_of(text, "\nem_consumer_lag{"), 300);
+    snprintf(want, sizeof(want), "em_consumer_lag{partition=\"299\",topic=\"execmesh.requests\"} 299000\n");
+    assert_contains(text, want);
+    free(text);
+    em_metrics_destroy(m);
+}
+
+static void metric_max_is_a_high_water_mark(void **state) {
+    (void)state;
+    static const struct {
+        int64_t set;  /* value before (INT64_MIN: keep the previous one) */
+        int64_t max;  /* em_metric_max argument */
+        int64_t want;
+    } steps[] = {
+        {5, 3, 5},          {INT64_MIN, 7, 7},  {INT64_MIN, 7, 7},        {INT64_MIN, -1, 7},
+        {-10, -20, -10},    {INT64_MIN, -5, -5}, {INT64_MIN, 0, 0},        {0, INT64_MAX, INT64_MAX},
+    };
+    em_metrics_t *m = em_metrics_new();
+    em_metric_t *g = em_metrics_gauge(m, "em_peak", NULL, "Peak.");
+    for (size_t i = 0; i < EM_ARRAY_LEN(steps); i++) {
+        if (steps[i].set != INT64_MIN)
+            em_metric_set(g, steps[i].set);
+        em_metric_max(g, steps[i].max);
+        if (em_metric_get(g) != steps[i].want)
+            fail_msg("step %zu: %lld, want %lld", i, (long long)em_metric_get(g), (long long)steps[i].want);
+    }
+    em_metrics_destroy(m);
+}
+
+/* Sends request to 127.0.0.1:port and returns the whole reply (malloc'd),
+ * read until the server closes; every read is bounded by a timeout. */
+static char *http_exchange(int port, const char *request) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct timeval tv = {.tv_sec = 10};
+    assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+    assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)), 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    assert_int_equal(inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr), 1);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    size_t rl = strlen(request);
+    assert_int_equal(write(fd, request, rl), rl);
+
+    size_t cap = 1024, len = 0;
+    char *buf = malloc(cap);
+    assert_non_null(buf);
+    for (;;) {
+        if (cap - len < 512) {
+            cap *= 2;
+            char *nb = realloc(buf, cap);
+            assert_non_null(nb);
+            buf = nb;
+        }
+        ssize_t n = read(fd, buf + len, cap - len - 1);
+        if (n < 0)
+            fail_msg("read from the metrics endpoint failed or timed out");
+        if (n == 0)
+            break;
+        len += (size_t)n;
+    }
+    buf[len] = '\0';
+    close(fd);
+    return buf;
+}
+
+/* The status code of an HTTP reply, and its body. */
+static int http_status(const char *reply, const char **body) {
+    int code = 0;
+    if (sscanf(reply, "HTTP/1.%*d %d", &code) != 1)
+        fail_msg("not an HTTP reply: \"%s\"", reply);
+    const char *b = strstr(reply, "\r\n\r\n");
+    assert_non_null(b);
+    *body = b + 4;
+    return code;
+}
+
+static void serves_metrics_over_http(void **state) {
+    (void)state;
+    em_metrics_t *m = em_metrics_new();
+    char err[256] = "";
+    int port = -1;
+    em_metric_t *c = em_metrics_counter(m, "em_requests_total", "rpc=\"Submit\"", "Requests served.");
+    em_metric_add(c, 7);
+    assert_int_equal(em_metrics_start(m, "127.0.0.1:0", &port, err, sizeof(err)), EM_OK);
+    assert_in_range(port, 1, 65535);
+
+    const char *body;
+    char *reply = http_exchange(port, "GET /metrics HTTP/1.0\r\n\r\n");
+    assert_int_equal(http_status(reply, &body), 200);
+    assert_contains(reply, "text/plain; version=0.0.4");
+    assert_contains(body, "# TYPE em_requests_total counter\n");
+    assert_contains(body, "\nem_requests_total{rpc=\"Submit\"} 7\n");
+    free(reply);
+
+    /* a fresh render per request */
+    em_metric_add(c, 1);
+    reply = http_exchange(port, "GET /metrics HTTP/1.0\r\n\r\n");
+    assert_int_equal(http_status(reply, &body), 200);
+    assert_contains(body, "em_requests_total{rpc=\"Submit\"} 8\n");
+    free(reply);
+
+    static const struct {
+        const char *request;
+        int code;
+        const char *body;
+    } others[] = {
+        {"GET /other HTTP/1.0\r\n\r\n", 404, "not found"},
+        {"GET / HTTP/1.0\r\n\r\n", 404, "not found"},
+        {"GET /metrics/x HTTP/1.0\r\n\r\n", 404, "not found"},
+        {"POST /metrics HTTP/1.0\r\nContent-Length: 0\r\n\r\n", 405, "only GET"},
+    };
+    for (size_t i = 0; i < EM_ARRAY_LEN(others); i++) {
+        reply = http_exchange(port, others[i].request);
+        int code = http_status(reply, &body);
+        if (code != others[i].code)
+            fail_msg("%s: status %d, want %d", others[i].request, code, others[i].code);
+        assert_contains(body, others[i].body);
+        free(reply);
+    }
+    em_metrics_destroy(m); /* stops the endpoint */
+}
+
+static void bad_listen_addresses_are_refused(void **state) {
+    (void)state;
+    static const struct {
+        const char *listen;
+        em_err_t rc;
+        const char *frag;
+    } cases[] = {
+        {"127.0.0.1", EM_EINVAL, "not HOST:PORT"},
+        {"127.0.0.1:99999", EM_EINVAL, "not HOST:PORT"},
+        {":9100", EM_EINVAL, "not HOST:PORT"},
+        {"metrics.example:0", EM_EINVAL, "must be an IPv4 address"},
+    };
+    for (size_t i = 0; i < EM_ARRAY_LEN(cases); i++) {
+        em_metrics_t *m = em_metrics_new();
+        char err[256] = "";
+        int port = -1;
+        em_err_t rc = em_metrics_start(m, cases[i].listen, &port, err, sizeof(err));
+        if (rc != cases[i].rc)
+            fail_msg("%s: %s, want %s", cases[i].listen, em_errname(rc), em_errname(cases[i].rc));
+        assert_contains(err, cases[i].frag);
+        assert_int_equal(port, -1);
+        em_metrics_destroy(m);
+    }
+}
+
+static void port_in_use_is_refused(void **state) {
+    (void)state;
+    em_metrics_t *a = em_metrics_new(), *b = em_metrics_new();
+    char err[256] = "", addr[32];
+    int port = -1, port2 = -1;
+    assert_int_equal(em_metrics_start(a, "localhost:0", &port, err, sizeof(err)), EM_OK);
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+    assert_int_equal(em_metrics_start(b, addr, &port2, err, sizeof(err)), EM_EIO);
+    assert_contains(err, addr);
+    assert_int_equal(port2, -1);
+    em_metrics_destroy(b);
+    em_metrics_destroy(a);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(renders_prometheus_text),
+        cmocka_unit_test(empty_registry_renders_empty),
+        cmocka_unit_test(large_registry_grows_the_buffer),
+        cmocka_unit_test(metric_max_is_a_high_water_mark),
+        cmocka_unit_test(serves_metrics_over_http),
+        cmocka_unit_test(bad_listen_addresses_are_refused),
+        cmocka_unit_test(port_in_use_is_refused),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
