@@ -483,8 +483,8 @@ void em_config_write_reference(const char *service, const em_setting_t *table, s
     for (size_t i = 0; i < n; i++) {
         char range[64];
         range_text(&table[i], range, sizeof(range));
-        fprintf(out, "| `%s` | %s | `%s` | %s | %s |\n", table[i].key, type_name(table[i].type),
-                table[i].def, range, table[i].help);
+        fprintf(out, "| `%s` | %s | `%s%s%s` | %s | %s |\n", table[i].key, type_name(table[i].type),
+                *table[i].def ? "" : "\"", table[i].def, *table[i].def ? "" : "\"", range, table[i].help);
     }
     fprintf(out, "\n");
 }

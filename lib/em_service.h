@@ -26,7 +26,7 @@
 
 /* Settings every service has; grpc/metrics are the default listen addresses. */
 #define EM_SERVICE_SETTINGS(grpc, metrics)                                                                   \
-    {"replica", EM_CFG_STR, "", 0, 120, "Replica name in logs, results and client ids; empty: <service>-<host>-<pid>."}, \
+    {"replica", EM_CFG_STR, "", 0, 120, "Replica name in logs, results and client ids; empty: service-host-pid."}, \
     {"log.level", EM_CFG_STR, "info", 0, 0, "Lowest level logged: debug, info, warn, error."},                  \
     {"grpc.listen", EM_CFG_STR, grpc, 1, 255, "gRPC listen address HOST:PORT; port 0 picks a free port."},    \
     {"grpc.max_message_bytes", EM_CFG_INT, "16777216", 65536, 268435456, "Largest gRPC message sent or received."}, \
