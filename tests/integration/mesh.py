@@ -55,7 +55,7 @@ def wait_for(cond, timeout, what, interval=0.02):
             return v
         if time.monotonic() >= deadline:
             raise WaitTimeout(f"timed out after {timeout:.1f} s waiting for {what}")
-        time.sleep(interval)  # a poll interval, not a synchronisation
+        time.sleep(interval)  # ok-sleep: the poll interval of a bounded wait
 
 
 def read_ports(path):
@@ -146,7 +146,7 @@ class Proc:
                     break
                 if self.p.poll() is not None:
                     raise AssertionError(f"{self.name} exited with {self.p.returncode}; log:\n{self.log_tail()}")
-                time.sleep(0.05)  # the server is not up yet: poll interval before the next Watch
+                time.sleep(0.05)  # ok-sleep: not listening yet; poll interval of a bounded wait
         raise WaitTimeout(f"timed out after {timeout} s waiting for {self.name} to be SERVING "
                           f"(health Watch); log:\n{self.log_tail()}")
 
