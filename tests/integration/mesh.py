@@ -330,8 +330,12 @@ class Mesh:
         fs = admin.create_topics([NewTopic(t, partitions, 1) for t in topics.values()])
         for f in fs.values():
             f.result(30)
-        wait_for(lambda: all(len(self.kafka.partitions(t)) == partitions for t in topics.values()), 30,
-                 "the test's topics to have their partitions")
+        def leaders_ready():
+            try:
+                return all(len(self.kafka.end_offsets(t)) == partitions for t in topics.values())
+            except Exception:  # not yet: NOT_LEADER / UNKNOWN_TOPIC while the new topic propagates
+                return False
+        wait_for(leaders_ready, 30, "the test's new topics to have a leader for every partition", interval=0.1)
         return topics
 
     def kafka_args(self):
@@ -362,11 +366,14 @@ class Mesh:
             "--set", "kafka.session_timeout_ms=6000"] + list(args), wait=wait)
 
     def wait_assigned(self, schedulers, partitions, timeout=60):
-        """Waits until the schedulers together own every partition (their metric)."""
-        def total():
-            return sum(s.metric("execmesh_scheduler_assigned_partitions") for s in schedulers) == partitions
-        wait_for(total, timeout, f"the schedulers to own all {partitions} partitions "
-                                 f"(execmesh_scheduler_assigned_partitions)", interval=0.1)
+        """Waits until the schedulers together own every partition and each
+        owns some (their execmesh_scheduler_assigned_partitions metric): the
+        group is settled."""
+        def settled():
+            owned = [s.metric("execmesh_scheduler_assigned_partitions") for s in schedulers]
+            return sum(owned) == partitions and all(o > 0 for o in owned[:partitions])
+        wait_for(settled, timeout, f"the schedulers to own all {partitions} partitions, each some "
+                                   f"(execmesh_scheduler_assigned_partitions)", interval=0.1)
 
     def wait_committed(self, start, end, timeout=30):
         """Waits until the group's committed offsets reach end on every
