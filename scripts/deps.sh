@@ -1,11 +1,35 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 #
-# Installs every Debian package the build and the tests need. Idempotent and
-# quiet when everything is already there; prints what it installs otherwise.
+# Installs every Debian package the build and the tests need, and the outside
+# gRPC clients the tests use (grpc-health-probe, grpcurl: `go install`, into
+# .cache/bin of the repository). Idempotent and quiet when everything is
+# already there; prints what it installs otherwise.
 #   scripts/deps.sh            build + test dependencies
 #   scripts/deps.sh --build    only what the build needs
 set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+
+# Go tools, pinned: name, module@version
+go_tools=(
+  "grpc-health-probe github.com/grpc-ecosystem/grpc-health-probe@v0.4.61"
+  "grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4"
+)
+
+install_go_tools() {
+  local bin="$top/.cache/bin" entry name mod
+  for entry in "${go_tools[@]}"; do
+    name=${entry%% *}
+    mod=${entry#* }
+    [ -x "$bin/$name" ] && continue
+    if ! command -v go >/dev/null; then
+      echo "deps: go not found: cannot install $name (tests that use it will fail)" >&2
+      return 1
+    fi
+    echo "deps: go install $mod" >&2
+    GOBIN="$bin" GOFLAGS=-mod=mod go install "$mod" >&2
+  done
+}
 
 build_pkgs=(
   cmake make gcc pkg-config
@@ -29,7 +53,10 @@ for p in "${want[@]}"; do
     missing+=("$p")
   fi
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+if [ ${#missing[@]} -eq 0 ]; then
+  [ "${1:-}" != "--build" ] && install_go_tools
+  exit 0
+fi
 
 echo "deps: installing ${missing[*]}" >&2
 sudo=""
@@ -46,4 +73,5 @@ if ! { $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-rec
   exit 1
 fi
 rm -f "$log"
+[ "${1:-}" != "--build" ] && install_go_tools
 echo "deps: done" >&2

@@ -2,9 +2,11 @@
 # SPDX-License-Identifier: Apache-2.0
 #
 # Installs what is missing, builds, and runs the whole test suite: the cmocka
-# unit tests and the integration tests (real processes over TCP, on
-# devkafka). Everything is built with AddressSanitizer + UBSan and -Werror;
-# the suite fails if any sanitizer report file exists at the end.
+# unit tests and the integration tests (real processes over TCP), once on
+# devkafka and once on a real Apache Kafka broker (scripts/kafka.sh) when
+# Java and Maven are present; it says so when it has to skip the real broker.
+# Everything is built with AddressSanitizer + UBSan and -Werror; the suite
+# fails if any sanitizer report file exists at the end.
 #
 #   scripts/test.sh                 everything
 #   scripts/test.sh -R PATTERN      only the tests whose ctest names match (e.g. -R unit, -R failover)
@@ -21,7 +23,7 @@ while [ $# -gt 0 ]; do
     -R) pattern=$2; shift 2 ;;
     --no-sanitize) sanitize=OFF; shift ;;
     -j) jobs=$2; shift 2 ;;
-    -h|--help) sed -n '3,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '3,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "test.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -30,8 +32,32 @@ start=$(date +%s)
 "$top/scripts/deps.sh"
 
 if [ "$sanitize" = ON ]; then build="$top/build-test"; else build="$top/build-test-plain"; fi
+mkdir -p "$build"
+
+# The real broker, when this machine can run it.
+kafkas="devkafka"
+kdir="$build/kafka"
+stop_kafka() { "$top/scripts/kafka.sh" stop --dir "$kdir" >/dev/null 2>&1 || true; }
+if command -v java >/dev/null && command -v mvn >/dev/null; then
+  stop_kafka
+  rm -rf "$kdir"
+  trap stop_kafka EXIT
+  echo "== real Kafka broker (scripts/kafka.sh)" >&2
+  if "$top/scripts/kafka.sh" start --dir "$kdir" --partitions 6; then
+    kafkas="devkafka;realkafka"
+    echo "   broker up at $(cat "$kdir/bootstrap") in $(cat "$kdir/start_ms") ms" >&2
+  else
+    echo "== FAILED to start the real Kafka broker although Java and Maven are here (see $kdir)" >&2
+    exit 1
+  fi
+else
+  echo "== SKIPPING the real Kafka broker: $(command -v java >/dev/null || echo 'java') $(command -v mvn >/dev/null || echo 'mvn') not on PATH;" >&2
+  echo "   the integration tests run on devkafka only" >&2
+fi
+
 echo "== build ($build, sanitizers $sanitize)" >&2
-cmake -S "$top" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEM_WERROR=ON -DEM_SANITIZE="$sanitize" >/dev/null
+cmake -S "$top" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEM_WERROR=ON -DEM_SANITIZE="$sanitize" \
+      -DEM_KAFKAS="$kafkas" -DEM_KAFKA_BOOTSTRAP_FILE="$kdir/bootstrap" >/dev/null
 cmake --build "$build" -j"$(nproc)" 2>&1 | grep -E 'error|warning|Error' >&2 || true
 cmake --build "$build" -j"$(nproc)" >/dev/null
 
@@ -46,6 +72,10 @@ args=(--output-on-failure --timeout 900 -j "$jobs")
 [ -n "$pattern" ] && args+=(-R "$pattern")
 rc=0
 (cd "$build" && ctest "${args[@]}") || rc=$?
+for k in devkafka realkafka; do
+  n=$(cd "$build" && ctest -N -R "integration\.$k\." 2>/dev/null | sed -n 's/^Total Tests: //p')
+  echo "== integration tests on $k: ${n:-0}" >&2
+done
 
 reports=$(find "$runs" -name 'asan*' -o -name 'ubsan*' 2>/dev/null | head -20)
 if [ -n "$reports" ]; then

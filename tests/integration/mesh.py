@@ -38,6 +38,13 @@ BIN = {
     "devkafka": os.path.join(BUILD, "services", "devkafka", "execmesh-devkafka"),
     "ctl": os.path.join(BUILD, "services", "ctl", "execmeshctl"),
 }
+TOOLS = os.environ.get("EM_TOOLS_BIN", os.path.join(HERE, "..", "..", ".cache", "bin"))
+TOOL = {
+    "grpc-health-probe": os.path.join(TOOLS, "grpc-health-probe"),  # go install (scripts/deps.sh)
+    "grpcurl": os.path.join(TOOLS, "grpcurl"),
+    "kcat": "/usr/bin/kcat",  # Debian
+}
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 TOPICS = ("execmesh.requests", "execmesh.results", "execmesh.dead")
 SERVING, NOT_SERVING = 1, 2
 
@@ -214,7 +221,7 @@ class Proc:
 class Kafka:
     """The Kafka the test runs against: a devkafka of its own, or the real broker."""
 
-    def __init__(self, mesh, partitions=6):
+    def __init__(self, mesh, partitions=6, bootstrap_file=None):
         self.kind = os.environ.get("EM_KAFKA", "dev")
         self.proc = None
         if self.kind == "dev":
@@ -222,7 +229,7 @@ class Kafka:
             path = self.proc.out_path
             self.bootstrap = wait_for(lambda: self._first_line(path), 30, "devkafka's bootstrap= line on stdout")
         elif self.kind == "real":
-            path = os.environ.get("EM_KAFKA_BOOTSTRAP_FILE", "")
+            path = bootstrap_file or os.environ.get("EM_KAFKA_BOOTSTRAP_FILE", "")
             if not path or not os.path.exists(path):
                 raise AssertionError("EM_KAFKA=real needs EM_KAFKA_BOOTSTRAP_FILE from scripts/kafka.sh start")
             self.bootstrap = open(path).read().strip()
@@ -300,19 +307,27 @@ class Kafka:
         return records
 
 
+def mesh_dir(name):
+    """The test's folder (logs, ports, PID files, sanitizer reports), made empty."""
+    root = os.environ.get("EM_TEST_DIR", os.path.join(BUILD, "test-runs"))
+    d = os.path.join(root, f"{name}-{os.environ.get('EM_KAFKA', 'dev')}-{os.getpid()}")
+    os.makedirs(d, exist_ok=True)
+    for f in glob.glob(os.path.join(d, "*")):
+        if os.path.isfile(f):
+            os.unlink(f)
+    return d
+
+
 class Mesh:
     """A mesh for one test: a folder, a Kafka, and the processes started in it."""
 
-    def __init__(self, name, partitions=6):
-        root = os.environ.get("EM_TEST_DIR", os.path.join(BUILD, "test-runs"))
-        self.dir = os.path.join(root, f"{name}-{os.environ.get('EM_KAFKA', 'dev')}-{os.getpid()}")
-        os.makedirs(self.dir, exist_ok=True)
-        for f in glob.glob(os.path.join(self.dir, "*")):
-            os.unlink(f)
+    def __init__(self, name, partitions=6, bootstrap_file=None):
+        """bootstrap_file: a real broker of the test's own (EM_KAFKA=real only)."""
+        self.dir = mesh_dir(name)
         self.procs = []
         self.group = f"execmesh-{uuid.uuid4().hex[:12]}"
         self.topics = {t: t for t in TOPICS}
-        self.kafka = Kafka(self, partitions)
+        self.kafka = Kafka(self, partitions, bootstrap_file)
         if self.kafka.proc:
             self.procs.append(self.kafka.proc)
         # On a shared real broker every test gets topics of its own.
@@ -408,6 +423,15 @@ class Mesh:
                 errors.append(f"sanitizer report {r}:\n{f.read()[:4000]}")
         if errors:
             raise AssertionError("\n".join(errors))
+
+
+def probe(addr, service="", timeout_s=1):
+    """grpc-health-probe's exit code for addr, as a Kubernetes exec probe sees
+    it: 0 SERVING, 2 connection failure, 3 RPC failure, 4 NOT_SERVING."""
+    r = subprocess.run([TOOL["grpc-health-probe"], f"-addr={addr}", f"-service={service}",
+                        f"-connect-timeout={timeout_s}s", f"-rpc-timeout={timeout_s}s"],
+                       capture_output=True, text=True, timeout=timeout_s * 3 + 5)
+    return r.returncode
 
 
 def execution(id, handler="echo", payload=b"x", **kw):
