@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,10 +29,21 @@ struct em_metric {
     _Atomic int64_t value;
 };
 
+#define EM_MAX_ROUTES 16
+
+typedef struct em_route {
+    char method[8];
+    char prefix[128];
+    em_http_fn fn;
+    void *ctx;
+} em_route_t;
+
 struct em_metrics {
     pthread_mutex_t lock; /* guards the list while registering */
     em_metric_t *head, *tail;
     struct MHD_Daemon *httpd;
+    em_route_t routes[EM_MAX_ROUTES];
+    int nroutes;
 };
 
 em_metrics_t *em_metrics_new(void) {
@@ -163,6 +175,25 @@ char *em_metrics_render(em_metrics_t *m) {
     return b.p;
 }
 
+em_err_t em_metrics_route(em_metrics_t *m, const char *method, const char *prefix, em_http_fn fn, void *ctx) {
+    if (m->httpd || m->nroutes == EM_MAX_ROUTES)
+        return EM_EINVAL;
+    em_route_t *r = &m->routes[m->nroutes++];
+    snprintf(r->method, sizeof(r->method), "%s", method);
+    snprintf(r->prefix, sizeof(r->prefix), "%s", prefix);
+    r->fn = fn;
+    r->ctx = ctx;
+    return EM_OK;
+}
+
+static const em_route_t *find_route(em_metrics_t *m, const char *method, const char *url) {
+    for (int i = 0; i < m->nroutes; i++)
+        if (strcmp(m->routes[i].method, method) == 0 &&
+            strncmp(url, m->routes[i].prefix, strlen(m->routes[i].prefix)) == 0)
+            return &m->routes[i];
+    return NULL;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **req_cls) {
@@ -171,8 +202,25 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     enum MHD_Result ret;
     unsigned code = MHD_HTTP_OK;
     char *body = NULL;
+    const em_route_t *route = find_route(m, method, url);
 
-    if (strcmp(method, "GET") != 0) {
+    if (route) {
+        /* a request body is not used: let MHD read it, answer at the end */
+        if (!*req_cls) {
+            *req_cls = (void *)(uintptr_t)1;
+            return MHD_YES;
+        }
+        if (*upload_data_size) {
+            *upload_data_size = 0;
+            return MHD_YES;
+        }
+        body = malloc(1024);
+        if (!body)
+            return MHD_NO;
+        body[0] = '\0';
+        code = (unsigned)route->fn(route->ctx, url + strlen(route->prefix), body, 1024);
+        resp = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
+    } else if (strcmp(method, "GET") != 0) {
         static char msg[] = "only GET is served\n";
         resp = MHD_create_response_from_buffer(sizeof(msg) - 1, msg, MHD_RESPMEM_PERSISTENT);
         code = MHD_HTTP_METHOD_NOT_ALLOWED;

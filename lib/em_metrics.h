@@ -34,6 +34,14 @@ void em_metric_max(em_metric_t *metric, int64_t value);
 /* Renders the exposition text into a malloc'd string (caller frees). */
 char *em_metrics_render(em_metrics_t *m);
 
+/* An admin endpoint: called on the HTTP thread for METHOD path-prefix...;
+ * rest is what follows the prefix. Writes a text answer into out and returns
+ * the HTTP status. */
+typedef int (*em_http_fn)(void *ctx, const char *rest, char *out, size_t outn);
+
+/* Adds a route (before em_metrics_start). method is "GET" or "POST". */
+em_err_t em_metrics_route(em_metrics_t *m, const char *method, const char *prefix, em_http_fn fn, void *ctx);
+
 /* Serves GET /metrics on listen ("HOST:PORT", port 0 picks one); the bound
  * port is stored in *bound_port. On failure nothing was started. */
 em_err_t em_metrics_start(em_metrics_t *m, const char *listen, int *bound_port, char *errstr,

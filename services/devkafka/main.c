@@ -5,7 +5,8 @@
  * reach it over TCP exactly as they reach a real cluster. Prints
  * "bootstrap=HOST:PORT,..." as its first line on stdout, creates the mesh's
  * topics, serves health (SERVING once the cluster is up) and runs until
- * SIGTERM.
+ * SIGTERM. Faults a real broker cannot do are injected over HTTP on the
+ * metrics port (see admin_brokers, admin_rtt).
  *
  * The mock keeps only 5 MiB (and 100k message sets) per partition: use many
  * partitions for big runs, and the real broker for big backlogs.
@@ -47,8 +48,56 @@ static const em_service_desc_t devkafka_desc = {
     .aliases = devkafka_aliases,
 };
 
+/* The fault API, on the metrics port (faults a real broker cannot do):
+ *   POST /admin/brokers/down     every broker refuses connections
+ *   POST /admin/brokers/up       and back
+ *   POST /admin/rtt/<ms>         every broker answers <ms> late (0: normal) */
+typedef struct devkafka {
+    rd_kafka_mock_cluster_t *mc;
+    int brokers;
+} devkafka_t;
+
+static int admin_brokers(void *ctx, const char *rest, char *out, size_t n) {
+    devkafka_t *d = ctx;
+    int down;
+    if (strcmp(rest, "down") == 0)
+        down = 1;
+    else if (strcmp(rest, "up") == 0)
+        down = 0;
+    else {
+        snprintf(out, n, "unknown action '%s': use /admin/brokers/down or /admin/brokers/up\n", rest);
+        return 404;
+    }
+    for (int id = 1; id <= d->brokers; id++) {
+        rd_kafka_resp_err_t e = down ? rd_kafka_mock_broker_set_down(d->mc, id) : rd_kafka_mock_broker_set_up(d->mc, id);
+        if (e) {
+            snprintf(out, n, "broker %d: %s\n", id, rd_kafka_err2str(e));
+            return 500;
+        }
+    }
+    EM_WARN(down ? "fault: brokers down" : "fault healed: brokers up", EM_F_INT("brokers", d->brokers));
+    snprintf(out, n, "brokers %s\n", down ? "down" : "up");
+    return 200;
+}
+
+static int admin_rtt(void *ctx, const char *rest, char *out, size_t n) {
+    devkafka_t *d = ctx;
+    char *end;
+    long ms = strtol(rest, &end, 10);
+    if (end == rest || *end || ms < 0 || ms > 600000) {
+        snprintf(out, n, "'%s' is not a number of milliseconds (0..600000)\n", rest);
+        return 400;
+    }
+    for (int id = 1; id <= d->brokers; id++)
+        rd_kafka_mock_broker_set_rtt(d->mc, id, (int)ms);
+    EM_WARN("fault: broker round-trip time set", EM_F_INT("rtt_ms", ms));
+    snprintf(out, n, "rtt %ld ms\n", ms);
+    return 200;
+}
+
 int main(int argc, char **argv) {
     em_service_t svc;
+    static devkafka_t dk;
     char err[512];
     rd_kafka_t *rk = NULL;
     rd_kafka_mock_cluster_t *mc = NULL;
@@ -83,6 +132,10 @@ int main(int argc, char **argv) {
         }
     }
     const char *bootstrap = rd_kafka_mock_cluster_bootstraps(mc);
+    dk.mc = mc;
+    dk.brokers = brokers;
+    em_metrics_route(svc.metrics, "POST", "/admin/brokers/", admin_brokers, &dk);
+    em_metrics_route(svc.metrics, "POST", "/admin/rtt/", admin_rtt, &dk);
 
     if (em_service_start(&svc) != EM_OK)
         goto out;

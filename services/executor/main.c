@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "em_journal.h"
 #include "em_log.h"
 #include "em_metrics.h"
 #include "em_rpc_channel.h"
@@ -35,6 +36,8 @@ static const em_setting_t executor_settings[] = {
      "Per handler: executions running at once (for handlers that wait, like sleep); more wait in the executor."},
     {"handlers.default_timeout_ms", EM_CFG_INT, "30000", 1, 86400000,
      "Timeout of an execution that sets none (timeout_ms = 0)."},
+    {"executor.journal", EM_CFG_STR, "", 0, 4095,
+     "If set, a line per execution started (S) and finished (E) is appended here (for fault tests; costs a write each)."},
     {"publish.timeout_ms", EM_CFG_INT, "10000", 100, 600000, "Deadline of one Publish call to a sink."},
     {"publish.retry_backoff_ms", EM_CFG_INT, "50", 1, 60000,
      "Wait before publishing a batch's results again after a failed Publish."},
@@ -62,6 +65,7 @@ typedef struct executor {
     int64_t publish_backoff_ms;
     atomic_int inflight;
     atomic_int batches;
+    em_journal_t *journal;
     em_metric_t *m_in, *m_out, *m_failed, *m_inflight, *m_busy, *m_publish_failed;
     em_metric_t *m_status[6];
 } executor_t;
@@ -184,6 +188,7 @@ void job_finish(ex_job_t *job, Execmesh__V1__Status status, const uint8_t *outpu
         r->error = b->owned_err[job->idx] ? b->owned_err[job->idx] : (char *)(uintptr_t)"out of memory";
     }
     r->exit_code = exit_code;
+    em_journal_write(X.journal, "E %s %u %d", r->id, r->attempt, (int)status);
     r->started_unix_ms = job->started_unix_ms ? job->started_unix_ms : em_now_unix_ms();
     r->finished_unix_ms = em_now_unix_ms();
     if ((unsigned)status < EM_ARRAY_LEN(X.m_status))
@@ -216,6 +221,7 @@ void job_finish(ex_job_t *job, Execmesh__V1__Status status, const uint8_t *outpu
 
 static void handler_start(ex_job_t *job) {
     ex_handler_t *h = job->handler;
+    em_journal_write(X.journal, "S %s %u", job->ex->id, job->batch->res[job->idx].attempt);
     if (h->async) {
         pthread_mutex_lock(&h->lock);
         if (h->running >= h->concurrency) {
@@ -412,6 +418,14 @@ int main(int argc, char **argv) {
         goto out;
     }
     register_metrics();
+    em_err_t jerr;
+    X.journal = em_journal_open(em_config_str(cfg, "executor.journal"), &jerr);
+    if (jerr != EM_OK) {
+        fprintf(stderr, "execmesh-executor: config refused: %s: key 'executor.journal': cannot open '%s'\n",
+                em_config_source(cfg, "executor.journal"), em_config_str(cfg, "executor.journal"));
+        rc = 2;
+        goto out;
+    }
     ex_env.timers = X.svc.timers;
     X.max_inflight = (int)em_config_int(cfg, "executor.max_inflight");
     X.publish_timeout_ms = em_config_int(cfg, "publish.timeout_ms");
@@ -455,6 +469,7 @@ out:
     if (atomic_load(&X.batches) > 0)
         EM_WARN("batches still open at exit", EM_F_INT("batches", atomic_load(&X.batches)));
     EM_INFO("stopped", EM_F_INT("exit_code", rc));
+    em_journal_close(X.journal);
     em_service_cleanup(&X.svc);
     return rc;
 }

@@ -373,6 +373,12 @@ void sc_on_commit(void *ctx, rd_kafka_resp_err_t err, const rd_kafka_topic_parti
         rd_kafka_resp_err_t perr = e->err ? e->err : err;
         if (!perr) {
             em_metric_add(s->m_commits, 1);
+            sc_part_t *p = part_get(s, e->partition);
+            if (p && p->owned && !p->committed_once) {
+                /* the moment a new owner took over the partition */
+                p->committed_once = 1;
+                EM_INFO("partition first commit", EM_F_INT("partition", e->partition), EM_F_INT("offset", e->offset));
+            }
             continue;
         }
         em_metric_add(s->m_commit_failed, 1);

@@ -33,6 +33,7 @@ typedef struct sc_part {
     int revoking;             /* being revoked: dispatch nothing more from it */
     int inflight;             /* items accepted and not done (pending or dispatched) */
     int64_t last_commit_sent; /* -1: nothing sent since the last failure */
+    int committed_once;       /* a commit succeeded since it was assigned */
 } sc_part_t;
 
 typedef struct sc_item {

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "em_journal.h"
 #include "em_log.h"
 #include "em_metrics.h"
 #include "em_pbwire.h"
@@ -23,6 +24,8 @@
 static const em_setting_t sink_settings[] = {
     EM_SERVICE_SETTINGS("127.0.0.1:7300", "127.0.0.1:9300"),
     EM_KAFKA_SETTINGS,
+    {"sink.journal", EM_CFG_STR, "", 0, 4095,
+     "If set, a line per result received (R) and stored (A) is appended here (for fault tests; costs a write each)."},
     {"sink.max_inflight_results", EM_CFG_INT, "200000", 1, 10000000,
      "Results accepted and awaiting Kafka's delivery report; beyond it Publish answers RESOURCE_EXHAUSTED."},
 };
@@ -41,6 +44,7 @@ typedef struct sink {
     rd_kafka_topic_t *results;
     int max_inflight;
     atomic_int inflight;
+    em_journal_t *journal;
     em_metric_t *m_in, *m_out, *m_failed, *m_inflight, *m_calls, *m_calls_failed;
 } sink_t;
 
@@ -49,11 +53,28 @@ typedef struct publish {
     em_delivery_t dr;
     sink_t *sink;
     em_rpc_call_t *call;
+    const uint8_t *req; /* the request, alive until the call is answered */
+    size_t len;
+    uint8_t *copy;      /* EM_TEST_EARLY_ACK only: the request outlives the call */
     int n;
     atomic_int pending; /* reports still due, plus one held while producing */
     atomic_int failed;
     _Atomic rd_kafka_resp_err_t first_err;
 } publish_t;
+
+/* Writes one journal line per result of the request: tag R (received) or A (stored). */
+static void journal_ids(sink_t *s, const uint8_t *req, size_t len, char tag) {
+    const uint8_t *p = req, *end = req + len;
+    em_pb_field_t f;
+    if (!s->journal)
+        return;
+    while (em_pb_next(&p, end, &f) == EM_OK) {
+        const uint8_t *id;
+        size_t idlen;
+        if (f.number == 1 && f.wire_type == EM_PB_LEN && em_pb_find_len(f.data, f.len, 1, &id, &idlen) == EM_OK)
+            em_journal_write(s->journal, "%c %.*s", tag, (int)idlen, (const char *)id);
+    }
+}
 
 static void publish_finish(publish_t *p) {
     sink_t *s = p->sink;
@@ -72,9 +93,11 @@ static void publish_finish(publish_t *p) {
     } else {
         Execmesh__V1__PublishResponse resp = EXECMESH__V1__PUBLISH_RESPONSE__INIT;
         resp.stored = (uint32_t)p->n;
+        journal_ids(s, p->req, p->len, 'A');
         em_rpc_call_reply(p->call, &resp.base);
     }
 #endif
+    free(p->copy);
     free(p);
 }
 
@@ -146,11 +169,24 @@ static void on_publish(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_
     pub->dr.done = on_delivery;
     pub->sink = s;
     pub->call = call;
+    pub->req = req;
+    pub->len = len;
     pub->n = n;
+    journal_ids(s, req, len, 'R');
     atomic_init(&pub->pending, n + 1);
     atomic_fetch_add(&s->inflight, n);
     em_metric_add(s->m_inflight, n);
 
+#ifdef EM_TEST_EARLY_ACK
+    /* the call is answered before the deliveries: keep the bytes ourselves */
+    pub->copy = malloc(len);
+    if (!pub->copy)
+        abort();
+    memcpy(pub->copy, req, len);
+    req = pub->copy;
+    end = req + len;
+    pub->req = req;
+#endif
     /* Second pass: the results point into the request, which stays alive
      * until the call is answered, i.e. after the last delivery report. */
     int i = 0;
@@ -215,6 +251,14 @@ int main(int argc, char **argv) {
 
     /* the parts */
     register_metrics(&s);
+    em_err_t jerr;
+    s.journal = em_journal_open(em_config_str(cfg, "sink.journal"), &jerr);
+    if (jerr != EM_OK) {
+        fprintf(stderr, "execmesh-sink: config refused: %s: key 'sink.journal': cannot open '%s'\n",
+                em_config_source(cfg, "sink.journal"), em_config_str(cfg, "sink.journal"));
+        rc = 2;
+        goto out;
+    }
     s.max_inflight = (int)em_config_int(cfg, "sink.max_inflight_results");
     const char *extra[EM_KAFKA_MAX_EXTRA];
     em_producer_opts_t po;
@@ -248,6 +292,7 @@ out:
     em_rpc_server_shutdown(s.svc.server, em_mono_ms());
     em_producer_destroy(s.producer);
     EM_INFO("stopped", EM_F_INT("exit_code", rc));
+    em_journal_close(s.journal);
     em_service_cleanup(&s.svc);
     return rc;
 }
