@@ -37,7 +37,7 @@ static const em_setting_t executor_settings[] = {
     {"handlers.default_timeout_ms", EM_CFG_INT, "30000", 1, 86400000,
      "Timeout of an execution that sets none (timeout_ms = 0)."},
     {"executor.journal", EM_CFG_STR, "", 0, 4095,
-     "If set, a line per execution started (S) and finished (E) is appended here (for fault tests; costs a write each)."},
+     "If set, a line per execution started (S), finished (E), answered after its result was stored (D) or answered with an error (X) is appended here (for fault tests)."},
     {"publish.timeout_ms", EM_CFG_INT, "10000", 100, 600000, "Deadline of one Publish call to a sink."},
     {"publish.retry_backoff_ms", EM_CFG_INT, "50", 1, 60000,
      "Wait before publishing a batch's results again after a failed Publish."},
@@ -112,11 +112,24 @@ static void batch_free(ex_batch_t *b) {
 
 static void publish(ex_batch_t *b);
 
+/* Journal: D for each execution answered OK (its result is durable), X for
+ * each answered with an error (the scheduler runs it again). */
+static void batch_journal(ex_batch_t *b, char tag) {
+    for (size_t i = 0; X.journal && i < b->n; i++)
+        em_journal_write(X.journal, "%c %s %u", tag, b->res[i].id, b->res[i].attempt);
+}
+
+/* Answers the Execute call with an error and frees the batch. */
+static void batch_fail(ex_batch_t *b, const char *msg) {
+    batch_journal(b, 'X');
+    em_rpc_call_fail(b->call, GRPC_STATUS_UNAVAILABLE, msg);
+    batch_free(b);
+}
+
 static void publish_retry(void *arg) {
     ex_batch_t *b = arg;
     if (ex_env.abandon) {
-        em_rpc_call_fail(b->call, GRPC_STATUS_UNAVAILABLE, "executor draining: results not published");
-        batch_free(b);
+        batch_fail(b, "executor draining: results not published");
         return;
     }
     publish(b);
@@ -127,6 +140,7 @@ static void on_published(void *arg, grpc_status_code code, const char *details, 
     ex_batch_t *b = arg;
     if (code == GRPC_STATUS_OK) {
         em_metric_add(X.m_out, (int64_t)b->n);
+        batch_journal(b, 'D');
         em_rpc_call_reply_slice(b->call, grpc_slice_ref(b->packed));
         batch_free(b);
         return;
@@ -140,8 +154,7 @@ static void on_published(void *arg, grpc_status_code code, const char *details, 
         return;
     char msg[512];
     snprintf(msg, sizeof(msg), "result sink: %s: %s", em_rpc_status_name(code), details);
-    em_rpc_call_fail(b->call, GRPC_STATUS_UNAVAILABLE, msg);
-    batch_free(b);
+    batch_fail(b, msg);
 }
 
 static void publish(ex_batch_t *b) {
@@ -152,17 +165,14 @@ static void publish(ex_batch_t *b) {
     b->publish_tries++;
     /* PublishRequest and ExecuteResponse are the same wire message
      * (repeated Result results = 1): pack once, send it both ways. */
-    if (em_rpc_channel_call(X.sinks, X.m_publish, grpc_slice_ref(b->packed), timeout, on_published, b) != EM_OK) {
-        em_rpc_call_fail(b->call, GRPC_STATUS_UNAVAILABLE, "executor: cannot call a result sink");
-        batch_free(b);
-    }
+    if (em_rpc_channel_call(X.sinks, X.m_publish, grpc_slice_ref(b->packed), timeout, on_published, b) != EM_OK)
+        batch_fail(b, "executor: cannot call a result sink");
 }
 
 /* All jobs of b finished (on whichever thread finished the last one). */
 static void batch_done(ex_batch_t *b) {
     if (ex_env.abandon) {
-        em_rpc_call_fail(b->call, GRPC_STATUS_UNAVAILABLE, "executor draining: results not published");
-        batch_free(b);
+        batch_fail(b, "executor draining: results not published");
         return;
     }
     Execmesh__V1__ExecuteResponse out = EXECMESH__V1__EXECUTE_RESPONSE__INIT;

@@ -262,8 +262,30 @@ static void on_execute_reply(void *arg, grpc_status_code code, const char *detai
     (void)len;
 }
 
+/* The group refuses our commits (a rebalance is under way): work finished
+ * now could not be committed and would run again on the next owner, so hold
+ * new dispatches until a commit is accepted or the rebalance reaches us, at
+ * most one session timeout. */
+static int commit_stalled_locked(scheduler_t *s) {
+    if (!s->commit_stalled_since)
+        return 0;
+    if (em_mono_ms() - s->commit_stalled_since < s->session_timeout_ms)
+        return 1;
+    EM_WARN("commits still refused after a session timeout; dispatching anyway");
+    s->commit_stalled_since = 0;
+    return 0;
+}
+
+static void commit_stall_clear_locked(scheduler_t *s, const char *why) {
+    if (!s->commit_stalled_since)
+        return;
+    EM_INFO("dispatch resumed", EM_F_STR("reason", why),
+            EM_F_INT("held_ms", em_mono_ms() - s->commit_stalled_since));
+    s->commit_stalled_since = 0;
+}
+
 void sc_dispatch_locked(scheduler_t *s) {
-    if (em_mono_ms() < s->backoff_until_ms)
+    if (em_mono_ms() < s->backoff_until_ms || commit_stalled_locked(s))
         return;
     while (s->npending > 0 && s->inflight_calls < s->max_calls && s->inflight_items < s->max_inflight) {
         int room = s->max_inflight - s->inflight_items;
@@ -373,6 +395,7 @@ void sc_on_commit(void *ctx, rd_kafka_resp_err_t err, const rd_kafka_topic_parti
         rd_kafka_resp_err_t perr = e->err ? e->err : err;
         if (!perr) {
             em_metric_add(s->m_commits, 1);
+            commit_stall_clear_locked(s, "a commit was accepted");
             sc_part_t *p = part_get(s, e->partition);
             if (p && p->owned && !p->committed_once) {
                 /* the moment a new owner took over the partition */
@@ -382,6 +405,12 @@ void sc_on_commit(void *ctx, rd_kafka_resp_err_t err, const rd_kafka_topic_parti
             continue;
         }
         em_metric_add(s->m_commit_failed, 1);
+        if ((perr == RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS || perr == RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION) &&
+            !s->commit_stalled_since) {
+            s->commit_stalled_since = em_mono_ms();
+            EM_INFO("commits refused during a rebalance; holding new dispatches",
+                    EM_F_STR("error", rd_kafka_err2name(perr)));
+        }
         sc_part_t *p = part_get(s, e->partition);
         if (p && p->last_commit_sent == e->offset)
             p->last_commit_sent = -1; /* send it again next tick */
@@ -422,6 +451,7 @@ static int count_owned_locked(scheduler_t *s) {
 void sc_on_assign(void *ctx, const rd_kafka_topic_partition_list_t *parts) {
     scheduler_t *s = ctx;
     pthread_mutex_lock(&s->lock);
+    commit_stall_clear_locked(s, "partitions assigned");
     for (int i = 0; i < parts->cnt; i++) {
         int32_t id = parts->elems[i].partition;
         if (ensure_parts_locked(s, id) != 0) {

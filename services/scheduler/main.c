@@ -129,6 +129,7 @@ static void read_settings(scheduler_t *s, const em_config_t *cfg) {
     s->retry_backoff_ms = em_config_int(cfg, "dispatch.retry_backoff_ms");
     s->commit_interval_ms = em_config_int(cfg, "kafka.commit_interval_ms");
     s->revoke_timeout_ms = em_config_int(cfg, "revoke.timeout_ms");
+    s->session_timeout_ms = em_config_int(cfg, "kafka.session_timeout_ms");
     s->input_max_bytes = em_config_int(cfg, "input.max_bytes");
     s->submit_max_executions = em_config_int(cfg, "submit.max_executions");
     s->submit_max_payload = em_config_int(cfg, "submit.max_payload_bytes");

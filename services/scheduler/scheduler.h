@@ -62,6 +62,7 @@ typedef struct scheduler {
 
     /* settings */
     int batch_max, max_inflight, max_calls, max_pending, poll_batch;
+    int64_t session_timeout_ms;
     int64_t default_timeout_ms, deadline_grace_ms, retry_backoff_ms, commit_interval_ms, revoke_timeout_ms;
     int64_t input_max_bytes, submit_max_executions, submit_max_payload;
 
@@ -78,6 +79,7 @@ typedef struct scheduler {
     int backoff_armed;
     int consecutive_failures;
     int64_t drain_deadline_ms;
+    int64_t commit_stalled_since; /* 0, or when commits started being refused (rebalance) */
 
     em_metric_t *m_in_kafka, *m_in_submit, *m_out, *m_failed, *m_dead, *m_inflight, *m_pending, *m_assigned;
     em_metric_t *m_redispatched, *m_busy, *m_commits, *m_commit_failed, *m_submit_calls, *m_submit_failed;

@@ -25,7 +25,7 @@ static const em_setting_t sink_settings[] = {
     EM_SERVICE_SETTINGS("127.0.0.1:7300", "127.0.0.1:9300"),
     EM_KAFKA_SETTINGS,
     {"sink.journal", EM_CFG_STR, "", 0, 4095,
-     "If set, a line per result received (R) and stored (A) is appended here (for fault tests; costs a write each)."},
+     "If set, a line per result received (R), stored (A) or not stored (N) is appended here (for fault tests; costs a write each)."},
     {"sink.max_inflight_results", EM_CFG_INT, "200000", 1, 10000000,
      "Results accepted and awaiting Kafka's delivery report; beyond it Publish answers RESOURCE_EXHAUSTED."},
 };
@@ -62,7 +62,8 @@ typedef struct publish {
     _Atomic rd_kafka_resp_err_t first_err;
 } publish_t;
 
-/* Writes one journal line per result of the request: tag R (received) or A (stored). */
+/* Writes one journal line per result of the request: tag R (received), A
+ * (stored, acknowledged) or N (not stored, answered with an error). */
 static void journal_ids(sink_t *s, const uint8_t *req, size_t len, char tag) {
     const uint8_t *p = req, *end = req + len;
     em_pb_field_t f;
@@ -89,6 +90,7 @@ static void publish_finish(publish_t *p) {
         snprintf(msg, sizeof(msg), "kafka: %d of %d results not stored: %s", failed, p->n,
                  rd_kafka_err2str(atomic_load(&p->first_err)));
         em_metric_add(s->m_calls_failed, 1);
+        journal_ids(s, p->req, p->len, 'N');
         em_rpc_call_fail(p->call, GRPC_STATUS_UNAVAILABLE, msg);
     } else {
         Execmesh__V1__PublishResponse resp = EXECMESH__V1__PUBLISH_RESPONSE__INIT;

@@ -85,17 +85,25 @@ def sanitizer_env(folder):
 class Proc:
     """One execmesh process: its PID, log, ports and metrics."""
 
-    def __init__(self, mesh, role, name, args):
+    def __init__(self, mesh, role, name, args, grpc_listen="127.0.0.1:0", metrics_listen="127.0.0.1:0",
+                 wrap=(), binary=None):
+        """wrap: a command prefix (e.g. ip netns exec NS); binary: another build of the role."""
         self.mesh, self.role, self.name = mesh, role, name
         self.dir = mesh.dir
         self.ports_file = os.path.join(self.dir, f"{name}.ports")
-        self.log_path = os.path.join(self.dir, f"{name}.log")
-        self.out_path = os.path.join(self.dir, f"{name}.out")
+        # a restarted replica keeps the earlier incarnations' logs: name.log, name.1.log, ...
+        k = 0
+        while os.path.exists(os.path.join(self.dir, f"{name}{'.' + str(k) if k else ''}.log")):
+            k += 1
+        tag = f".{k}" if k else ""
+        self.log_path = os.path.join(self.dir, f"{name}{tag}.log")
+        self.out_path = os.path.join(self.dir, f"{name}{tag}.out")
         for p in (self.ports_file,):
             if os.path.exists(p):
                 os.unlink(p)
-        cmd = [BIN[role], "--set", "grpc.listen=127.0.0.1:0", "--set", "metrics.listen=127.0.0.1:0",
-               "--set", f"replica={name}", "--ports-file", self.ports_file] + list(args)
+        cmd = list(wrap) + [binary or BIN[role], "--set", f"grpc.listen={grpc_listen}",
+                            "--set", f"metrics.listen={metrics_listen}",
+                            "--set", f"replica={name}", "--ports-file", self.ports_file] + list(args)
         self.cmd = cmd
         self.p = subprocess.Popen(cmd, stdout=open(self.out_path, "wb"), stderr=open(self.log_path, "wb"),
                                   env=sanitizer_env(self.dir), start_new_session=True)
@@ -228,6 +236,7 @@ class Kafka:
             self.proc = Proc(mesh, "devkafka", "devkafka", ["--partitions", str(partitions)])
             path = self.proc.out_path
             self.bootstrap = wait_for(lambda: self._first_line(path), 30, "devkafka's bootstrap= line on stdout")
+            self.proc.wait_ports()
         elif self.kind == "real":
             path = bootstrap_file or os.environ.get("EM_KAFKA_BOOTSTRAP_FILE", "")
             if not path or not os.path.exists(path):
@@ -359,8 +368,8 @@ class Mesh:
                 "--set", f"kafka.topic_results={self.topics['execmesh.results']}",
                 "--set", f"kafka.topic_dead={self.topics['execmesh.dead']}"]
 
-    def start(self, role, name, args=(), wait=True):
-        p = Proc(self, role, name, args)
+    def start(self, role, name, args=(), wait=True, **kw):
+        p = Proc(self, role, name, args, **kw)
         self.procs.append(p)
         if wait:
             p.wait_ports()
@@ -397,7 +406,7 @@ class Mesh:
 
         def covered():
             c = self.kafka.committed(self.group, topic)
-            return all(end[p] == start.get(p, 0) or c.get(p, -1) >= end[p] for p in end) and c
+            return all(end[p] == start.get(p, 0) or c.get(p, -1) >= end[p] for p in end) and (c or True)
         return wait_for(covered, timeout, f"the committed offsets of {self.group} to reach {end}", interval=0.2)
 
     def stub(self, scheduler):

@@ -1,0 +1,745 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The chaos harness behind scripts/chaos.sh (../shared/reliability-matrix.md).
+
+It starts a mesh (2 schedulers, 3 executors of which one lives in a network
+namespace of its own, 2 sinks; room for a 4th executor, 3rd scheduler and 3rd
+sink added at run time) on devkafka or the real broker, drives executions with
+unique ids at a fixed rate (half Submit, half produced to the requests topic),
+plays a fault schedule, heals, drains, then reads the results topic from the
+start and counts:
+  lost        acked ids (Submit OK or produce delivered) with no terminal result
+  duplicates  sum over ids of (results - 1)
+  failed Submit calls, by code
+and per fault: the work in flight on the victim when it fired, proof that it
+took effect, and the time to reroute (to the durable result of the last
+execution the victim held) or to take over (to the new owner's first commit of
+each partition the victim held). A fault fires only while its victim has work
+in flight. Prints a table per fault and ends with one line
+  RESULT executions=N faults=F lost=L duplicates=D max_reroute_ms=R max_takeover_ms=T ...
+and exits non-zero if lost > 0, or if a fault could not be applied or shown to
+take effect.
+"""
+import argparse
+import calendar
+import json
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "integration"))
+
+import grpc  # noqa: E402
+from confluent_kafka import Consumer, TopicPartition  # noqa: E402
+
+from mesh import ROOT, Mesh, Proc, execution, pb, pb_grpc, probe, wait_for  # noqa: E402
+
+GOALS = {
+    "reroute_ms": 100,          # executor or sink kill -9 (echo handler)
+    "out_of_picks_ms": 3000,    # frozen or partitioned replica
+    "takeover_ms": 10000,       # scheduler kill -9
+}
+HARD = {"kill9_executor", "kill9_sink", "kill9_scheduler", "stop_executor", "stop_scheduler", "partition_executor",
+        "broker_down"}
+CLEAN = {"sigterm_executor", "sigterm_sink", "sigterm_scheduler", "notserving_executor", "add_executor",
+         "add_scheduler", "add_sink", "remove_added"}
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def log(msg):
+    print(f"[chaos {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+class Netns:
+    """A network namespace joined to the host by a veth pair; the harness
+    creates it and removes it (also on error)."""
+
+    def __init__(self, tag):
+        self.name = f"emc{tag}"
+        n = 10 + (os.getpid() % 200)
+        self.host_ip, self.ns_ip = f"10.{n}.77.1", f"10.{n}.77.2"
+        self.host_if, self.ns_if = f"vemh{tag}"[:15], f"vemn{tag}"[:15]
+        self.up = False
+        self._run("ip", "netns", "add", self.name)
+        try:
+            self._run("ip", "link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if)
+            self._run("ip", "link", "set", self.ns_if, "netns", self.name)
+            self._run("ip", "addr", "add", f"{self.host_ip}/24", "dev", self.host_if)
+            self._run("ip", "link", "set", self.host_if, "up")
+            self._ns("ip", "addr", "add", f"{self.ns_ip}/24", "dev", self.ns_if)
+            self._ns("ip", "link", "set", self.ns_if, "up")
+            self._ns("ip", "link", "set", "lo", "up")
+            self.up = True
+        except Exception:
+            self.remove()
+            raise
+
+    @staticmethod
+    def _run(*cmd):
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)}: {r.stderr.strip()}")
+
+    def _ns(self, *cmd):
+        self._run("ip", "netns", "exec", self.name, *cmd)
+
+    def wrap(self):
+        return ["ip", "netns", "exec", self.name]
+
+    def cut(self):
+        """Silent partition: the namespace's end of the link goes down."""
+        self._ns("ip", "link", "set", self.ns_if, "down")
+
+    def heal(self):
+        self._ns("ip", "link", "set", self.ns_if, "up")
+
+    def remove(self):
+        subprocess.run(["ip", "link", "del", self.host_if], capture_output=True, timeout=30)
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True, timeout=30)
+
+
+class Load:
+    """Executions with unique ids at a fixed rate: half Submit, half produce."""
+
+    def __init__(self, cluster, rate, total):
+        self.c, self.rate, self.total = cluster, rate, total
+        self.acked = {}          # id -> ack time (unix ms)
+        self.sent = 0
+        self.submit_errors = []  # (unix ms, code)
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.threads = []
+
+    def start(self):
+        self.t0 = time.monotonic()
+        self.threads = [threading.Thread(target=self._submit, daemon=True),
+                        threading.Thread(target=self._produce, daemon=True)]
+        for t in self.threads:
+            t.start()
+
+    def _ids(self, kind, start, n):
+        return [f"{kind}-{i}" for i in range(start, start + n)]
+
+    def _submit(self):
+        opts = [("grpc.service_config", json.dumps({
+            "loadBalancingConfig": [{"round_robin": {}}],
+            "healthCheckConfig": {"serviceName": "execmesh.v1.Scheduler"},
+            "methodConfig": [{"name": [{"service": "execmesh.v1.Scheduler"}], "waitForReady": True,
+                              "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.01s", "maxBackoff": "0.1s",
+                                              "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}]})),
+                ("grpc.keepalive_time_ms", 1000), ("grpc.keepalive_timeout_ms", 1000),
+                ("grpc.keepalive_permit_without_calls", 1), ("grpc.http2.max_pings_without_data", 0),
+                ("grpc.max_reconnect_backoff_ms", 1000), ("grpc.initial_reconnect_backoff_ms", 200),
+                ("grpc.min_reconnect_backoff_ms", 200)]
+        ch = grpc.insecure_channel(self.c.submit_target, options=opts)
+        stub = pb_grpc.SchedulerStub(ch)
+        batch = 10
+        per_s = self.rate / 2 / batch
+        n = 0
+        k = 0
+        while n < self.total // 2 and not self.done.is_set():
+            due = self.t0 + k / per_s
+            k += 1
+            delay = due - time.monotonic()
+            if delay > 0:
+                self.done.wait(delay)  # the schedule's pacing, not a synchronisation
+            ids = self._ids("s", n, min(batch, self.total // 2 - n))
+            n += len(ids)
+            try:
+                stub.Submit(pb.SubmitRequest(executions=[execution(i, "echo", b"chaos") for i in ids]), timeout=10)
+                t = now_ms()
+                with self.lock:
+                    for i in ids:
+                        self.acked[i] = t
+            except grpc.RpcError as e:
+                with self.lock:
+                    self.submit_errors.append((now_ms(), e.code().name))
+            with self.lock:
+                self.sent += len(ids)
+        ch.close()
+
+    def _produce(self):
+        p = self.c.m.kafka.producer()
+        topic = self.c.m.topics["execmesh.requests"]
+        per_s = self.rate / 2
+        n = 0
+
+        def delivered(err, msg):
+            if err is None:
+                with self.lock:
+                    self.acked[msg.key().decode()] = now_ms()
+        while n < self.total // 2 and not self.done.is_set():
+            due = self.t0 + n / per_s
+            delay = due - time.monotonic()
+            if delay > 0:
+                self.done.wait(delay)  # the schedule's pacing, not a synchronisation
+            i = f"p-{n}"
+            n += 1
+            p.produce(topic, execution(i, "echo", b"chaos").SerializeToString(), key=i, on_delivery=delivered)
+            p.poll(0)
+            with self.lock:
+                self.sent += 1
+        p.flush(120)
+
+    def finished(self):
+        return all(not t.is_alive() for t in self.threads)
+
+    def stop(self):
+        self.done.set()
+        for t in self.threads:
+            t.join(180)
+
+
+class Cluster:
+    """The mesh under test, with fixed addresses so replicas can come and go."""
+
+    def __init__(self, args):
+        self.args = args
+        self.m = Mesh("chaos", partitions=args.partitions,
+                      bootstrap_file=args.bootstrap_file if args.kafka == "real" else None)
+        self.dir = self.m.dir
+        self.ns = Netns(str(os.getpid() % 100000))
+        self.sink_ports = [free_port() for _ in range(3)]
+        self.exec_ports = [free_port() for _ in range(4)]  # executor-2 lives in the namespace
+        self.ns_exec_port = 7299
+        self.sched_ports = [free_port() for _ in range(3)]
+        self.submit_target = "ipv4:" + ",".join(f"127.0.0.1:{p}" for p in self.sched_ports)
+        self.procs = {}
+
+    # --- addresses ---------------------------------------------------------
+    def exec_addr(self, i):
+        return f"{self.ns.ns_ip}:{self.ns_exec_port}" if i == 2 else f"127.0.0.1:{self.exec_ports[i]}"
+
+    def sinks_target(self, from_ns):
+        host = self.ns.host_ip if from_ns else "127.0.0.1"
+        return "ipv4:" + ",".join(f"{host}:{p}" for p in self.sink_ports)
+
+    def executors_target(self):
+        return "ipv4:" + ",".join(self.exec_addr(i) for i in range(4))
+
+    # --- replicas ----------------------------------------------------------
+    def start_sink(self, i, wait=True):
+        name = f"sink-{i}"
+        extra = list(self.args.sink_args) if i == 0 else []
+        p = self.m.start("sink", name, self.m.kafka_args() + [
+            "--set", f"sink.journal={self.dir}/{name}.journal"] + extra, wait=False,
+            grpc_listen=f"0.0.0.0:{self.sink_ports[i]}", binary=self.args.sink_bin if i == 0 else None)
+        p.addr = f"127.0.0.1:{self.sink_ports[i]}"
+        return self._started(name, p, wait)
+
+    def start_executor(self, i, wait=True):
+        name = f"executor-{i}"
+        ns = i == 2
+        p = self.m.start("executor", name, [
+            "--set", f"sinks.target={self.sinks_target(ns)}",
+            "--set", f"executor.journal={self.dir}/{name}.journal"], wait=False,
+            grpc_listen=f"{self.ns.ns_ip}:{self.ns_exec_port}" if ns else f"127.0.0.1:{self.exec_ports[i]}",
+            metrics_listen=f"{self.ns.ns_ip}:0" if ns else "127.0.0.1:0", wrap=self.ns.wrap() if ns else ())
+        p.addr = self.exec_addr(i)
+        return self._started(name, p, wait)
+
+    def start_scheduler(self, i, wait=True):
+        name = f"scheduler-{i}"
+        p = self.m.start("scheduler", name, self.m.kafka_args() + [
+            "--set", f"executors.target={self.executors_target()}", "--set", f"kafka.group_id={self.m.group}"],
+            wait=False, grpc_listen=f"127.0.0.1:{self.sched_ports[i]}")
+        p.addr = f"127.0.0.1:{self.sched_ports[i]}"
+        return self._started(name, p, wait)
+
+    def _started(self, name, p, wait):
+        self.procs[name] = p
+        if wait:
+            p.wait_ports()
+            wait_for(lambda: probe(p.addr) == 0, 60, f"{name} SERVING (grpc-health-probe)", interval=0.1)
+        return p
+
+    def restart(self, name):
+        role, i = name.rsplit("-", 1)
+        return getattr(self, f"start_{role}")(int(i))
+
+    def up(self):
+        for i in range(2):
+            self.start_sink(i)
+        for i in range(3):
+            self.start_executor(i)
+        for i in range(2):
+            self.start_scheduler(i)
+        self.m.wait_assigned([self.procs["scheduler-0"], self.procs["scheduler-1"]], self.args.partitions)
+
+    def running(self, role):
+        return [p for n, p in sorted(self.procs.items()) if n.startswith(role) and p.alive()]
+
+    def metric(self, name, metric):
+        try:
+            return self.procs[name].metric(metric)
+        except Exception:
+            return 0.0
+
+    def close(self):
+        try:
+            self.m.close()
+        finally:
+            self.ns.remove()
+
+
+# ---- evidence from the replicas' journals and logs -------------------------
+
+def journal(path):
+    """{id: [(kind, unix_ms, attempt)]} from an executor or sink journal."""
+    out = []
+    try:
+        with open(path) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 3:
+                    out.append((int(parts[0]), parts[1], parts[2], parts[3] if len(parts) > 3 else ""))
+    except OSError:
+        pass
+    return out
+
+
+def held_at(path, t_ms, start_tag, end_tags):
+    """Ids the replica had taken (start_tag) and not yet answered for (any of
+    end_tags) at t_ms."""
+    started, ended = {}, set()
+    for ts, tag, eid, _ in journal(path):
+        if ts > t_ms:
+            continue
+        if tag == start_tag:
+            started[eid] = ts
+        elif tag in end_tags:
+            ended.add(eid)
+    return {i for i in started if i not in ended}
+
+
+def log_events(proc, msg):
+    out = []
+    for line in proc.log_lines():
+        if line.get("msg") == msg:
+            ts = line.get("ts", "")
+            try:
+                t = calendar.timegm(time.strptime(ts[:19], "%Y-%m-%dT%H:%M:%S"))
+                out.append((int(t * 1000) + int(ts[20:23]), line.get("fields", {})))
+            except (ValueError, IndexError):
+                pass
+    return out
+
+
+def owned_partitions(proc, at_ms):
+    owned = set()
+    for ts, f in sorted(log_events(proc, "partitions assigned") + [
+            (t, dict(x, revoked=True)) for t, x in log_events(proc, "partitions revoked")], key=lambda e: e[0]):
+        if ts > at_ms:
+            break
+        parts = {int(x) for x in str(f.get("partitions", "")).split(",") if x != ""}
+        owned = owned - parts if f.get("revoked") else owned | parts
+    return owned
+
+
+# ---- the faults ------------------------------------------------------------
+
+class Fault:
+    def __init__(self, kind, victim, hold_s):
+        self.kind, self.victim, self.hold_s = kind, victim, hold_s
+        self.t_ms = None
+        self.heal_ms = None
+        self.in_flight = None
+        self.effect = ""
+        self.ok = True
+        self.figures = {}
+        self.dup = 0
+        self.submit_errors = 0
+        self.victim_proc = None
+
+
+def wait_in_flight(c, name, timeout=30):
+    """Polls the victim's in-flight gauge until it is > 0; returns it."""
+    p = c.procs[name]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = c.metric(name, "execmesh_inflight")
+        if v > 0:
+            return v
+        time.sleep(0.002)  # ok-sleep: a tight poll of a bounded wait
+    raise AssertionError(f"{name} never had work in flight within {timeout} s: the fault would prove nothing")
+
+
+def hold(seconds, watch=None):
+    """Keeps the fault applied for a while; watch() runs about every 100 ms."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if watch:
+            watch()
+        time.sleep(0.1)  # ok-sleep: the fault's hold time is the point
+
+
+def apply(c, f, args):
+    p = c.procs.get(f.victim)
+    f.victim_proc = p
+    kafka_sh = os.path.join(ROOT, "scripts", "kafka.sh")
+    if f.kind.startswith(("kill9", "sigterm", "stop_", "notserving", "partition")):
+        f.in_flight = wait_in_flight(c, f.victim)
+    f.t_ms = now_ms()
+    log(f"fault {f.kind} on {f.victim} (in flight {f.in_flight})")
+    if f.kind.startswith("kill9"):
+        p.signal(signal.SIGKILL)
+        code = p.wait_exit(10)
+        f.effect = f"exit {code}"
+        hold(f.hold_s)
+        f.heal_ms = now_ms()
+        c.restart(f.victim)
+    elif f.kind.startswith("sigterm"):
+        t0 = time.monotonic()
+        p.signal(signal.SIGTERM)
+        code = p.wait_exit(60)
+        f.figures["drain_s"] = round(time.monotonic() - t0, 2)
+        f.effect = f"drained, exit {code}"
+        f.ok = code == 0
+        hold(f.hold_s)
+        f.heal_ms = now_ms()
+        c.restart(f.victim)
+    elif f.kind.startswith("stop_"):
+        p.signal(signal.SIGSTOP)
+
+        def state():
+            with open(f"/proc/{p.pid}/stat") as st:
+                return st.read().split(")")[1].split()[0]
+        wait_for(lambda: state() == "T", 5, f"{f.victim} stopped (state T in /proc)", interval=0.01)
+        f.effect = "state T"
+        hold(f.hold_s)
+        f.heal_ms = now_ms()
+        p.signal(signal.SIGCONT)
+    elif f.kind == "notserving_executor":
+        p.signal(signal.SIGUSR1)
+        wait_for(lambda: probe(p.addr) == 4, 5, f"{f.victim} NOT_SERVING", interval=0.02)
+        hold(1.0)  # clients stop picking it; from here on it must get no new work
+        before = c.metric(f.victim, "execmesh_executions_in_total")
+        hold(f.hold_s)
+        after = c.metric(f.victim, "execmesh_executions_in_total")
+        f.effect = f"new executions while NOT_SERVING: {after - before:.0f}"
+        f.ok = after == before
+        f.heal_ms = now_ms()
+        p.signal(signal.SIGUSR2)
+    elif f.kind == "partition_executor":
+        c.ns.cut()
+        f.effect = "link down"
+        hold(f.hold_s)
+        f.heal_ms = now_ms()
+        c.ns.heal()
+    elif f.kind == "broker_down":
+        if args.kafka == "dev":
+            url = f"http://{c.m.kafka.proc.ports['metrics']}/admin/brokers/down"
+            urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=10).read()
+        else:
+            subprocess.run([kafka_sh, "stop", "--dir", args.kafka_dir], check=True, capture_output=True, timeout=120)
+        watched = c.running("sink") + c.running("scheduler")
+        seen = {}
+
+        def watch():
+            for q in watched:
+                if q.name not in seen and probe(q.addr) == 4:
+                    seen[q.name] = now_ms() - f.t_ms
+        wait_for(lambda: (watch(), len(seen) == len(watched))[1], 15,
+                 "sinks and schedulers NOT_SERVING with the broker down", interval=0.1)
+        f.effect = "NOT_SERVING after " + ", ".join(f"{k} {v} ms" for k, v in sorted(seen.items()))
+        f.figures["not_serving_ms_max"] = max(seen.values())
+        hold(f.hold_s)
+        f.heal_ms = now_ms()
+        if args.kafka == "dev":
+            url = f"http://{c.m.kafka.proc.ports['metrics']}/admin/brokers/up"
+            urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=10).read()
+        else:
+            subprocess.run([kafka_sh, "start", "--dir", args.kafka_dir], check=True, capture_output=True, timeout=180)
+        t_up = now_ms()
+        wait_for(lambda: all(probe(q.addr) == 0 for q in watched), 60, "every service SERVING after the broker",
+                 interval=0.1)
+        f.figures["recovery_s"] = round((now_ms() - t_up) / 1000, 2)
+    elif f.kind.startswith("add_"):
+        role = f.kind[4:]
+        q = c.restart(f.victim)
+        metric = "execmesh_scheduler_assigned_partitions" if role == "scheduler" else "execmesh_executions_in_total"
+        wait_for(lambda: c.metric(f.victim, metric) > 0, 60, f"{f.victim} to get work", interval=0.1)
+        f.figures["first_work_ms"] = now_ms() - f.t_ms
+        f.effect = f"{metric} > 0"
+        f.heal_ms = now_ms()
+    elif f.kind == "remove_added":
+        for name in ("scheduler-2", "executor-3", "sink-2"):
+            q = c.procs[name]
+            q.signal(signal.SIGTERM)
+            code = q.wait_exit(60)
+            f.ok = f.ok and code == 0
+        f.effect = "3 added replicas drained, exit 0" if f.ok else "a drain exited non-zero"
+        f.heal_ms = now_ms()
+    else:
+        raise AssertionError(f"unknown fault {f.kind}")
+    # settle: every replica that should run is SERVING again, and everything
+    # that entered Kafka before the heal is committed (so the re-runs this
+    # fault causes happen before the next fault, and are counted for it)
+    for q in list(c.procs.values()):
+        if q.alive():
+            wait_for(lambda: probe(q.addr) == 0, 60, f"{q.name} SERVING after {f.kind}", interval=0.1)
+    topic = c.m.topics["execmesh.requests"]
+    end = c.m.kafka.end_offsets(topic)
+    t_settle = time.monotonic()
+    c.m.wait_committed({}, end, timeout=90)
+    f.figures["settle_s"] = round(time.monotonic() - t_settle, 1)
+
+
+def schedule(quick, rounds, seed):
+    base = [("kill9_executor", "executor-0", 5), ("kill9_sink", "sink-0", 5), ("kill9_scheduler", "scheduler-0", 8),
+            ("sigterm_executor", "executor-1", 3), ("sigterm_sink", "sink-1", 3),
+            ("sigterm_scheduler", "scheduler-1", 3), ("stop_executor", "executor-0", 8),
+            ("stop_scheduler", "scheduler-0", 10), ("notserving_executor", "executor-1", 5),
+            ("partition_executor", "executor-2", 8), ("broker_down", "kafka", 6),
+            ("add_executor", "executor-3", 0), ("add_scheduler", "scheduler-2", 0), ("add_sink", "sink-2", 0),
+            ("remove_added", "added", 0)]
+    if quick:
+        return [Fault(k, v, h) for k, v, h in base]
+    rnd = random.Random(seed)
+    faults = []
+    for _ in range(rounds):
+        middle = base[:11]
+        rnd.shuffle(middle)
+        faults += [Fault(k, v, h * 2) for k, v, h in middle] + [Fault(k, v, h) for k, v, h in base[11:]]
+    return faults
+
+
+# ---- the final read and the figures -----------------------------------------
+
+def read_results(c, want, quiet_s, timeout):
+    """All records of the results topic, until every wanted id has one and the
+    topic has been quiet for quiet_s."""
+    cons = Consumer({"bootstrap.servers": c.m.kafka.bootstrap, "group.id": f"chaos-reader-{os.getpid()}",
+                     "enable.auto.commit": False})
+    topic = c.m.topics["execmesh.results"]
+    cons.assign([TopicPartition(topic, p, o) for p, o in c.m.results_start.items()])
+    recs, have = [], set()
+    last_new = time.monotonic()
+    deadline = time.monotonic() + timeout
+    while True:
+        msgs = cons.consume(1000, 0.2)
+        for m in msgs:
+            if m.error():
+                continue
+            r = pb.Result.FromString(m.value())
+            recs.append((r.id, r.attempt, r.executor, m.timestamp()[1], r.status))
+            have.add(r.id)
+        if msgs:
+            last_new = time.monotonic()
+        if want <= have and time.monotonic() - last_new >= quiet_s:
+            break
+        if time.monotonic() - last_new >= max(5 * quiet_s, 20):  # quiet, yet ids missing: they are lost
+            break
+        if time.monotonic() > deadline:
+            log(f"gave up waiting: {len(want - have)} acked ids still without a result")
+            break
+    cons.close()
+    return recs
+
+
+def journal_index(c, role, tag):
+    """{id: [(unix_ms, replica, attempt)]} of the tag's lines in every journal of a role."""
+    out = {}
+    for name in os.listdir(c.dir):
+        if name.startswith(role) and name.endswith(".journal"):
+            replica = name[:-len(".journal")]
+            for ts, t, eid, rest in journal(os.path.join(c.dir, name)):
+                if t == tag:
+                    out.setdefault(eid, []).append((ts, replica, int(rest) if rest.isdigit() else 0))
+    return out
+
+
+def completion(index, eid, victim, t_ms):
+    """When the execution the victim held became durable again: the first
+    acknowledgement at or after the fault by another replica, else by the
+    victim itself once healed."""
+    others = [ts for ts, r, _ in index.get(eid, []) if ts >= t_ms and r != victim]
+    if others:
+        return min(others)
+    own = [ts for ts, r, _ in index.get(eid, []) if ts >= t_ms]
+    return min(own) if own else None
+
+
+def figures(c, faults, recs, load):
+    with open(os.path.join(c.dir, "results.tsv"), "w") as out:  # for a post-mortem
+        for r in recs:
+            out.write("\t".join(str(x) for x in r) + "\n")
+    by_id = {}
+    for eid, attempt, executor, ts, status in recs:
+        by_id.setdefault(eid, []).append((ts, attempt, executor))
+    for v in by_id.values():
+        v.sort()
+    # duplicates, each attributed to the latest fault before the extra result
+    fault_times = sorted((f.t_ms, f) for f in faults if f.t_ms)
+    for eid, rs in by_id.items():
+        for ts, _, _ in rs[1:]:
+            owner = None
+            for t, f in fault_times:
+                if t <= ts:
+                    owner = f
+            if owner:
+                owner.dup += 1
+    exec_done = journal_index(c, "executor", "D")
+    sink_done = journal_index(c, "sink", "A")
+    for f in faults:
+        f.submit_errors = sum(1 for t, _ in load.submit_errors if f.t_ms and f.t_ms <= t <= (f.heal_ms or f.t_ms) + 5000)
+        if f.kind in ("kill9_executor", "stop_executor", "partition_executor"):
+            held = held_at(f"{c.dir}/{f.victim}.journal", f.t_ms, "S", "DX")
+            done = [completion(exec_done, i, f.victim, f.t_ms) for i in held]
+            rerun = [i for i in held if any(att >= 2 for _, att, _ in by_id.get(i, []))]
+            f.figures["held"] = len(held)
+            f.figures["rerun_attempt_ge2"] = len(rerun)
+            if f.kind == "kill9_executor":
+                if held and all(d is not None for d in done):
+                    f.figures["reroute_ms"] = max(done) - f.t_ms
+                f.ok = f.ok and (not held or bool(rerun))
+                f.effect += f"; {len(rerun)}/{len(held)} held ids re-run with attempt >= 2"
+            else:
+                # out of the picks: the last execution sent its way while it was
+                # unreachable (held, or dispatched before the clients noticed) is
+                # durable elsewhere as a re-run (attempt >= 2)
+                moved = [ts for eid, rows in exec_done.items() for ts, r, att in rows
+                         if r != f.victim and att >= 2 and f.t_ms <= ts <= f.heal_ms]
+                late = [ts for ts in done if ts is not None]
+                f.figures["rerun_during_fault"] = len(moved)
+                if moved or late:
+                    f.figures["out_of_picks_ms"] = max(moved + late) - f.t_ms
+                got = sum(1 for ts, t, _, _ in journal(f"{c.dir}/{f.victim}.journal")
+                          if t == "S" and f.t_ms + 200 <= ts <= f.heal_ms)
+                f.ok = f.ok and bool(moved) and got == 0
+                f.effect += f"; {len(moved)} executions re-run elsewhere while it was cut off; it took {got} new ones"
+        elif f.kind == "kill9_sink":
+            held = held_at(f"{c.dir}/{f.victim}.journal", f.t_ms, "R", "AN")
+            done = [completion(sink_done, i, f.victim, f.t_ms) for i in held]
+            f.figures["held"] = len(held)
+            if held and all(d is not None for d in done):
+                f.figures["reroute_ms"] = max(done) - f.t_ms
+            f.effect += f"; {len(held)} results held by the dead sink"
+        elif f.kind in ("kill9_scheduler", "stop_scheduler"):
+            victim = f.victim_proc
+            parts = owned_partitions(victim, f.t_ms)
+            firsts = {}
+            for q in c.m.procs:
+                if q is victim or q.role != "scheduler":
+                    continue
+                for ts, fl in log_events(q, "partition first commit"):
+                    pid = fl.get("partition")
+                    if ts >= f.t_ms and pid in parts and (pid not in firsts or ts < firsts[pid]):
+                        firsts[pid] = ts
+            f.figures["partitions"] = len(parts)
+            if parts and len(firsts) == len(parts):
+                f.figures["takeover_ms"] = max(firsts.values()) - f.t_ms
+            f.ok = f.ok and bool(parts) and len(firsts) == len(parts)
+            f.effect += f"; {len(firsts)}/{len(parts)} of its partitions taken over"
+            if f.kind == "stop_scheduler":
+                refused = sum(1 for ts, fl in log_events(victim, "offset commit failed") if ts >= f.heal_ms)
+                f.figures["stale_commits_refused"] = refused
+
+
+def report(c, faults, load, recs, args, wall_s):
+    acked = set(load.acked)
+    have = {}
+    for eid, *_ in recs:
+        have[eid] = have.get(eid, 0) + 1
+    lost = sorted(acked - set(have))
+    duplicates = sum(n - 1 for n in have.values())
+    print()
+    print(f"{'fault':22} {'victim':12} {'in_flight':>9} {'dup':>5} {'sub_err':>7}  figures / effect")
+    for f in faults:
+        figs = " ".join(f"{k}={v}" for k, v in f.figures.items())
+        mark = "" if f.ok else "  <-- NOT SHOWN"
+        print(f"{f.kind:22} {f.victim:12} {str(int(f.in_flight)) if f.in_flight else '-':>9} {f.dup:>5} "
+              f"{f.submit_errors:>7}  {figs} | {f.effect}{mark}")
+    reroutes = [f.figures["reroute_ms"] for f in faults if "reroute_ms" in f.figures]
+    picks = [f.figures["out_of_picks_ms"] for f in faults if "out_of_picks_ms" in f.figures]
+    takeovers = [f.figures["takeover_ms"] for f in faults if "takeover_ms" in f.figures]
+    clean_dup = sum(f.dup for f in faults if f.kind in CLEAN)
+    clean_sub = sum(f.submit_errors for f in faults if f.kind in CLEAN)
+    codes = {}
+    for _, code in load.submit_errors:
+        codes[code] = codes.get(code, 0) + 1
+    print()
+    print(f"goals: lost 0 -> {len(lost)}; reroute < {GOALS['reroute_ms']} ms -> {max(reroutes, default='-')}; "
+          f"frozen/partitioned out of picks <= {GOALS['out_of_picks_ms']} ms -> {max(picks, default='-')}; "
+          f"takeover <= {GOALS['takeover_ms']} ms -> {max(takeovers, default='-')}; "
+          f"clean-path duplicates 0 -> {clean_dup}; clean-path failed Submits 0 -> {clean_sub}")
+    if lost:
+        print(f"LOST (first 20): {lost[:20]}")
+    print(f"submit errors by code: {codes}")
+    bad = [f.kind for f in faults if not f.ok]
+    print(f"RESULT executions={len(acked)} faults={len(faults)} lost={len(lost)} duplicates={duplicates} "
+          f"max_reroute_ms={max(reroutes, default=-1)} max_takeover_ms={max(takeovers, default=-1)} "
+          f"max_out_of_picks_ms={max(picks, default=-1)} failed_submits={len(load.submit_errors)} "
+          f"clean_duplicates={clean_dup} faults_not_shown={len(bad)} kafka={args.kafka} wall_s={wall_s:.0f}")
+    return lost, bad
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="each fault kind once (CI)")
+    ap.add_argument("--rounds", type=int, default=3, help="long mode: every fault this many times")
+    ap.add_argument("--seed", type=int, default=1, help="long mode: the schedule's shuffle")
+    ap.add_argument("--rate", type=int, default=200, help="executions per second (half Submit, half produce)")
+    ap.add_argument("--partitions", type=int, default=12)
+    ap.add_argument("--kafka", choices=["dev", "real"], default="dev")
+    ap.add_argument("--bootstrap-file", default="", help="real: the broker's bootstrap file")
+    ap.add_argument("--kafka-dir", default="", help="real: the broker's scripts/kafka.sh --dir (to restart it)")
+    ap.add_argument("--sink-bin", default=None, help="another sink binary for sink-0 (the negative control)")
+    ap.add_argument("--sink-arg", dest="sink_args", action="append", default=[],
+                    help="extra argument for sink-0 (repeatable)")
+    ap.add_argument("--only", default="", help="comma-separated fault kinds to play (default: all)")
+    args = ap.parse_args()
+    os.environ["EM_KAFKA"] = args.kafka
+
+    faults = schedule(args.quick, args.rounds, args.seed)
+    if args.only:
+        keep = set(args.only.split(","))
+        faults = [f for f in faults if f.kind in keep]
+    total_hold = sum(f.hold_s + 6 for f in faults) + 20
+    total = args.rate * total_hold
+    t_start = time.monotonic()
+    c = Cluster(args)
+    lost, bad = [1], ["setup"]
+    try:
+        log(f"mesh up in {c.dir} (kafka={args.kafka}, {args.partitions} partitions)")
+        c.up()
+        load = Load(c, args.rate, total)
+        load.start()
+        wait_for(lambda: len(load.acked) >= args.rate * 2, 60, "the load to get going")
+        for f in faults:
+            try:
+                apply(c, f, args)
+            except AssertionError as e:
+                f.ok = False
+                f.effect = f"NOT APPLIED: {e}".splitlines()[0]
+                log(f.effect)
+        log("faults done; draining the load")
+        load.stop()
+        recs = read_results(c, set(load.acked), quiet_s=3 if args.quick else 10, timeout=180)
+        figures(c, faults, recs, load)
+        lost, bad = report(c, faults, load, recs, args, time.monotonic() - t_start)
+    finally:
+        c.close()
+    sys.exit(1 if lost or bad else 0)
+
+
+if __name__ == "__main__":
+    main()
