@@ -5,7 +5,9 @@
 # unit tests and the integration tests (real processes over TCP), once on
 # devkafka and once on a real Apache Kafka broker (scripts/kafka.sh) when
 # Java and Maven are present; it says so when it has to skip the real broker.
-# Everything is built with AddressSanitizer + UBSan and -Werror; the suite
+# Then the chaos harness in its CI mode (scripts/chaos.sh --quick) and its
+# negative control. Everything is built with AddressSanitizer + UBSan and
+# -Werror; the suite
 # fails if any sanitizer report file exists at the end.
 #
 #   scripts/test.sh                 everything
@@ -23,7 +25,7 @@ while [ $# -gt 0 ]; do
     -R) pattern=$2; shift 2 ;;
     --no-sanitize) sanitize=OFF; shift ;;
     -j) jobs=$2; shift 2 ;;
-    -h|--help) sed -n '3,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '3,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "test.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -56,7 +58,7 @@ else
 fi
 
 echo "== build ($build, sanitizers $sanitize)" >&2
-cmake -S "$top" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEM_WERROR=ON -DEM_SANITIZE="$sanitize" \
+cmake -S "$top" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEM_WERROR=ON -DEM_SANITIZE="$sanitize" -DEM_TEST_EARLY_ACK=ON \
       -DEM_KAFKAS="$kafkas" -DEM_KAFKA_BOOTSTRAP_FILE="$kdir/bootstrap" >/dev/null
 cmake --build "$build" -j"$(nproc)" 2>&1 | grep -E 'error|warning|Error' >&2 || true
 cmake --build "$build" -j"$(nproc)" >/dev/null
