@@ -26,7 +26,10 @@ struct em_metric {
     char *labels;
     char *help;
     int is_counter;
-    _Atomic int64_t value;
+    _Atomic int64_t value; /* histograms: the sum of observations */
+    int nbounds;           /* > 0 for a histogram */
+    int64_t *bounds;
+    _Atomic int64_t *buckets; /* nbounds + 1, the last for +Inf */
 };
 
 #define EM_MAX_ROUTES 16
@@ -64,6 +67,8 @@ void em_metrics_destroy(em_metrics_t *m) {
         free(x->name);
         free(x->labels);
         free(x->help);
+        free(x->bounds);
+        free((void *)(uintptr_t)x->buckets);
         free(x);
         x = next;
     }
@@ -103,6 +108,41 @@ em_metric_t *em_metrics_counter(em_metrics_t *m, const char *name, const char *l
 
 em_metric_t *em_metrics_gauge(em_metrics_t *m, const char *name, const char *labels, const char *help) {
     return reg(m, name, labels, help, 0);
+}
+
+em_metric_t *em_metrics_histogram(em_metrics_t *m, const char *name, const char *help, const int64_t *bounds,
+                                  int nbounds) {
+    int64_t *b = malloc((size_t)nbounds * sizeof(*b));
+    _Atomic int64_t *c = calloc((size_t)nbounds + 1, sizeof(*c));
+    if (!b || !c || nbounds <= 0) {
+        free(b);
+        free((void *)(uintptr_t)c);
+        return NULL;
+    }
+    memcpy(b, bounds, (size_t)nbounds * sizeof(*b));
+    em_metric_t *x = reg(m, name, NULL, help, 0);
+    if (!x) {
+        free(b);
+        free((void *)(uintptr_t)c);
+        return NULL;
+    }
+    x->bounds = b;
+    x->buckets = c;
+    x->nbounds = nbounds;
+    return x;
+}
+
+void em_metric_observe(em_metric_t *x, int64_t v) {
+    int lo = 0, hi = x->nbounds; /* the first bound >= v, or nbounds (+Inf) */
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (x->bounds[mid] >= v)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    atomic_fetch_add_explicit(&x->buckets[lo], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&x->value, v, memory_order_relaxed);
 }
 
 void em_metric_add(em_metric_t *x, int64_t d) { atomic_fetch_add_explicit(&x->value, d, memory_order_relaxed); }
@@ -161,8 +201,19 @@ char *em_metrics_render(em_metrics_t *m) {
             }
         if (!seen)
             buf_printf(&b, "# HELP %s %s\n# TYPE %s %s\n", x->name, x->help, x->name,
-                       x->is_counter ? "counter" : "gauge");
-        if (x->labels)
+                       x->nbounds ? "histogram" : x->is_counter ? "counter" : "gauge");
+        if (x->nbounds) {
+            int64_t cum = 0;
+            for (int i = 0; i <= x->nbounds; i++) {
+                cum += atomic_load_explicit(&x->buckets[i], memory_order_relaxed);
+                if (i < x->nbounds)
+                    buf_printf(&b, "%s_bucket{le=\"%lld\"} %lld\n", x->name, (long long)x->bounds[i], (long long)cum);
+                else
+                    buf_printf(&b, "%s_bucket{le=\"+Inf\"} %lld\n", x->name, (long long)cum);
+            }
+            buf_printf(&b, "%s_sum %lld\n%s_count %lld\n", x->name, (long long)em_metric_get(x), x->name,
+                       (long long)cum);
+        } else if (x->labels)
             buf_printf(&b, "%s{%s} %lld\n", x->name, x->labels, (long long)em_metric_get(x));
         else
             buf_printf(&b, "%s %lld\n", x->name, (long long)em_metric_get(x));

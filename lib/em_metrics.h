@@ -25,6 +25,12 @@ void em_metrics_destroy(em_metrics_t *m);
 em_metric_t *em_metrics_counter(em_metrics_t *m, const char *name, const char *labels, const char *help);
 em_metric_t *em_metrics_gauge(em_metrics_t *m, const char *name, const char *labels, const char *help);
 
+/* A histogram of integer observations: bounds are the buckets' upper
+ * bounds (inclusive, increasing; copied), rendered cumulatively with +Inf. */
+em_metric_t *em_metrics_histogram(em_metrics_t *m, const char *name, const char *help, const int64_t *bounds,
+                                  int nbounds);
+void em_metric_observe(em_metric_t *histogram, int64_t value);
+
 void em_metric_add(em_metric_t *metric, int64_t delta);
 void em_metric_set(em_metric_t *metric, int64_t value);
 int64_t em_metric_get(em_metric_t *metric);

@@ -27,7 +27,7 @@ static const em_setting_t devkafka_settings[] = {
     {"devkafka.brokers", EM_CFG_INT, "1", 1, 9, "Mock brokers in the cluster."},
     {"devkafka.partitions", EM_CFG_INT, "6", 1, 10000, "Partitions of each topic created at start."},
     {"devkafka.topics", EM_CFG_STRLIST, "execmesh.requests,execmesh.results,execmesh.dead", 0, 64,
-     "Topics created at start."},
+     "Topics created at start; NAME:PARTITIONS overrides devkafka.partitions for one topic."},
     {"devkafka.bootstrap_file", EM_CFG_STR, "", 0, 4095,
      "If set, the bootstrap servers are also written to this file (one line)."},
 };
@@ -124,8 +124,22 @@ int main(int argc, char **argv) {
     }
     int partitions = (int)em_config_int(cfg, "devkafka.partitions");
     for (size_t i = 0; i < em_config_list_len(cfg, "devkafka.topics"); i++) {
-        const char *t = em_config_list_get(cfg, "devkafka.topics", i);
-        rd_kafka_resp_err_t e = rd_kafka_mock_topic_create(mc, t, partitions, brokers < 3 ? brokers : 3);
+        char t[256];
+        snprintf(t, sizeof(t), "%s", em_config_list_get(cfg, "devkafka.topics", i));
+        int np = partitions;
+        char *colon = strchr(t, ':');
+        if (colon) {
+            *colon = '\0';
+            np = atoi(colon + 1);
+            if (np < 1 || np > 100000) {
+                fprintf(stderr, "execmesh-devkafka: config refused: %s: key 'devkafka.topics': '%s' needs NAME:PARTITIONS "
+                        "with 1..100000 partitions\n", em_config_source(cfg, "devkafka.topics"),
+                        em_config_list_get(cfg, "devkafka.topics", i));
+                rc = 2;
+                goto out;
+            }
+        }
+        rd_kafka_resp_err_t e = rd_kafka_mock_topic_create(mc, t, np, brokers < 3 ? brokers : 3);
         if (e) {
             EM_ERROR("cannot create topic", EM_F_STR("topic", t), EM_F_STR("error", rd_kafka_err2str(e)));
             goto out;

@@ -348,19 +348,30 @@ void sc_dispatch_locked(scheduler_t *s) {
 
 /* ---- flow control ------------------------------------------------------- */
 
+/* Pauses the assigned partitions while too much waits for dispatch (a
+ * backlog waits in Kafka, not in memory) or an operator paused consumption;
+ * resumes at half the mark. Partitions assigned while paused are paused too. */
 void sc_flow_control_locked(scheduler_t *s) {
-    int want_pause = s->npending >= s->max_pending;
-    int want_resume = s->npending <= s->max_pending / 2;
-    if (s->paused ? !want_resume : !want_pause)
+    int want_pause = s->admin_paused || s->npending >= s->max_pending;
+    int want_resume = !s->admin_paused && s->npending <= s->max_pending / 2;
+    int stale = s->paused && s->paused_gen != s->assign_gen;
+    if (!stale && (s->paused ? !want_resume : !want_pause))
         return;
     rd_kafka_topic_partition_list_t *a = NULL;
     if (rd_kafka_assignment(em_consumer_handle(s->consumer), &a) != RD_KAFKA_RESP_ERR_NO_ERROR || !a)
         return;
+    if (stale && !want_resume) {
+        em_consumer_pause(s->consumer, a);
+        s->paused_gen = s->assign_gen;
+        rd_kafka_topic_partition_list_destroy(a);
+        return;
+    }
     if (s->paused)
         em_consumer_resume(s->consumer, a);
     else
         em_consumer_pause(s->consumer, a);
     s->paused = !s->paused;
+    s->paused_gen = s->assign_gen;
     em_metric_set(s->m_paused, s->paused);
     EM_DEBUG(s->paused ? "consumption paused" : "consumption resumed", EM_F_INT("pending", s->npending));
     rd_kafka_topic_partition_list_destroy(a);
@@ -451,6 +462,7 @@ static int count_owned_locked(scheduler_t *s) {
 void sc_on_assign(void *ctx, const rd_kafka_topic_partition_list_t *parts) {
     scheduler_t *s = ctx;
     pthread_mutex_lock(&s->lock);
+    s->assign_gen++;
     commit_stall_clear_locked(s, "partitions assigned");
     for (int i = 0; i < parts->cnt; i++) {
         int32_t id = parts->elems[i].partition;

@@ -38,6 +38,8 @@ static const em_setting_t scheduler_settings[] = {
      "On losing partitions: longest wait for their in-flight executions before committing and giving them up."},
     {"input.max_bytes", EM_CFG_INT, "2097152", 16, 268435456,
      "Records on the requests topic larger than this go to the dead-letter topic unread (too_large)."},
+    {"kafka.start_paused", EM_CFG_BOOL, "false", 0, 0,
+     "Join the group but consume nothing until POST /admin/resume on the metrics port."},
     {"submit.max_executions", EM_CFG_INT, "10000", 1, 1000000, "Most executions in one Submit call."},
     {"submit.max_payload_bytes", EM_CFG_INT, "1048576", 0, 268435456, "Largest payload Submit accepts."},
 };
@@ -88,6 +90,27 @@ static void *consumer_main(void *arg) {
     return NULL;
 }
 
+/* POST /admin/pause and /admin/resume on the metrics port: stop and restart
+ * consuming (the partitions stay assigned; Submit keeps working). */
+static int admin_consume(void *ctx, const char *rest, char *out, size_t n) {
+    scheduler_t *s = ctx;
+    int pause;
+    if (strcmp(rest, "pause") == 0)
+        pause = 1;
+    else if (strcmp(rest, "resume") == 0)
+        pause = 0;
+    else {
+        snprintf(out, n, "unknown action '%s': use /admin/pause or /admin/resume\n", rest);
+        return 404;
+    }
+    pthread_mutex_lock(&s->lock);
+    s->admin_paused = pause;
+    pthread_mutex_unlock(&s->lock);
+    EM_INFO(pause ? "consumption paused by an operator" : "consumption resumed by an operator");
+    snprintf(out, n, "%s\n", pause ? "paused" : "resumed");
+    return 200;
+}
+
 static void register_metrics(scheduler_t *s) {
     em_metrics_t *m = s->svc.metrics;
     s->m_in_kafka = em_metrics_counter(m, "execmesh_executions_in_total", "source=\"kafka\"",
@@ -134,6 +157,7 @@ static void read_settings(scheduler_t *s, const em_config_t *cfg) {
     s->submit_max_executions = em_config_int(cfg, "submit.max_executions");
     s->submit_max_payload = em_config_int(cfg, "submit.max_payload_bytes");
     s->topic_requests = em_config_str(cfg, "kafka.topic_requests");
+    s->admin_paused = em_config_bool(cfg, "kafka.start_paused");
 }
 
 int main(int argc, char **argv) {
@@ -193,6 +217,7 @@ int main(int argc, char **argv) {
     }
     if (em_rpc_server_add_method(s.svc.server, "execmesh.v1.Scheduler", "Submit", sc_on_submit, &s, 128) != EM_OK)
         goto out;
+    em_metrics_route(s.svc.metrics, "POST", "/admin/", admin_consume, &s);
 
     /* serve */
     if (em_service_start(&s.svc) != EM_OK)

@@ -75,6 +75,8 @@ typedef struct scheduler {
     int inflight_items;
     int inflight_calls;
     int paused;
+    int admin_paused;         /* an operator paused consumption (POST /admin/pause) */
+    int assign_gen, paused_gen;
     int64_t backoff_until_ms;
     int backoff_armed;
     int consecutive_failures;

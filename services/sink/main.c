@@ -45,7 +45,7 @@ typedef struct sink {
     int max_inflight;
     atomic_int inflight;
     em_journal_t *journal;
-    em_metric_t *m_in, *m_out, *m_failed, *m_inflight, *m_calls, *m_calls_failed;
+    em_metric_t *m_in, *m_out, *m_failed, *m_inflight, *m_calls, *m_calls_failed, *m_latency;
 } sink_t;
 
 /* One Publish call waiting for its delivery reports. */
@@ -111,6 +111,20 @@ static void publish_release(publish_t *p, int count) {
 /* Runs on the producer's poll thread. */
 static void on_delivery(em_delivery_t *d, const rd_kafka_message_t *msg) {
     publish_t *p = (publish_t *)d;
+    if (!msg->err) {
+        /* end-to-end latency: from the execution's submit time (a Submit's
+         * arrival, the requests record's timestamp, or an open-loop
+         * generator's scheduled time) to this delivery report */
+        const uint8_t *q = msg->payload, *end = q + msg->len;
+        em_pb_field_t f;
+        while (em_pb_next(&q, end, &f) == EM_OK)
+            if (f.number == 8 && f.wire_type == EM_PB_VARINT) {
+                int64_t submitted = (int64_t)f.varint;
+                if (submitted > 0)
+                    em_metric_observe(p->sink->m_latency, em_now_unix_ms() - submitted);
+                break;
+            }
+    }
     if (msg->err) {
         rd_kafka_resp_err_t none = RD_KAFKA_RESP_ERR_NO_ERROR;
         atomic_compare_exchange_strong(&p->first_err, &none, msg->err);
@@ -240,6 +254,12 @@ static void register_metrics(sink_t *s) {
     s->m_calls_failed =
         em_metrics_counter(m, "execmesh_sink_publish_failed_total", NULL, "Publish calls answered with an error.");
     em_metrics_counter(m, "execmesh_dead_lettered_total", NULL, "Records sent to the dead-letter topic (none here).");
+    static const int64_t bounds[] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10,  12,  14,  16,  18,  20,   25,   30,
+                                     35, 40, 45, 50, 60, 70, 80, 90, 100, 125, 150, 200, 250, 300, 400, 500, 750, 1000,
+                                     1500, 2000, 3000, 5000, 10000, 30000, 60000};
+    s->m_latency = em_metrics_histogram(m, "execmesh_sink_latency_ms",
+                                        "Milliseconds from an execution's submit time to its result's delivery report.",
+                                        bounds, (int)EM_ARRAY_LEN(bounds));
 }
 
 int main(int argc, char **argv) {

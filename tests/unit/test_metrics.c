@@ -260,9 +260,35 @@ static void port_in_use_is_refused(void **state) {
     em_metrics_destroy(a);
 }
 
+/* A histogram renders cumulative buckets, +Inf, _sum and _count; an
+ * observation lands in the first bucket whose bound is >= it. */
+static void histogram_buckets_are_cumulative(void **state) {
+    (void)state;
+    em_metrics_t *m = em_metrics_new();
+    static const int64_t bounds[] = {1, 5, 10};
+    em_metric_t *h = em_metrics_histogram(m, "em_latency_ms", "Latency.", bounds, 3);
+    assert_non_null(h);
+    static const int64_t obs[] = {0, 1, 2, 5, 6, 10, 11, 1000};
+    for (size_t i = 0; i < sizeof(obs) / sizeof(obs[0]); i++)
+        em_metric_observe(h, obs[i]);
+    char *text = em_metrics_render(m);
+    assert_non_null(text);
+    assert_contains(text, "# TYPE em_latency_ms histogram\n");
+    assert_contains(text, "em_latency_ms_bucket{le=\"1\"} 2\n");
+    assert_contains(text, "em_latency_ms_bucket{le=\"5\"} 4\n");
+    assert_contains(text, "em_latency_ms_bucket{le=\"10\"} 6\n");
+    assert_contains(text, "em_latency_ms_bucket{le=\"+Inf\"} 8\n");
+    assert_contains(text, "em_latency_ms_sum 1035\n");
+    assert_contains(text, "em_latency_ms_count 8\n");
+    free(text);
+    assert_null(em_metrics_histogram(m, "em_bad", "No buckets.", bounds, 0));
+    em_metrics_destroy(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(renders_prometheus_text),
+        cmocka_unit_test(histogram_buckets_are_cumulative),
         cmocka_unit_test(empty_registry_renders_empty),
         cmocka_unit_test(large_registry_grows_the_buffer),
         cmocka_unit_test(metric_max_is_a_high_water_mark),
