@@ -169,9 +169,17 @@ em_err_t em_consumer_subscribe(em_consumer_t *c, const char *topic, char *errstr
 }
 
 size_t em_consumer_poll(em_consumer_t *c, rd_kafka_message_t **msgs, size_t max, int timeout_ms) {
-    ssize_t n = rd_kafka_consume_batch_queue(c->queue, timeout_ms, msgs, max);
+    /* consume_batch waits for a *full* batch until the timeout: wait for the
+     * first message only, then take what is already there without waiting,
+     * or a trickle of records would each wait out the timeout. */
+    ssize_t n = rd_kafka_consume_batch_queue(c->queue, timeout_ms, msgs, 1);
     if (n <= 0)
         return 0;
+    if (max > 1) {
+        ssize_t more = rd_kafka_consume_batch_queue(c->queue, 0, msgs + 1, max - 1);
+        if (more > 0)
+            n += more;
+    }
     size_t out = 0;
     for (ssize_t i = 0; i < n; i++) {
         if (msgs[i]->err) {

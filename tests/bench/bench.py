@@ -47,10 +47,9 @@ THROUGHPUT = {
     "sink": {"kafka.linger_ms": 5, "kafka.batch_size": 1000000, "sink.max_inflight_results": 2000000},
 }
 LATENCY = {
-    "scheduler": {"dispatch.batch_max": 64, "dispatch.max_inflight": 4096, "dispatch.max_calls": 64,
-                  "kafka.fetch_wait_max_ms": 1, "kafka.linger_ms": 0},
-    "executor": {"executor.max_inflight": 100000},
-    "sink": {"kafka.linger_ms": 0, "sink.max_inflight_results": 1000000},
+    "scheduler": dict(THROUGHPUT["scheduler"], **{"kafka.fetch_wait_max_ms": 1, "kafka.linger_ms": 0}),
+    "executor": THROUGHPUT["executor"],
+    "sink": dict(THROUGHPUT["sink"], **{"kafka.linger_ms": 1}),
 }
 
 
