@@ -92,11 +92,7 @@ void em_consumer_opts_from_config(const em_config_t *cfg, const char *client_id,
     o->queued_min_messages = (int)em_config_int(cfg, "kafka.queued_min_messages");
     o->queued_max_kbytes = (int)em_config_int(cfg, "kafka.queued_max_kbytes");
     o->fetch_wait_max_ms = (int)em_config_int(cfg, "kafka.fetch_wait_max_ms");
-    o->nextra = em_config_list_len(cfg, "kafka.properties");
-    if (o->nextra > EM_KAFKA_MAX_EXTRA)
-        o->nextra = EM_KAFKA_MAX_EXTRA;
-    for (size_t i = 0; i < o->nextra; i++)
-        extra[i] = em_config_list_get(cfg, "kafka.properties", i);
+    o->nextra = em_kafka_extra_from_config(cfg, extra);
     o->extra = extra;
 }
 

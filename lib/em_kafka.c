@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "em_config.h"
 #include "em_log.h"
 
 static int set_prop(rd_kafka_conf_t *conf, const char *k, const char *v, char *errstr, size_t n) {
@@ -43,6 +44,15 @@ rd_kafka_conf_t *em_kafka_conf_new(const char *bootstrap, const char *client_id,
 fail:
     rd_kafka_conf_destroy(conf);
     return NULL;
+}
+
+size_t em_kafka_extra_from_config(const struct em_config *cfg, const char *extra[EM_KAFKA_MAX_EXTRA]) {
+    size_t n = em_config_list_len(cfg, "kafka.properties");
+    if (n > EM_KAFKA_MAX_EXTRA)
+        n = EM_KAFKA_MAX_EXTRA;
+    for (size_t i = 0; i < n; i++)
+        extra[i] = em_config_list_get(cfg, "kafka.properties", i);
+    return n;
 }
 
 em_err_t em_kafka_err(rd_kafka_resp_err_t err) {

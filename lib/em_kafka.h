@@ -30,6 +30,11 @@ rd_kafka_conf_t *em_kafka_conf_new(const char *bootstrap, const char *client_id,
                                    size_t n, const char *const *extra, size_t nextra, char *errstr,
                                    size_t errstr_size);
 
+/* Fills extra with the "kafka.properties" strings of cfg (at most
+ * EM_KAFKA_MAX_EXTRA, borrowed from cfg) and returns how many. */
+struct em_config;
+size_t em_kafka_extra_from_config(const struct em_config *cfg, const char *extra[EM_KAFKA_MAX_EXTRA]);
+
 em_err_t em_kafka_err(rd_kafka_resp_err_t err);
 
 /* Is err one Kafka may clear by itself (broker down, timeouts, rebalance)? */

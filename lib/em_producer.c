@@ -103,14 +103,8 @@ static void *probe_main(void *arg) {
             last = ok;
         }
         pthread_mutex_lock(&p->lock);
-        if (atomic_load(&p->running)) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            int64_t ns = ts.tv_nsec + (int64_t)p->probe_interval_ms * 1000000;
-            ts.tv_sec += ns / 1000000000;
-            ts.tv_nsec = ns % 1000000000;
-            pthread_cond_timedwait(&p->cond, &p->lock, &ts);
-        }
+        if (atomic_load(&p->running))
+            em_cond_wait_ms(&p->cond, &p->lock, p->probe_interval_ms);
         pthread_mutex_unlock(&p->lock);
     }
     return NULL;
@@ -127,11 +121,7 @@ void em_producer_opts_from_config(const em_config_t *cfg, const char *client_id,
     o->queue_max_messages = (int)em_config_int(cfg, "kafka.queue_max_messages");
     o->queue_max_kbytes = (int)em_config_int(cfg, "kafka.queue_max_kbytes");
     o->probe_interval_ms = (int)em_config_int(cfg, "kafka.probe_interval_ms");
-    o->nextra = em_config_list_len(cfg, "kafka.properties");
-    if (o->nextra > EM_KAFKA_MAX_EXTRA)
-        o->nextra = EM_KAFKA_MAX_EXTRA;
-    for (size_t i = 0; i < o->nextra; i++)
-        extra[i] = em_config_list_get(cfg, "kafka.properties", i);
+    o->nextra = em_kafka_extra_from_config(cfg, extra);
     o->extra = extra;
 }
 
@@ -162,7 +152,7 @@ em_producer_t *em_producer_new(const em_producer_opts_t *o, char *errstr, size_t
         return NULL;
     }
     pthread_mutex_init(&p->lock, NULL);
-    pthread_cond_init(&p->cond, NULL);
+    em_cond_init(&p->cond);
     p->health = o->health;
     p->probe_interval_ms = o->probe_interval_ms > 0 ? o->probe_interval_ms : 1000;
     snprintf(p->probe_topic, sizeof(p->probe_topic), "%s", o->probe_topic);

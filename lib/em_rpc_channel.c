@@ -67,7 +67,7 @@ em_rpc_channel_t *em_rpc_channel_new(em_rpc_loop_t *loop, const char *target, co
     }
     ch->cq = em_rpc_loop_cq(loop);
     pthread_mutex_init(&ch->lock, NULL);
-    pthread_cond_init(&ch->cond, NULL);
+    em_cond_init(&ch->cond);
 
     char health[300] = "", retry[300] = "";
     if (!o->no_health_check)
@@ -273,16 +273,8 @@ void em_rpc_channel_destroy(em_rpc_channel_t *ch) {
     for (em_rpc_ccall_t *c = ch->calls; c; c = c->next)
         grpc_call_cancel(c->call, NULL);
     int64_t deadline = em_mono_ms() + 5000;
-    while (atomic_load(&ch->active) > 0 && em_mono_ms() < deadline) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 50 * 1000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
-        pthread_cond_timedwait(&ch->cond, &ch->lock, &ts);
-    }
+    while (atomic_load(&ch->active) > 0 && em_mono_ms() < deadline)
+        em_cond_wait_ms(&ch->cond, &ch->lock, deadline - em_mono_ms());
     int left = atomic_load(&ch->active);
     pthread_mutex_unlock(&ch->lock);
     grpc_channel_destroy(ch->channel);

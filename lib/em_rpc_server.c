@@ -576,7 +576,7 @@ em_rpc_server_t *em_rpc_server_new(em_rpc_loop_t *loop, em_health_t *health, con
     snprintf(srv->listen, sizeof(srv->listen), "%s", opts->listen);
     srv->shutdown_tag.done = shutdown_done;
     pthread_mutex_init(&srv->lock, NULL);
-    pthread_cond_init(&srv->cond, NULL);
+    em_cond_init(&srv->cond);
 
     grpc_arg args[] = {
         em_int_arg(GRPC_ARG_ALLOW_REUSEPORT, 0),
@@ -668,12 +668,7 @@ static int wait_until(em_rpc_server_t *srv, int64_t deadline_ms) {
         int64_t left = deadline_ms - em_mono_ms();
         if (left <= 0)
             return 0;
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        int64_t ns = ts.tv_nsec + (left % 1000) * 1000000;
-        ts.tv_sec += left / 1000 + ns / 1000000000;
-        ts.tv_nsec = ns % 1000000000;
-        pthread_cond_timedwait(&srv->cond, &srv->lock, &ts);
+        em_cond_wait_ms(&srv->cond, &srv->lock, left);
     }
     return 1;
 }

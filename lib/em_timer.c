@@ -88,11 +88,7 @@ em_timers_t *em_timers_new(void) {
     em_timers_t *t = calloc(1, sizeof(*t));
     if (!t)
         return NULL;
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&t->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    em_cond_init(&t->cond);
     pthread_mutex_init(&t->lock, NULL);
     t->running = 1;
     if (pthread_create(&t->thread, NULL, timer_main, t) != 0) {

@@ -25,6 +25,20 @@ int64_t em_mono_ns(void) {
 
 int64_t em_mono_ms(void) { return em_mono_ns() / 1000000; }
 
+void em_cond_init(pthread_cond_t *cond) {
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(cond, &a);
+    pthread_condattr_destroy(&a);
+}
+
+int em_cond_wait_ms(pthread_cond_t *cond, pthread_mutex_t *mutex, int64_t ms) {
+    int64_t due = em_mono_ns() + (ms > 0 ? ms : 0) * 1000000;
+    struct timespec ts = {.tv_sec = due / 1000000000, .tv_nsec = due % 1000000000};
+    return pthread_cond_timedwait(cond, mutex, &ts);
+}
+
 em_err_t em_parse_hostport(const char *s, char *host, size_t host_size, int *port, char *errstr,
                            size_t errstr_size) {
     const char *colon;

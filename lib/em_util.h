@@ -18,6 +18,14 @@ int64_t em_now_unix_ms(void);
 int64_t em_mono_ms(void);
 int64_t em_mono_ns(void);
 
+/* Condition variables on the monotonic clock, so a wall-clock jump never
+ * stretches or cuts a bounded wait. em_cond_init makes one; em_cond_wait_ms
+ * waits on it (mutex held) at most ms milliseconds; returns 0 when woken,
+ * ETIMEDOUT when the time ran out. */
+#include <pthread.h>
+void em_cond_init(pthread_cond_t *cond);
+int em_cond_wait_ms(pthread_cond_t *cond, pthread_mutex_t *mutex, int64_t ms);
+
 /* Splits "host:port" (IPv4 or a name; "[v6]:port" too) into host and port.
  * EM_EINVAL with a reason in errstr when malformed. */
 em_err_t em_parse_hostport(const char *s, char *host, size_t host_size, int *port, char *errstr,

@@ -528,14 +528,7 @@ void sc_on_revoke(void *ctx, const rd_kafka_topic_partition_list_t *parts, int l
         }
         if (waiting == 0 || lost || em_mono_ms() >= deadline)
             break;
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 20 * 1000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
-        pthread_cond_timedwait(&s->cond, &s->lock, &ts);
+        em_cond_wait_ms(&s->cond, &s->lock, deadline - em_mono_ms());
     }
     /* 3. the final watermark, then give them up */
     for (int i = 0; i < parts->cnt; i++) {

@@ -171,7 +171,7 @@ int main(int argc, char **argv) {
     const em_config_t *cfg = s.svc.cfg;
     rc = 1;
     pthread_mutex_init(&s.lock, NULL);
-    pthread_cond_init(&s.cond, NULL);
+    em_cond_init(&s.cond);
 
     /* the parts */
     read_settings(&s, cfg);
