@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -151,6 +152,7 @@ class MeshRun:
     def __init__(self, bench, tag, n, profile, requests, results, group, start_paused):
         self.dir = bench.dir
         self.procs = []
+        bench.runs.append(self)
         k = bench.kafka
         kafka = ["--set", f"kafka.bootstrap={k.bootstrap}", "--set", f"kafka.topic_requests={requests}",
                  "--set", f"kafka.topic_results={results}"]
@@ -199,7 +201,8 @@ class MeshRun:
 
     def stop(self):
         for p in reversed(self.procs):
-            p.stop(timeout=60)
+            if p.alive():
+                p.stop(timeout=60)
 
 
 def percentile(cum, q):
@@ -223,7 +226,12 @@ class Bench:
         self.args = args
         self.dir = mesh_dir(f"bench-{args.kafka}")
         self.kafka = Kafka(args, self.dir)
-        self.procs = []
+        self.runs = []
+
+    def close(self):
+        for r in self.runs:
+            r.stop()
+        self.kafka.stop()
 
     def closed_loop(self, n_replicas, requests, results, group):
         a = self.args
@@ -294,6 +302,7 @@ def main():
     ap.add_argument("--open-loop-s", type=int, default=20)
     ap.add_argument("--skip-222", action="store_true")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda sig, frame: sys.exit(f"bench: stopped by signal {sig}"))
     if args.quick:
         args.count = min(args.count, 300_000)
         args.open_loop_s = 8
@@ -351,7 +360,7 @@ def main():
               f"rss_mb_max={rss_max:.0f} lost={lost} results_checked={checked} executions={args.count} "
               f"kafka={args.kafka} wall_s={time.monotonic() - t_start:.0f}")
     finally:
-        b.kafka.stop()
+        b.close()
     sys.exit(1 if lost or checked < args.count else 0)
 
 

@@ -295,6 +295,13 @@ class Cluster:
 
     def close(self):
         try:
+            self.ns.heal()
+        except Exception:
+            pass
+        for p in self.m.procs:  # a frozen replica would ignore SIGTERM
+            if p.alive():
+                os.kill(p.pid, signal.SIGCONT)
+        try:
             self.m.close()
         finally:
             self.ns.remove()
@@ -316,12 +323,12 @@ def journal(path):
     return out
 
 
-def held_at(path, t_ms, start_tag, end_tags):
-    """Ids the replica had taken (start_tag) and not yet answered for (any of
-    end_tags) at t_ms."""
+def held_at(path, t_ms, start_tag, end_tags, since_ms):
+    """Ids the replica's incarnation started at since_ms had taken (start_tag)
+    and not yet answered for (any of end_tags) at t_ms."""
     started, ended = {}, set()
     for ts, tag, eid, _ in journal(path):
-        if ts > t_ms:
+        if ts > t_ms or ts < since_ms:
             continue
         if tag == start_tag:
             started[eid] = ts
@@ -602,7 +609,7 @@ def figures(c, faults, recs, load):
     for f in faults:
         f.submit_errors = sum(1 for t, _ in load.submit_errors if f.t_ms and f.t_ms <= t <= (f.heal_ms or f.t_ms) + 5000)
         if f.kind in ("kill9_executor", "stop_executor", "partition_executor"):
-            held = held_at(f"{c.dir}/{f.victim}.journal", f.t_ms, "S", "DX")
+            held = held_at(f"{c.dir}/{f.victim}.journal", f.t_ms, "S", "DX", f.victim_proc.started_ms)
             done = [completion(exec_done, i, f.victim, f.t_ms) for i in held]
             rerun = [i for i in held if any(att >= 2 for _, att, _ in by_id.get(i, []))]
             f.figures["held"] = len(held)
@@ -627,7 +634,7 @@ def figures(c, faults, recs, load):
                 f.ok = f.ok and bool(moved) and got == 0
                 f.effect += f"; {len(moved)} executions re-run elsewhere while it was cut off; it took {got} new ones"
         elif f.kind == "kill9_sink":
-            held = held_at(f"{c.dir}/{f.victim}.journal", f.t_ms, "R", "AN")
+            held = held_at(f"{c.dir}/{f.victim}.journal", f.t_ms, "R", "AN", f.victim_proc.started_ms)
             done = [completion(sink_done, i, f.victim, f.t_ms) for i in held]
             f.figures["held"] = len(held)
             if held and all(d is not None for d in done):
@@ -708,6 +715,11 @@ def main():
     ap.add_argument("--only", default="", help="comma-separated fault kinds to play (default: all)")
     args = ap.parse_args()
     os.environ["EM_KAFKA"] = args.kafka
+
+    def stop_now(sig, frame):  # run the cleanup (processes, namespace) on SIGTERM/SIGINT
+        raise SystemExit(f"chaos: stopped by signal {sig}")
+    signal.signal(signal.SIGTERM, stop_now)
+    signal.signal(signal.SIGINT, stop_now)
 
     faults = schedule(args.quick, args.rounds, args.seed)
     if args.only:

@@ -105,6 +105,7 @@ class Proc:
                             "--set", f"metrics.listen={metrics_listen}",
                             "--set", f"replica={name}", "--ports-file", self.ports_file] + list(args)
         self.cmd = cmd
+        self.started_ms = int(time.time() * 1000)
         self.p = subprocess.Popen(cmd, stdout=open(self.out_path, "wb"), stderr=open(self.log_path, "wb"),
                                   env=sanitizer_env(self.dir), start_new_session=True)
         self.pid = self.p.pid
