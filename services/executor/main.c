@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "em_arena.h"
 #include "em_journal.h"
 #include "em_log.h"
 #include "em_metrics.h"
@@ -74,6 +75,7 @@ static executor_t X;
 
 /* One Execute call: its executions, their results, and the publish of them. */
 struct ex_batch {
+    em_arena_t *arena; /* the batch, its decoded request and its bookkeeping */
     em_rpc_call_t *call;
     Execmesh__V1__ExecuteRequest *req;
     size_t n;
@@ -95,19 +97,11 @@ static void batch_free(ex_batch_t *b) {
         free(b->owned[i]);
         free(b->owned_err[i]);
     }
-    execmesh__v1__execute_request__free_unpacked(b->req, NULL);
-    free(b->jobs);
-    free(b->res);
-    free(b->resp);
-    free(b->hdrs);
-    free(b->hdr_ptrs);
-    free(b->owned);
-    free(b->owned_err);
     grpc_slice_unref(b->packed);
     atomic_fetch_sub(&X.inflight, (int)b->n);
     em_metric_add(X.m_inflight, -(int64_t)b->n);
     atomic_fetch_sub(&X.batches, 1);
-    free(b);
+    em_arena_destroy(b->arena); /* the request, the results' arrays and b itself */
 }
 
 static void publish(ex_batch_t *b);
@@ -261,21 +255,29 @@ static ex_handler_t *handler_find(const char *name) {
 /* Runs on the loop thread. */
 static void on_execute(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_t len) {
     char msg[1024];
-    Execmesh__V1__ExecuteRequest *in = execmesh__v1__execute_request__unpack(NULL, len, req);
+    /* one arena per batch: the decoded request and every array below */
+    em_arena_t *arena = em_arena_new(2 * len + 4096);
+    if (!arena) {
+        em_rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "executor: out of memory");
+        return;
+    }
+    ProtobufCAllocator al = em_arena_pb_allocator(arena);
+    Execmesh__V1__ExecuteRequest *in = execmesh__v1__execute_request__unpack(&al, len, req);
     if (!in) {
+        em_arena_destroy(arena);
         em_rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "ExecuteRequest: cannot decode");
         return;
     }
     size_t n = in->n_executions;
     if (n == 0) {
-        execmesh__v1__execute_request__free_unpacked(in, NULL);
+        em_arena_destroy(arena);
         em_rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "executions: empty");
         return;
     }
     int now_inflight = atomic_fetch_add(&X.inflight, (int)n);
     if (now_inflight + (int)n > X.max_inflight) {
         atomic_fetch_sub(&X.inflight, (int)n);
-        execmesh__v1__execute_request__free_unpacked(in, NULL);
+        em_arena_destroy(arena);
         snprintf(msg, sizeof(msg), "executor at capacity: %d executions in flight, limit %d, batch of %zu", now_inflight,
                  X.max_inflight, n);
         em_metric_add(X.m_busy, 1);
@@ -288,30 +290,21 @@ static void on_execute(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_
     size_t nhdr = 0;
     for (size_t i = 0; i < n; i++)
         nhdr += in->executions[i]->n_headers;
-    ex_batch_t *b = calloc(1, sizeof(*b));
+    ex_batch_t *b = em_arena_alloc(arena, sizeof(*b), 1);
     if (b) {
-        b->jobs = calloc(n, sizeof(*b->jobs));
-        b->res = calloc(n, sizeof(*b->res));
-        b->resp = calloc(n, sizeof(*b->resp));
-        b->owned = calloc(n, sizeof(*b->owned));
-        b->owned_err = calloc(n, sizeof(*b->owned_err));
-        b->hdrs = calloc(nhdr ? nhdr : 1, sizeof(*b->hdrs));
-        b->hdr_ptrs = calloc(nhdr ? nhdr : 1, sizeof(*b->hdr_ptrs));
+        b->arena = arena;
+        b->jobs = em_arena_alloc(arena, n * sizeof(*b->jobs), 1);
+        b->res = em_arena_alloc(arena, n * sizeof(*b->res), 1);
+        b->resp = em_arena_alloc(arena, n * sizeof(*b->resp), 0);
+        b->owned = em_arena_alloc(arena, n * sizeof(*b->owned), 1);
+        b->owned_err = em_arena_alloc(arena, n * sizeof(*b->owned_err), 1);
+        b->hdrs = em_arena_alloc(arena, (nhdr ? nhdr : 1) * sizeof(*b->hdrs), 0);
+        b->hdr_ptrs = em_arena_alloc(arena, (nhdr ? nhdr : 1) * sizeof(*b->hdr_ptrs), 0);
     }
     if (!b || !b->jobs || !b->res || !b->resp || !b->owned || !b->owned_err || !b->hdrs || !b->hdr_ptrs) {
-        if (b) {
-            free(b->jobs);
-            free(b->res);
-            free(b->resp);
-            free(b->owned);
-            free(b->owned_err);
-            free(b->hdrs);
-            free(b->hdr_ptrs);
-            free(b);
-        }
         atomic_fetch_sub(&X.inflight, (int)n);
         em_metric_add(X.m_inflight, -(int64_t)n);
-        execmesh__v1__execute_request__free_unpacked(in, NULL);
+        em_arena_destroy(arena);
         em_rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "executor: out of memory");
         return;
     }

@@ -9,7 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "em_execution.h"
 #include "em_log.h"
+#include "em_pbwire.h"
 #include "em_util.h"
 #include "execmesh/v1/internal.pb-c.h"
 #include "scheduler.h"
@@ -29,12 +31,30 @@ static void part_free(sc_part_t *p) {
     free(p);
 }
 
-static void item_free(sc_item_t *it) {
-    if (it->ex)
-        execmesh__v1__execution__free_unpacked(it->ex, NULL);
+#define SC_MAX_FREE_ITEMS 65536
+
+static sc_item_t *item_new_locked(scheduler_t *s) {
+    sc_item_t *it = s->free_items;
+    if (it) {
+        s->free_items = it->next;
+        s->nfree_items--;
+        memset(it, 0, offsetof(sc_item_t, dead_reason));
+        it->dead_reason[0] = '\0';
+        return it;
+    }
+    return calloc(1, sizeof(*it));
+}
+
+static void item_free_locked(scheduler_t *s, sc_item_t *it) {
     if (it->raw)
         rd_kafka_message_destroy(it->raw);
-    free(it);
+    if (s->nfree_items < SC_MAX_FREE_ITEMS) {
+        it->next = s->free_items;
+        s->free_items = it;
+        s->nfree_items++;
+    } else {
+        free(it);
+    }
 }
 
 /* The item leaves the scheduler: durable means its result (or dead letter)
@@ -48,7 +68,7 @@ static void item_done_locked(scheduler_t *s, sc_item_t *it, int durable) {
         pthread_cond_broadcast(&s->cond);
     if (!p->owned && p->inflight == 0)
         part_free(p);
-    item_free(it);
+    item_free_locked(s, it);
 }
 
 static void pending_push_back(scheduler_t *s, sc_item_t *it) {
@@ -123,8 +143,8 @@ static void dead_send_locked(scheduler_t *s, sc_item_t *it) {
     }
 }
 
-static void dead_letter_locked(scheduler_t *s, sc_item_t *it, rd_kafka_message_t *msg, const char *reason) {
-    it->raw = msg;
+static void dead_letter_locked(scheduler_t *s, sc_item_t *it, const char *reason) {
+    rd_kafka_message_t *msg = it->raw;
     it->dr.done = on_dead_delivery;
     snprintf(it->dead_reason, sizeof(it->dead_reason), "%s", reason);
     EM_WARN("input dead-lettered", EM_F_STR("reason", reason), EM_F_INT("partition", it->part->id),
@@ -147,7 +167,7 @@ void sc_accept_locked(scheduler_t *s, rd_kafka_message_t *msg) {
         rd_kafka_message_destroy(msg);
         return;
     }
-    sc_item_t *it = calloc(1, sizeof(*it));
+    sc_item_t *it = item_new_locked(s);
     if (!it) {
         /* tracked but never done: the watermark stops here, so nothing past
          * it is committed and the record is read again after a restart */
@@ -160,38 +180,32 @@ void sc_accept_locked(scheduler_t *s, rd_kafka_message_t *msg) {
     it->seq = seq;
     it->offset = msg->offset;
     it->attempt = 1;
+    it->raw = msg;
     p->inflight++;
     em_metric_add(s->m_in_kafka, 1);
 
+    char reason[256];
     if ((int64_t)msg->len > s->input_max_bytes) {
-        char reason[128];
         snprintf(reason, sizeof(reason), "too_large: %zu bytes, limit %" PRId64, msg->len, s->input_max_bytes);
-        dead_letter_locked(s, it, msg, reason);
+        dead_letter_locked(s, it, reason);
         return;
     }
-    Execmesh__V1__Execution *ex = execmesh__v1__execution__unpack(NULL, msg->len, msg->payload);
-    if (!ex) {
-        dead_letter_locked(s, it, msg, "undecodable: not an execmesh.v1.Execution");
+    /* One pass over the bytes: checked and read, not decoded; they go to the
+     * executor as they are, with the mesh's fields appended at dispatch. */
+    em_exec_info_t info;
+    char why[128];
+    if (em_execution_inspect(msg->payload, msg->len, &info, why, sizeof(why)) != EM_OK) {
+        snprintf(reason, sizeof(reason), "undecodable: not an execmesh.v1.Execution: %s", why);
+        dead_letter_locked(s, it, reason);
         return;
     }
-    if (!ex->id || !*ex->id) {
-        char id[300];
-        snprintf(id, sizeof(id), "%s/%" PRId32 "/%" PRId64, rd_kafka_topic_name(msg->rkt), msg->partition,
-                 msg->offset);
-        char *copy = strdup(id);
-        if (copy) {
-            if (ex->id && ex->id != protobuf_c_empty_string)
-                free(ex->id);
-            ex->id = copy;
-        }
-    }
-    if (ex->submitted_unix_ms == 0) {
+    it->timeout_ms = info.timeout_ms;
+    it->need_id = info.id_len == 0;
+    if (info.submitted_unix_ms == 0) {
         rd_kafka_timestamp_type_t tt;
         int64_t ts = rd_kafka_message_timestamp(msg, &tt);
-        ex->submitted_unix_ms = ts > 0 ? ts : em_now_unix_ms();
+        it->submitted_unix_ms = ts > 0 ? ts : em_now_unix_ms();
     }
-    it->ex = ex;
-    rd_kafka_message_destroy(msg);
     pending_push_back(s, it);
 }
 
@@ -267,6 +281,19 @@ static void on_execute_reply(void *arg, grpc_status_code code, const char *detai
  * new dispatches until a commit is accepted or the rebalance reaches us, at
  * most one session timeout. */
 static int commit_stalled_locked(scheduler_t *s) {
+    int64_t now = em_mono_ms();
+    if (s->consumer_alive_ms && now - s->consumer_alive_ms > s->session_timeout_ms / 2) {
+        /* The consumer loop has not turned for half a session timeout: this
+         * process was frozen (SIGSTOP, a stalled VM) and may have lost its
+         * partitions meanwhile. Dispatch nothing stale until the group says
+         * the partitions are still ours (a commit accepted, or a new assignment). */
+        if (!s->commit_stalled_since) {
+            s->commit_stalled_since = now;
+            EM_WARN("the consumer loop stalled; holding dispatch until the group confirms the partitions",
+                    EM_F_INT("stalled_ms", now - s->consumer_alive_ms));
+        }
+        return 1;
+    }
     if (!s->commit_stalled_since)
         return 0;
     if (em_mono_ms() - s->commit_stalled_since < s->session_timeout_ms)
@@ -284,6 +311,49 @@ static void commit_stall_clear_locked(scheduler_t *s, const char *why) {
     s->commit_stalled_since = 0;
 }
 
+/* The id the mesh gives an execution that has none; returns its length. */
+static size_t generated_id(const scheduler_t *s, const sc_item_t *it, char *buf, size_t n) {
+    int w = snprintf(buf, n, "%s/%" PRId32 "/%" PRId64, s->topic_requests, it->part->id, it->offset);
+    return w > 0 && (size_t)w < n ? (size_t)w : 0;
+}
+
+/* The ExecuteRequest for items, written straight into one slice: each
+ * execution is its record's bytes plus the appended mesh fields (repeated
+ * Execution executions = 1 is a sequence of length-delimited field 1s). */
+static grpc_slice pack_batch(const scheduler_t *s, sc_item_t **items, int n) {
+    size_t total = 0;
+    char id[300];
+    for (int i = 0; i < n; i++) {
+        const sc_item_t *it = items[i];
+        size_t idl = it->need_id ? generated_id(s, it, id, sizeof(id)) : 0;
+        size_t body = it->raw->len + em_execution_append_size(it->attempt, idl, it->submitted_unix_ms);
+        total += 1 + em_varint_size(body) + body;
+    }
+    grpc_slice slice = grpc_slice_malloc(total);
+    uint8_t *out = GRPC_SLICE_START_PTR(slice);
+    for (int i = 0; i < n; i++) {
+        const sc_item_t *it = items[i];
+        size_t idl = it->need_id ? generated_id(s, it, id, sizeof(id)) : 0;
+        size_t body = it->raw->len + em_execution_append_size(it->attempt, idl, it->submitted_unix_ms);
+        *out++ = (1 << 3) | EM_PB_LEN;
+        out += em_pb_put_varint(out, body);
+        memcpy(out, it->raw->payload, it->raw->len);
+        out += it->raw->len;
+        out = em_execution_append(out, it->attempt, id, idl, it->submitted_unix_ms);
+    }
+    return slice;
+}
+
+void sc_consumer_turn_locked(scheduler_t *s) {
+    int64_t now = em_mono_ms();
+    if (s->consumer_alive_ms && now - s->consumer_alive_ms > s->session_timeout_ms / 2 && !s->commit_stalled_since) {
+        s->commit_stalled_since = now;
+        EM_WARN("the consumer loop stalled; holding dispatch until the group confirms the partitions",
+                EM_F_INT("stalled_ms", now - s->consumer_alive_ms));
+    }
+    s->consumer_alive_ms = now;
+}
+
 void sc_dispatch_locked(scheduler_t *s) {
     if (em_mono_ms() < s->backoff_until_ms || commit_stalled_locked(s))
         return;
@@ -293,10 +363,7 @@ void sc_dispatch_locked(scheduler_t *s) {
         if (k > room)
             k = room;
         sc_call_t *c = malloc(sizeof(*c) + (size_t)k * sizeof(sc_item_t *));
-        Execmesh__V1__Execution **exs = malloc((size_t)k * sizeof(*exs));
-        if (!c || !exs) {
-            free(c);
-            free(exs);
+        if (!c) {
             EM_ERROR("out of memory building a batch");
             backoff_locked(s, s->retry_backoff_ms);
             return;
@@ -314,23 +381,16 @@ void sc_dispatch_locked(scheduler_t *s) {
                 item_done_locked(s, it, 0);
                 continue;
             }
-            it->ex->attempt = it->attempt;
-            int64_t t = it->ex->timeout_ms ? (int64_t)it->ex->timeout_ms : s->default_timeout_ms;
+            int64_t t = it->timeout_ms ? (int64_t)it->timeout_ms : s->default_timeout_ms;
             if (t > timeout)
                 timeout = t;
-            exs[c->n] = it->ex;
             c->items[c->n++] = it;
         }
         if (c->n == 0) {
             free(c);
-            free(exs);
             continue;
         }
-        Execmesh__V1__ExecuteRequest req = EXECMESH__V1__EXECUTE_REQUEST__INIT;
-        req.n_executions = (size_t)c->n;
-        req.executions = exs;
-        grpc_slice slice = em_rpc_pack(&req.base);
-        free(exs);
+        grpc_slice slice = pack_batch(s, c->items, c->n);
         if (em_rpc_channel_call(s->executors, s->m_execute, slice, timeout + s->deadline_grace_ms, on_execute_reply,
                                 c) != EM_OK) {
             EM_WARN("cannot start an Execute call", EM_F_INT("executions", c->n));
@@ -386,7 +446,9 @@ void sc_commit_tick_locked(scheduler_t *s, rd_kafka_topic_partition_list_t **out
         if (!p || !p->owned)
             continue;
         int64_t c = em_watermark_committable(p->wm);
-        if (c < 0 || c == p->last_commit_sent)
+        /* while dispatch is held, commit again even unchanged offsets: the
+         * answer says whether the partitions are still ours */
+        if (c < 0 || (c == p->last_commit_sent && !s->commit_stalled_since))
             continue;
         if (!list)
             list = rd_kafka_topic_partition_list_new(8);
@@ -528,6 +590,7 @@ void sc_on_revoke(void *ctx, const rd_kafka_topic_partition_list_t *parts, int l
         }
         if (waiting == 0 || lost || em_mono_ms() >= deadline)
             break;
+        s->consumer_alive_ms = em_mono_ms(); /* waiting here is not a stall */
         em_cond_wait_ms(&s->cond, &s->lock, deadline - em_mono_ms());
     }
     /* 3. the final watermark, then give them up */

@@ -68,6 +68,7 @@ static void *consumer_main(void *arg) {
         size_t n = em_consumer_poll(s->consumer, msgs, (size_t)s->poll_batch, timeout);
         rd_kafka_topic_partition_list_t *commit = NULL;
         pthread_mutex_lock(&s->lock);
+        sc_consumer_turn_locked(s);
         for (size_t i = 0; i < n; i++)
             sc_accept_locked(s, msgs[i]);
         sc_dispatch_locked(s);
@@ -251,16 +252,21 @@ out:
         s.svc.timers = NULL;
     }
     em_rpc_channel_destroy(s.executors);
-    em_consumer_destroy(s.consumer);
-    em_producer_destroy(s.producer);
-    /* what is still queued was never dispatched: nothing to commit for it */
+    /* what is still queued was never dispatched: nothing to commit for it;
+     * its records go back to the consumer before the consumer goes */
     while (s.pend_head) {
         sc_item_t *it = s.pend_head;
         s.pend_head = it->next;
-        if (it->ex)
-            execmesh__v1__execution__free_unpacked(it->ex, NULL);
+        rd_kafka_message_destroy(it->raw);
         free(it);
     }
+    while (s.free_items) {
+        sc_item_t *it = s.free_items;
+        s.free_items = it->next;
+        free(it);
+    }
+    em_consumer_destroy(s.consumer);
+    em_producer_destroy(s.producer);
     for (int i = 0; i < s.nparts; i++)
         if (s.parts[i]) {
             em_watermark_destroy(s.parts[i]->wm);

@@ -41,12 +41,14 @@ typedef struct sc_item {
     sc_part_t *part;
     uint64_t seq;
     int64_t offset;
-    Execmesh__V1__Execution *ex; /* NULL while dead-lettering */
-    rd_kafka_message_t *raw;     /* the record, kept only while dead-lettering */
+    rd_kafka_message_t *raw;     /* the record: its bytes go to the executor as they are */
     uint32_t attempt;
+    uint32_t timeout_ms;         /* from the record; 0: the default */
+    int need_id;                 /* no id in the record: "<topic>/<partition>/<offset>" is appended */
+    int64_t submitted_unix_ms;   /* appended when the record had none (its Kafka timestamp), else 0 */
     em_delivery_t dr;
     struct scheduler *s;
-    char dead_reason[160];
+    char dead_reason[256];
 } sc_item_t;
 
 typedef struct scheduler {
@@ -71,6 +73,8 @@ typedef struct scheduler {
     sc_part_t **parts; /* by partition id; NULL when not owned */
     int nparts;
     sc_item_t *pend_head, *pend_tail;
+    sc_item_t *free_items; /* recycled items: no allocation per execution */
+    int nfree_items;
     int npending;
     int inflight_items;
     int inflight_calls;
@@ -82,6 +86,7 @@ typedef struct scheduler {
     int consecutive_failures;
     int64_t drain_deadline_ms;
     int64_t commit_stalled_since; /* 0, or when commits started being refused (rebalance) */
+    int64_t consumer_alive_ms;    /* the consumer loop's last turn (a long gap: the process was frozen) */
 
     em_metric_t *m_in_kafka, *m_in_submit, *m_out, *m_failed, *m_dead, *m_inflight, *m_pending, *m_assigned;
     em_metric_t *m_redispatched, *m_busy, *m_commits, *m_commit_failed, *m_submit_calls, *m_submit_failed;
@@ -96,6 +101,8 @@ void sc_on_assign(void *ctx, const rd_kafka_topic_partition_list_t *parts);
 void sc_on_revoke(void *ctx, const rd_kafka_topic_partition_list_t *parts, int lost);
 void sc_on_commit(void *ctx, rd_kafka_resp_err_t err, const rd_kafka_topic_partition_list_t *offsets);
 void sc_flow_control_locked(scheduler_t *s);
+/* The consumer loop turned (called each turn): notices a frozen process. */
+void sc_consumer_turn_locked(scheduler_t *s);
 
 /* submit.c */
 void sc_on_submit(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_t len);

@@ -31,9 +31,12 @@ def test_bad_records_and_bad_submits():
         with pytest.raises(Exception):
             pb.Execution.FromString(truncated)  # the reference decoder refuses it too
         oversize = execution("bad-big", "echo", b"z" * 10000).SerializeToString()
+        # well-formed protobuf, but the id is not UTF-8: no reader could use it
+        bad_utf8 = b"\x0a\x03\xff\xfe\xfd\x12\x04echo"
         bad = {b"garbage": b"\xff\xfe\x00 this is not protobuf \x07\x07",
                b"truncated": truncated,
-               b"oversize": oversize}
+               b"oversize": oversize,
+               b"bad-utf8": bad_utf8}
         p = m.kafka.producer()
         for k, v in bad.items():
             p.produce(req, v, key=k)
@@ -65,8 +68,8 @@ def test_bad_records_and_bad_submits():
         assert m.kafka.end_offsets(req) == before, "a refused Submit wrote to the requests topic"
 
         # the dead-letter topic has each bad record, with its reason, bytes intact
-        dead = m.kafka.read(m.topics["execmesh.dead"], m.dead_start, until=lambda r: len(r) >= 3, timeout=30,
-                            what="3 dead-letter records")
+        dead = m.kafka.read(m.topics["execmesh.dead"], m.dead_start, until=lambda r: len(r) >= 4, timeout=30,
+                            what="4 dead-letter records")
         reasons = {}
         for key, value, headers in dead:
             h = dict(headers)
@@ -77,7 +80,8 @@ def test_bad_records_and_bad_submits():
         assert reasons[b"garbage"].startswith("undecodable"), reasons
         assert reasons[b"truncated"].startswith("undecodable"), reasons
         assert reasons[b"oversize"].startswith("too_large"), reasons
-        assert sched.metric("execmesh_dead_lettered_total") == 3
+        assert reasons[b"bad-utf8"].startswith("undecodable") and "field 1 (id): not valid UTF-8" in reasons[b"bad-utf8"]
+        assert sched.metric("execmesh_dead_lettered_total") == 4
 
         # unknown handlers: REJECTED, naming the handler; the good record after the garbage ran
         got = results_by_id(m.kafka.read(m.topics["execmesh.results"], m.results_start,
@@ -90,7 +94,7 @@ def test_bad_records_and_bad_submits():
 
         # the offsets moved on past every bad record
         end = m.kafka.end_offsets(req)
-        assert sum(end.values()) - sum(req_start.values()) == 6
+        assert sum(end.values()) - sum(req_start.values()) == 7
         m.wait_committed(req_start, end)
     finally:
         m.close()
