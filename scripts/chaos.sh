@@ -76,4 +76,6 @@ if [ "$negative" = 1 ]; then
   exit 1
 fi
 
-exec /usr/bin/python3 "$top/tests/chaos/chaos.py" "${pass[@]}" "${kargs[@]}"
+rc=0
+/usr/bin/python3 "$top/tests/chaos/chaos.py" "${pass[@]}" "${kargs[@]}" || rc=$?
+exit $rc  # (not exec: the EXIT trap stops the real broker)

@@ -7,7 +7,9 @@
  * to the sending, so a stalled mesh shows up as latency, not as fewer sends.
  *
  *   em-bench-fill --bootstrap B --topic T --count N [--rate R] [--payload 100]
- *                 [--prefix b-] [--handler echo] [--linger 5]
+ *                 [--prefix b-] [--handler echo] [--linger 5] [--measure-dr 1]
+ * --measure-dr 1 also reports the delivery-report latency of the messages it
+ * sent (Kafka's own produce latency on this machine, for comparison).
  * Prints "fill count=N seconds=S rate=R behind_max_ms=L".
  */
 #include <time.h>
@@ -17,12 +19,32 @@
 #include "execmesh/v1/execmesh.pb-c.h"
 
 static int64_t delivered, failed;
+/* --measure-dr: each message's delivery-report latency, in 0.1 ms buckets */
+#define DR_BUCKETS 20000
+static int64_t dr_hist[DR_BUCKETS + 1];
 
 static void dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     if (m->err)
         failed++;
     else
         delivered++;
+    if (m->_private) {
+        int64_t us = (em_mono_ns() - (int64_t)(uintptr_t)m->_private) / 1000;
+        int64_t b = us / 100;
+        dr_hist[b < DR_BUCKETS ? b : DR_BUCKETS]++;
+    }
+}
+
+static double dr_quantile(double q) {
+    int64_t total = 0, acc = 0;
+    for (int i = 0; i <= DR_BUCKETS; i++)
+        total += dr_hist[i];
+    for (int i = 0; i <= DR_BUCKETS; i++) {
+        acc += dr_hist[i];
+        if (total && acc >= q * (double)total)
+            return (i + 1) / 10.0;
+    }
+    return 0;
 }
 
 int main(int argc, char **argv) {
@@ -33,6 +55,7 @@ int main(int argc, char **argv) {
     long long count = bench_opt_ll(argc, argv, "--count", 1000);
     double rate = (double)bench_opt_ll(argc, argv, "--rate", 0);
     long long psize = bench_opt_ll(argc, argv, "--payload", 100);
+    int measure = bench_opt_ll(argc, argv, "--measure-dr", 0) != 0;
     char err[512];
 
     rd_kafka_conf_t *conf = bench_producer_conf(bootstrap, bench_opt(argc, argv, "--linger", "5"));
@@ -73,6 +96,7 @@ int main(int argc, char **argv) {
         for (;;) {
             rd_kafka_resp_err_t e = rd_kafka_producev(rk, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
                                                       RD_KAFKA_V_KEY(id, strlen(id)), RD_KAFKA_V_VALUE(buf, len),
+                                                      RD_KAFKA_V_OPAQUE(measure ? (void *)(uintptr_t)em_mono_ns() : NULL),
                                                       RD_KAFKA_V_END);
             if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
                 break;
@@ -88,8 +112,11 @@ int main(int argc, char **argv) {
     while (rd_kafka_outq_len(rk) > 0)
         rd_kafka_poll(rk, 50);
     double secs = (double)(em_mono_ns() - t0_ns) / 1e9;
-    printf("fill count=%lld delivered=%lld failed=%lld seconds=%.3f rate=%.0f behind_max_ms=%.1f\n", count,
+    printf("fill count=%lld delivered=%lld failed=%lld seconds=%.3f rate=%.0f behind_max_ms=%.1f", count,
            (long long)delivered, (long long)failed, secs, (double)count / secs, (double)behind_max / 1e6);
+    if (measure)
+        printf(" dr_p50_ms=%.1f dr_p99_ms=%.1f dr_p999_ms=%.1f", dr_quantile(0.5), dr_quantile(0.99), dr_quantile(0.999));
+    printf("\n");
     rd_kafka_topic_destroy(rkt);
     rd_kafka_destroy(rk);
     free(payload);
