@@ -48,6 +48,8 @@ static sc_item_t *item_new_locked(scheduler_t *s) {
 static void item_free_locked(scheduler_t *s, sc_item_t *it) {
     if (it->raw)
         rd_kafka_message_destroy(it->raw);
+    if (it->has_body)
+        grpc_slice_unref(it->body);
     if (s->nfree_items < SC_MAX_FREE_ITEMS) {
         it->next = s->free_items;
         s->free_items = it;
@@ -318,28 +320,57 @@ static size_t generated_id(const scheduler_t *s, const sc_item_t *it, char *buf,
 }
 
 /* The ExecuteRequest for items, written straight into one slice: each
- * execution is its record's bytes plus the appended mesh fields (repeated
- * Execution executions = 1 is a sequence of length-delimited field 1s). */
+ * execution is its bytes plus the appended mesh fields (repeated Execution
+ * executions = 1 is a sequence of length-delimited field 1s). A first
+ * dispatch copies the record and appends attempt, and id and submit time
+ * when missing; the record is then released (holding it would pin its
+ * whole fetch buffer) and the item keeps a reference to its bytes in this
+ * slice. A later dispatch copies those and appends the new attempt. */
 static grpc_slice pack_batch(const scheduler_t *s, sc_item_t **items, int n) {
     size_t total = 0;
     char id[300];
     for (int i = 0; i < n; i++) {
         const sc_item_t *it = items[i];
-        size_t idl = it->need_id ? generated_id(s, it, id, sizeof(id)) : 0;
-        size_t body = it->raw->len + em_execution_append_size(it->attempt, idl, it->submitted_unix_ms);
+        size_t body;
+        if (it->raw) {
+            size_t idl = it->need_id ? generated_id(s, it, id, sizeof(id)) : 0;
+            body = it->raw->len + em_execution_append_size(it->attempt, idl, it->submitted_unix_ms);
+        } else {
+            body = it->body_len + em_execution_append_size(it->attempt, 0, 0);
+        }
         total += 1 + em_varint_size(body) + body;
     }
     grpc_slice slice = grpc_slice_malloc(total);
-    uint8_t *out = GRPC_SLICE_START_PTR(slice);
+    uint8_t *start = GRPC_SLICE_START_PTR(slice), *out = start;
     for (int i = 0; i < n; i++) {
-        const sc_item_t *it = items[i];
-        size_t idl = it->need_id ? generated_id(s, it, id, sizeof(id)) : 0;
-        size_t body = it->raw->len + em_execution_append_size(it->attempt, idl, it->submitted_unix_ms);
+        sc_item_t *it = items[i];
+        const uint8_t *src;
+        size_t srclen, idl = 0;
+        if (it->raw) {
+            src = it->raw->payload;
+            srclen = it->raw->len;
+            idl = it->need_id ? generated_id(s, it, id, sizeof(id)) : 0;
+        } else {
+            src = GRPC_SLICE_START_PTR(it->body) + it->body_off;
+            srclen = it->body_len;
+        }
+        size_t body = srclen + em_execution_append_size(it->attempt, idl, it->raw ? it->submitted_unix_ms : 0);
         *out++ = (1 << 3) | EM_PB_LEN;
         out += em_pb_put_varint(out, body);
-        memcpy(out, it->raw->payload, it->raw->len);
-        out += it->raw->len;
-        out = em_execution_append(out, it->attempt, id, idl, it->submitted_unix_ms);
+        uint8_t *body_start = out;
+        memcpy(out, src, srclen);
+        out += srclen;
+        out = em_execution_append(out, it->attempt, id, idl, it->raw ? it->submitted_unix_ms : 0);
+        if (it->raw) {
+            rd_kafka_message_destroy(it->raw);
+            it->raw = NULL;
+        } else {
+            grpc_slice_unref(it->body);
+        }
+        it->body = grpc_slice_ref(slice);
+        it->has_body = 1;
+        it->body_off = (uint32_t)(body_start - start);
+        it->body_len = (uint32_t)body;
     }
     return slice;
 }

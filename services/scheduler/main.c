@@ -257,7 +257,10 @@ out:
     while (s.pend_head) {
         sc_item_t *it = s.pend_head;
         s.pend_head = it->next;
-        rd_kafka_message_destroy(it->raw);
+        if (it->raw)
+            rd_kafka_message_destroy(it->raw);
+        if (it->has_body)
+            grpc_slice_unref(it->body);
         free(it);
     }
     while (s.free_items) {

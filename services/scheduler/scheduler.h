@@ -41,7 +41,10 @@ typedef struct sc_item {
     sc_part_t *part;
     uint64_t seq;
     int64_t offset;
-    rd_kafka_message_t *raw;     /* the record: its bytes go to the executor as they are */
+    rd_kafka_message_t *raw;     /* the record, until its first dispatch copied its bytes */
+    grpc_slice body;             /* after: the last call's slice, holding the execution's bytes */
+    uint32_t body_off, body_len;
+    int has_body;
     uint32_t attempt;
     uint32_t timeout_ms;         /* from the record; 0: the default */
     int need_id;                 /* no id in the record: "<topic>/<partition>/<offset>" is appended */

@@ -143,19 +143,9 @@ static void on_publish(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_
     char msg[256];
 
     em_metric_add(s->m_calls, 1);
-    /* First pass: validate and count, so a malformed batch stores nothing. */
-    while ((rc = em_pb_next(&p, end, &f)) == EM_OK) {
-        const uint8_t *id;
-        size_t idlen;
-        if (f.number != 1)
-            continue;
-        if (f.wire_type != EM_PB_LEN || em_pb_find_len(f.data, f.len, 1, &id, &idlen) == EM_EINVAL) {
-            snprintf(msg, sizeof(msg), "results[%d]: not a valid execmesh.v1.Result", n);
-            em_rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, msg);
-            return;
-        }
-        n++;
-    }
+    /* Count the results (the top level only). */
+    while ((rc = em_pb_next(&p, end, &f)) == EM_OK)
+        n += f.number == 1;
     if (rc != EM_ENOTFOUND) {
         em_rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "PublishRequest: cannot decode");
         return;
@@ -172,7 +162,6 @@ static void on_publish(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_
         em_rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
         return;
     }
-    em_metric_add(s->m_in, n);
 
     publish_t *pub = calloc(1, sizeof(*pub));
     rd_kafka_message_t *msgs = calloc((size_t)n, sizeof(*msgs));
@@ -182,6 +171,41 @@ static void on_publish(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_
         em_rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "sink: out of memory");
         return;
     }
+#ifdef EM_TEST_EARLY_ACK
+    /* the call is answered before the deliveries: keep the bytes ourselves */
+    pub->copy = malloc(len);
+    if (!pub->copy)
+        abort();
+    memcpy(pub->copy, req, len);
+    req = pub->copy;
+    end = req + len;
+#endif
+    /* Each result once: checked whole (a malformed batch stores nothing),
+     * keyed by its id, pointing into the request, which stays alive until
+     * the call is answered, i.e. after the last delivery report. */
+    int i = 0;
+    p = req;
+    while (em_pb_next(&p, end, &f) == EM_OK) {
+        const uint8_t *id = NULL;
+        size_t idlen = 0;
+        if (f.number != 1)
+            continue;
+        if (f.wire_type != EM_PB_LEN || em_pb_find_len(f.data, f.len, 1, &id, &idlen) == EM_EINVAL) {
+            snprintf(msg, sizeof(msg), "results[%d]: not a valid execmesh.v1.Result", i);
+            free(pub->copy);
+            free(pub);
+            free(msgs);
+            em_rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, msg);
+            return;
+        }
+        msgs[i].payload = (void *)(uintptr_t)f.data;
+        msgs[i].len = f.len;
+        msgs[i].key = (void *)(uintptr_t)id;
+        msgs[i].key_len = idlen;
+        msgs[i]._private = &pub->dr;
+        i++;
+    }
+    em_metric_add(s->m_in, n);
     pub->dr.done = on_delivery;
     pub->sink = s;
     pub->call = call;
@@ -192,34 +216,6 @@ static void on_publish(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_
     atomic_init(&pub->pending, n + 1);
     atomic_fetch_add(&s->inflight, n);
     em_metric_add(s->m_inflight, n);
-
-#ifdef EM_TEST_EARLY_ACK
-    /* the call is answered before the deliveries: keep the bytes ourselves */
-    pub->copy = malloc(len);
-    if (!pub->copy)
-        abort();
-    memcpy(pub->copy, req, len);
-    req = pub->copy;
-    end = req + len;
-    pub->req = req;
-#endif
-    /* Second pass: the results point into the request, which stays alive
-     * until the call is answered, i.e. after the last delivery report. */
-    int i = 0;
-    p = req;
-    while (em_pb_next(&p, end, &f) == EM_OK) {
-        const uint8_t *id = NULL;
-        size_t idlen = 0;
-        if (f.number != 1)
-            continue;
-        em_pb_find_len(f.data, f.len, 1, &id, &idlen);
-        msgs[i].payload = (void *)(uintptr_t)f.data;
-        msgs[i].len = f.len;
-        msgs[i].key = (void *)(uintptr_t)id;
-        msgs[i].key_len = idlen;
-        msgs[i]._private = &pub->dr;
-        i++;
-    }
 #ifdef EM_TEST_EARLY_ACK
     /* TEST ONLY: acknowledge before Kafka has the results. */
     {
