@@ -123,14 +123,7 @@ em_err_t em_execution_inspect(const uint8_t *buf, size_t len, em_exec_info_t *in
     return EM_OK;
 }
 
-size_t em_varint_size(uint64_t v) {
-    size_t n = 1;
-    while (v >= 0x80) {
-        v >>= 7;
-        n++;
-    }
-    return n;
-}
+size_t em_varint_size(uint64_t v) { return em_pb_varint_size(v); }
 
 size_t em_execution_append_size(uint32_t attempt, size_t id_len, int64_t submitted_unix_ms) {
     size_t n = 1 + em_varint_size(attempt);

@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "em_error.h"
 
@@ -79,6 +80,47 @@ static inline em_err_t em_pb_next(const uint8_t **p, const uint8_t *end, em_pb_f
     }
     default: return EM_EINVAL;
     }
+}
+
+/* Bytes of a varint. */
+static inline size_t em_pb_varint_size(uint64_t v) {
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+/* Writing fields: the size a field takes, and writing it (returning the end). */
+static inline size_t em_pb_varint_field_size(uint32_t number, uint64_t v) {
+    return em_pb_varint_size((uint64_t)number << 3) + em_pb_varint_size(v);
+}
+
+static inline size_t em_pb_len_field_size(uint32_t number, size_t len) {
+    return em_pb_varint_size((uint64_t)number << 3 | EM_PB_LEN) + em_pb_varint_size(len) + len;
+}
+
+static inline uint8_t *em_pb_write_raw_varint(uint8_t *out, uint64_t v) {
+    while (v >= 0x80) {
+        *out++ = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    *out++ = (uint8_t)v;
+    return out;
+}
+
+static inline uint8_t *em_pb_write_varint_field(uint8_t *out, uint32_t number, uint64_t v) {
+    out = em_pb_write_raw_varint(out, (uint64_t)number << 3 | EM_PB_VARINT);
+    return em_pb_write_raw_varint(out, v);
+}
+
+static inline uint8_t *em_pb_write_len_field(uint8_t *out, uint32_t number, const void *data, size_t len) {
+    out = em_pb_write_raw_varint(out, (uint64_t)number << 3 | EM_PB_LEN);
+    out = em_pb_write_raw_varint(out, len);
+    if (len)
+        memcpy(out, data, len);
+    return out + len;
 }
 
 /* The last occurrence of length-delimited field `number` in buf (protobuf's

@@ -17,13 +17,13 @@
 #include "executor.h"
 
 static void run_echo(ex_job_t *job) {
-    job_finish(job, EXECMESH__V1__STATUS__SUCCEEDED, job->ex->payload.data, job->ex->payload.len, 0, NULL, 0);
+    job_finish(job, EXECMESH__V1__STATUS__SUCCEEDED, job->ex->payload.p, job->ex->payload.n, 0, NULL, 0);
 }
 
 static void run_fail(ex_job_t *job) {
     char msg[300];
-    int n = (int)(job->ex->payload.len > 200 ? 200 : job->ex->payload.len);
-    snprintf(msg, sizeof(msg), "fail handler: %.*s", n, (const char *)job->ex->payload.data);
+    int n = (int)(job->ex->payload.n > 200 ? 200 : job->ex->payload.n);
+    snprintf(msg, sizeof(msg), "fail handler: %.*s", n, (const char *)job->ex->payload.p);
     job_finish(job, EXECMESH__V1__STATUS__FAILED, NULL, 0, 0, msg, 1);
 }
 
@@ -31,7 +31,7 @@ static void run_sha256(ex_job_t *job) {
     static const char hex[] = "0123456789abcdef";
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
-    if (!EVP_Digest(job->ex->payload.data, job->ex->payload.len, md, &mdlen, EVP_sha256(), NULL)) {
+    if (!EVP_Digest(job->ex->payload.p, job->ex->payload.n, md, &mdlen, EVP_sha256(), NULL)) {
         job_finish(job, EXECMESH__V1__STATUS__FAILED, NULL, 0, 0, "sha256: digest failed", 1);
         return;
     }
@@ -65,20 +65,20 @@ static void sleep_done(void *arg) {
                  (long long)sj->ms);
         job_finish(job, EXECMESH__V1__STATUS__TIMED_OUT, NULL, 0, 0, msg, 0);
     } else {
-        job_finish(job, EXECMESH__V1__STATUS__SUCCEEDED, job->ex->payload.data, job->ex->payload.len, 0, NULL, 0);
+        job_finish(job, EXECMESH__V1__STATUS__SUCCEEDED, job->ex->payload.p, job->ex->payload.n, 0, NULL, 0);
     }
     free(sj);
 }
 
 static void run_sleep(ex_job_t *job) {
     char buf[32];
-    size_t n = job->ex->payload.len;
+    size_t n = job->ex->payload.n;
     if (n == 0 || n >= sizeof(buf)) {
         job_finish(job, EXECMESH__V1__STATUS__FAILED, NULL, 0, 0,
                    "sleep: payload must be a number of milliseconds (e.g. \"250\")", 1);
         return;
     }
-    memcpy(buf, job->ex->payload.data, n);
+    memcpy(buf, job->ex->payload.p, n);
     buf[n] = '\0';
     char *end;
     long long ms = strtoll(buf, &end, 10);

@@ -18,10 +18,25 @@
 typedef struct ex_batch ex_batch_t;
 typedef struct ex_handler ex_handler_t;
 
+/* Bytes inside the request (valid until the batch is answered). */
+typedef struct ex_span {
+    const uint8_t *p;
+    size_t n;
+} ex_span_t;
+
+/* An execution as it came in, read off the wire without copying. */
+typedef struct ex_exec {
+    ex_span_t id, handler, payload;
+    ex_span_t *headers; /* each map entry's encoded bytes, copied to the result as they are */
+    size_t nheaders;
+    uint32_t timeout_ms, attempt;
+    int64_t submitted_unix_ms;
+} ex_exec_t;
+
 typedef struct ex_job {
     ex_batch_t *batch;
     size_t idx;
-    const Execmesh__V1__Execution *ex;
+    const ex_exec_t *ex;
     ex_handler_t *handler;
     int64_t timeout_ms;
     int64_t started_unix_ms;

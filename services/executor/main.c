@@ -15,6 +15,7 @@
 #include "em_arena.h"
 #include "em_journal.h"
 #include "em_log.h"
+#include "em_pbwire.h"
 #include "em_metrics.h"
 #include "em_rpc_channel.h"
 #include "em_rpc_server.h"
@@ -67,6 +68,7 @@ typedef struct executor {
     atomic_int inflight;
     atomic_int batches;
     em_journal_t *journal;
+    size_t replica_len;
     em_metric_t *m_in, *m_out, *m_failed, *m_inflight, *m_busy, *m_publish_failed;
     em_metric_t *m_status[6];
 } executor_t;
@@ -74,18 +76,25 @@ typedef struct executor {
 static executor_t X;
 
 /* One Execute call: its executions, their results, and the publish of them. */
+/* One execution's outcome, encoded into the response when the batch is done. */
+typedef struct ex_result {
+    int status;
+    uint32_t attempt;
+    int32_t exit_code;
+    const uint8_t *output;
+    size_t output_len;
+    char *owned_output; /* output memory to free, or NULL */
+    char *error;        /* malloc'd, or NULL */
+    int64_t started_unix_ms, finished_unix_ms;
+} ex_result_t;
+
 struct ex_batch {
-    em_arena_t *arena; /* the batch, its decoded request and its bookkeeping */
+    em_arena_t *arena; /* the batch, the views of its request and its bookkeeping */
     em_rpc_call_t *call;
-    Execmesh__V1__ExecuteRequest *req;
     size_t n;
+    ex_exec_t *execs;
     ex_job_t *jobs;
-    Execmesh__V1__Result *res;
-    Execmesh__V1__Result **resp;
-    Execmesh__V1__Result__HeadersEntry *hdrs;
-    Execmesh__V1__Result__HeadersEntry **hdr_ptrs;
-    char **owned; /* per result: output or error memory to free */
-    char **owned_err;
+    ex_result_t *res;
     int prev_attempts;
     atomic_size_t pending;
     grpc_slice packed;
@@ -94,8 +103,8 @@ struct ex_batch {
 
 static void batch_free(ex_batch_t *b) {
     for (size_t i = 0; i < b->n; i++) {
-        free(b->owned[i]);
-        free(b->owned_err[i]);
+        free(b->res[i].owned_output);
+        free(b->res[i].error);
     }
     grpc_slice_unref(b->packed);
     atomic_fetch_sub(&X.inflight, (int)b->n);
@@ -110,7 +119,8 @@ static void publish(ex_batch_t *b);
  * each answered with an error (the scheduler runs it again). */
 static void batch_journal(ex_batch_t *b, char tag) {
     for (size_t i = 0; X.journal && i < b->n; i++)
-        em_journal_write(X.journal, "%c %s %u", tag, b->res[i].id, b->res[i].attempt);
+        em_journal_write(X.journal, "%c %.*s %u", tag, (int)b->execs[i].id.n, (const char *)b->execs[i].id.p,
+                         b->res[i].attempt);
 }
 
 /* Answers the Execute call with an error and frees the batch. */
@@ -163,16 +173,80 @@ static void publish(ex_batch_t *b) {
         batch_fail(b, "executor: cannot call a result sink");
 }
 
+/* One Result's bytes (proto3: zero and empty fields are left out). */
+static size_t result_size(const ex_batch_t *b, size_t i) {
+    const ex_exec_t *ex = &b->execs[i];
+    const ex_result_t *r = &b->res[i];
+    size_t n = 0;
+    if (ex->id.n)
+        n += em_pb_len_field_size(1, ex->id.n);
+    n += em_pb_varint_field_size(2, r->attempt);
+    if (r->status)
+        n += em_pb_varint_field_size(3, (uint64_t)r->status);
+    if (r->output_len)
+        n += em_pb_len_field_size(4, r->output_len);
+    if (r->error)
+        n += em_pb_len_field_size(5, strlen(r->error));
+    if (r->exit_code)
+        n += em_pb_varint_field_size(6, (uint64_t)(int64_t)r->exit_code);
+    n += em_pb_len_field_size(7, X.replica_len);
+    if (ex->submitted_unix_ms)
+        n += em_pb_varint_field_size(8, (uint64_t)ex->submitted_unix_ms);
+    n += em_pb_varint_field_size(9, (uint64_t)r->started_unix_ms) + em_pb_varint_field_size(10, (uint64_t)r->finished_unix_ms);
+    for (size_t k = 0; k < ex->nheaders; k++)
+        n += em_pb_len_field_size(11, ex->headers[k].n);
+    return n;
+}
+
+static uint8_t *result_write(uint8_t *o, const ex_batch_t *b, size_t i) {
+    const ex_exec_t *ex = &b->execs[i];
+    const ex_result_t *r = &b->res[i];
+    if (ex->id.n)
+        o = em_pb_write_len_field(o, 1, ex->id.p, ex->id.n);
+    o = em_pb_write_varint_field(o, 2, r->attempt);
+    if (r->status)
+        o = em_pb_write_varint_field(o, 3, (uint64_t)r->status);
+    if (r->output_len)
+        o = em_pb_write_len_field(o, 4, r->output, r->output_len);
+    if (r->error)
+        o = em_pb_write_len_field(o, 5, r->error, strlen(r->error));
+    if (r->exit_code)
+        o = em_pb_write_varint_field(o, 6, (uint64_t)(int64_t)r->exit_code); /* int32: sign-extended */
+    o = em_pb_write_len_field(o, 7, X.svc.replica, X.replica_len);
+    if (ex->submitted_unix_ms)
+        o = em_pb_write_varint_field(o, 8, (uint64_t)ex->submitted_unix_ms);
+    o = em_pb_write_varint_field(o, 9, (uint64_t)r->started_unix_ms);
+    o = em_pb_write_varint_field(o, 10, (uint64_t)r->finished_unix_ms);
+    for (size_t k = 0; k < ex->nheaders; k++) /* the map entries, as they came */
+        o = em_pb_write_len_field(o, 11, ex->headers[k].p, ex->headers[k].n);
+    return o;
+}
+
+/* The batch's results as ExecuteResponse bytes, which are also PublishRequest
+ * bytes (both are repeated Result results = 1): written once, sent both ways. */
+static grpc_slice pack_results(const ex_batch_t *b) {
+    size_t total = 0;
+    for (size_t i = 0; i < b->n; i++) {
+        size_t rs = result_size(b, i);
+        total += em_pb_len_field_size(1, rs);
+    }
+    grpc_slice s = grpc_slice_malloc(total);
+    uint8_t *o = GRPC_SLICE_START_PTR(s);
+    for (size_t i = 0; i < b->n; i++) {
+        o = em_pb_write_raw_varint(o, (1 << 3) | EM_PB_LEN);
+        o = em_pb_write_raw_varint(o, result_size(b, i));
+        o = result_write(o, b, i);
+    }
+    return s;
+}
+
 /* All jobs of b finished (on whichever thread finished the last one). */
 static void batch_done(ex_batch_t *b) {
     if (ex_env.abandon) {
         batch_fail(b, "executor draining: results not published");
         return;
     }
-    Execmesh__V1__ExecuteResponse out = EXECMESH__V1__EXECUTE_RESPONSE__INIT;
-    out.n_results = b->n;
-    out.results = b->resp;
-    b->packed = em_rpc_pack(&out.base);
+    b->packed = pack_results(b);
     publish(b);
 }
 
@@ -181,18 +255,17 @@ static void handler_start(ex_job_t *job);
 void job_finish(ex_job_t *job, Execmesh__V1__Status status, const uint8_t *output, size_t len, int owned,
                 const char *error, int exit_code) {
     ex_batch_t *b = job->batch;
-    Execmesh__V1__Result *r = &b->res[job->idx];
-    r->status = status;
-    r->output.data = (uint8_t *)(uintptr_t)output;
-    r->output.len = output ? len : 0;
+    ex_result_t *r = &b->res[job->idx];
+    r->status = (int)status;
+    r->output = output;
+    r->output_len = output ? len : 0;
     if (owned)
-        b->owned[job->idx] = (char *)(uintptr_t)output;
-    if (error) {
-        b->owned_err[job->idx] = strdup(error);
-        r->error = b->owned_err[job->idx] ? b->owned_err[job->idx] : (char *)(uintptr_t)"out of memory";
-    }
+        r->owned_output = (char *)(uintptr_t)output;
+    if (error)
+        r->error = strdup(error); /* NULL when out of memory: the status still says what happened */
     r->exit_code = exit_code;
-    em_journal_write(X.journal, "E %s %u %d", r->id, r->attempt, (int)status);
+    em_journal_write(X.journal, "E %.*s %u %d", (int)job->ex->id.n, (const char *)job->ex->id.p, r->attempt,
+                     (int)status);
     r->started_unix_ms = job->started_unix_ms ? job->started_unix_ms : em_now_unix_ms();
     r->finished_unix_ms = em_now_unix_ms();
     if ((unsigned)status < EM_ARRAY_LEN(X.m_status))
@@ -225,7 +298,8 @@ void job_finish(ex_job_t *job, Execmesh__V1__Status status, const uint8_t *outpu
 
 static void handler_start(ex_job_t *job) {
     ex_handler_t *h = job->handler;
-    em_journal_write(X.journal, "S %s %u", job->ex->id, job->batch->res[job->idx].attempt);
+    em_journal_write(X.journal, "S %.*s %u", (int)job->ex->id.n, (const char *)job->ex->id.p,
+                     job->batch->res[job->idx].attempt);
     if (h->async) {
         pthread_mutex_lock(&h->lock);
         if (h->running >= h->concurrency) {
@@ -245,11 +319,44 @@ static void handler_start(ex_job_t *job) {
     h->run(job);
 }
 
-static ex_handler_t *handler_find(const char *name) {
+static ex_handler_t *handler_find(const uint8_t *name, size_t n) {
     for (int i = 0; i < X.nhandlers; i++)
-        if (strcmp(X.handlers[i].name, name) == 0)
+        if (strlen(X.handlers[i].name) == n && memcmp(X.handlers[i].name, name, n) == 0)
             return &X.handlers[i];
     return NULL;
+}
+
+/* Reads one Execution's fields (the last value of a field wins); headers
+ * are kept as their encoded entries. EM_EINVAL when malformed. */
+static em_err_t read_execution(em_arena_t *a, const uint8_t *buf, size_t len, ex_exec_t *ex) {
+    const uint8_t *p = buf, *end = buf + len;
+    em_pb_field_t f;
+    em_err_t rc;
+    size_t nh = 0;
+    while ((rc = em_pb_next(&p, end, &f)) == EM_OK)
+        nh += f.number == 4;
+    if (rc != EM_ENOTFOUND)
+        return EM_EINVAL;
+    if (nh && !(ex->headers = em_arena_alloc(a, nh * sizeof(*ex->headers), 0)))
+        return EM_ENOMEM;
+    p = buf;
+    while (em_pb_next(&p, end, &f) == EM_OK) {
+        int want_len = f.number >= 1 && f.number <= 4;
+        int want_varint = f.number >= 5 && f.number <= 8;
+        if ((want_len && f.wire_type != EM_PB_LEN) || (want_varint && f.wire_type != EM_PB_VARINT))
+            return EM_EINVAL;
+        switch (f.number) {
+        case 1: ex->id = (ex_span_t){f.data, f.len}; break;
+        case 2: ex->handler = (ex_span_t){f.data, f.len}; break;
+        case 3: ex->payload = (ex_span_t){f.data, f.len}; break;
+        case 4: ex->headers[ex->nheaders++] = (ex_span_t){f.data, f.len}; break;
+        case 5: ex->timeout_ms = (uint32_t)f.varint; break;
+        case 7: ex->attempt = (uint32_t)f.varint; break;
+        case 8: ex->submitted_unix_ms = (int64_t)f.varint; break;
+        default: break;
+        }
+    }
+    return EM_OK;
 }
 
 /* Runs on the loop thread. */
@@ -261,18 +368,50 @@ static void on_execute(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_
         em_rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "executor: out of memory");
         return;
     }
-    ProtobufCAllocator al = em_arena_pb_allocator(arena);
-    Execmesh__V1__ExecuteRequest *in = execmesh__v1__execute_request__unpack(&al, len, req);
-    if (!in) {
+    /* the executions are read in place: views into the request, which the
+     * call keeps alive until it is answered */
+    const uint8_t *p = req, *end = req + len;
+    em_pb_field_t f;
+    em_err_t rc;
+    size_t n = 0;
+    while ((rc = em_pb_next(&p, end, &f)) == EM_OK)
+        n += f.number == 1;
+    if (rc != EM_ENOTFOUND) {
         em_arena_destroy(arena);
         em_rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "ExecuteRequest: cannot decode");
         return;
     }
-    size_t n = in->n_executions;
     if (n == 0) {
         em_arena_destroy(arena);
         em_rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "executions: empty");
         return;
+    }
+    ex_batch_t *b = em_arena_alloc(arena, sizeof(*b), 1);
+    if (b) {
+        b->arena = arena;
+        b->execs = em_arena_alloc(arena, n * sizeof(*b->execs), 1);
+        b->jobs = em_arena_alloc(arena, n * sizeof(*b->jobs), 1);
+        b->res = em_arena_alloc(arena, n * sizeof(*b->res), 1);
+    }
+    if (!b || !b->execs || !b->jobs || !b->res) {
+        em_arena_destroy(arena);
+        em_rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "executor: out of memory");
+        return;
+    }
+    size_t i = 0;
+    p = req;
+    while (em_pb_next(&p, end, &f) == EM_OK) {
+        if (f.number != 1)
+            continue;
+        if (f.wire_type != EM_PB_LEN || (rc = read_execution(arena, f.data, f.len, &b->execs[i])) != EM_OK) {
+            snprintf(msg, sizeof(msg), "executions[%zu]: %s", i,
+                     rc == EM_ENOMEM ? "out of memory" : "not a valid execmesh.v1.Execution");
+            em_arena_destroy(arena);
+            em_rpc_call_fail(call, rc == EM_ENOMEM ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_INVALID_ARGUMENT,
+                             msg);
+            return;
+        }
+        i++;
     }
     int now_inflight = atomic_fetch_add(&X.inflight, (int)n);
     if (now_inflight + (int)n > X.max_inflight) {
@@ -286,69 +425,30 @@ static void on_execute(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_
     }
     em_metric_add(X.m_in, (int64_t)n);
     em_metric_add(X.m_inflight, (int64_t)n);
-
-    size_t nhdr = 0;
-    for (size_t i = 0; i < n; i++)
-        nhdr += in->executions[i]->n_headers;
-    ex_batch_t *b = em_arena_alloc(arena, sizeof(*b), 1);
-    if (b) {
-        b->arena = arena;
-        b->jobs = em_arena_alloc(arena, n * sizeof(*b->jobs), 1);
-        b->res = em_arena_alloc(arena, n * sizeof(*b->res), 1);
-        b->resp = em_arena_alloc(arena, n * sizeof(*b->resp), 0);
-        b->owned = em_arena_alloc(arena, n * sizeof(*b->owned), 1);
-        b->owned_err = em_arena_alloc(arena, n * sizeof(*b->owned_err), 1);
-        b->hdrs = em_arena_alloc(arena, (nhdr ? nhdr : 1) * sizeof(*b->hdrs), 0);
-        b->hdr_ptrs = em_arena_alloc(arena, (nhdr ? nhdr : 1) * sizeof(*b->hdr_ptrs), 0);
-    }
-    if (!b || !b->jobs || !b->res || !b->resp || !b->owned || !b->owned_err || !b->hdrs || !b->hdr_ptrs) {
-        atomic_fetch_sub(&X.inflight, (int)n);
-        em_metric_add(X.m_inflight, -(int64_t)n);
-        em_arena_destroy(arena);
-        em_rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "executor: out of memory");
-        return;
-    }
     atomic_fetch_add(&X.batches, 1);
     b->call = call;
-    b->req = in;
     b->n = n;
     b->packed = grpc_empty_slice();
     b->prev_attempts = em_rpc_call_previous_attempts(call);
     atomic_init(&b->pending, n);
 
-    /* results first: a job may finish (and the batch complete) as soon as it starts */
-    size_t h = 0;
-    for (size_t i = 0; i < n; i++) {
-        const Execmesh__V1__Execution *ex = in->executions[i];
-        Execmesh__V1__Result *r = &b->res[i];
-        execmesh__v1__result__init(r);
-        b->resp[i] = r;
-        r->id = ex->id;
-        r->attempt = (ex->attempt ? ex->attempt : 1) + (uint32_t)b->prev_attempts;
-        r->executor = X.svc.replica;
-        r->submitted_unix_ms = ex->submitted_unix_ms;
-        r->n_headers = ex->n_headers;
-        r->headers = &b->hdr_ptrs[h];
-        for (size_t k = 0; k < ex->n_headers; k++, h++) {
-            execmesh__v1__result__headers_entry__init(&b->hdrs[h]);
-            b->hdrs[h].key = ex->headers[k]->key;
-            b->hdrs[h].value = ex->headers[k]->value;
-            b->hdr_ptrs[h] = &b->hdrs[h];
-        }
-        ex_job_t *job = &b->jobs[i];
-        job->batch = b;
-        job->idx = i;
-        job->ex = ex;
+    /* attempts first: a job may finish (and the batch complete) as soon as it starts */
+    for (size_t k = 0; k < n; k++) {
+        b->res[k].attempt = (b->execs[k].attempt ? b->execs[k].attempt : 1) + (uint32_t)b->prev_attempts;
+        b->jobs[k].batch = b;
+        b->jobs[k].idx = k;
+        b->jobs[k].ex = &b->execs[k];
     }
-    for (size_t i = 0; i < n; i++) {
-        ex_job_t *job = &b->jobs[i];
-        const Execmesh__V1__Execution *ex = job->ex;
-        ex_handler_t *hd = handler_find(ex->handler);
+    for (size_t k = 0; k < n; k++) {
+        ex_job_t *job = &b->jobs[k];
+        const ex_exec_t *ex = job->ex;
+        ex_handler_t *hd = handler_find(ex->handler.p, ex->handler.n);
         if (!hd) {
-            if (!*ex->handler)
+            if (!ex->handler.n)
                 snprintf(msg, sizeof(msg), "handler is required");
             else
-                snprintf(msg, sizeof(msg), "unknown handler '%.100s' (configured: %s)", ex->handler, X.handler_list);
+                snprintf(msg, sizeof(msg), "unknown handler '%.*s' (configured: %s)",
+                         (int)(ex->handler.n > 100 ? 100 : ex->handler.n), (const char *)ex->handler.p, X.handler_list);
             job_finish(job, EXECMESH__V1__STATUS__REJECTED, NULL, 0, 0, msg, 0);
             continue;
         }
@@ -370,7 +470,7 @@ static int setup_handlers(const em_config_t *cfg) {
                     em_config_source(cfg, "handlers.builtin"), name, builtin_names());
             return -1;
         }
-        if (handler_find(name))
+        if (handler_find((const uint8_t *)name, strlen(name)))
             continue;
         ex_handler_t *h = &X.handlers[X.nhandlers++];
         h->name = name;
@@ -421,6 +521,7 @@ int main(int argc, char **argv) {
         goto out;
     }
     register_metrics();
+    X.replica_len = strlen(X.svc.replica);
     em_err_t jerr;
     X.journal = em_journal_open(em_config_str(cfg, "executor.journal"), &jerr);
     if (jerr != EM_OK) {

@@ -41,12 +41,15 @@ def test_grpcio_submit_check_watch_and_drain():
 
         # Submit from grpcio, results read back
         resp = m.stub(sched).Submit(pb.SubmitRequest(executions=[
-            execution("oc-1", "echo", b"hi"), execution("", "sha256", b"abc")]), timeout=10)
+            execution("oc-1", "echo", b"hi", headers={"tenant": "acme", "trace": "00-ab-cd-01"}),
+            execution("", "sha256", b"abc")]), timeout=10)
         assert resp.ids[0] == "oc-1" and len(resp.ids[1]) == 32
         recs = m.kafka.read(m.topics["execmesh.results"], m.results_start,
                             until=lambda r: len(results_by_id(r)) >= 2, timeout=30, what="2 results")
         got = results_by_id(recs)
         assert got["oc-1"][0].output == b"hi"
+        assert dict(got["oc-1"][0].headers) == {"tenant": "acme", "trace": "00-ab-cd-01"}  # copied from the execution
+        assert got["oc-1"][0].submitted_unix_ms > 0 and got["oc-1"][0].finished_unix_ms >= got["oc-1"][0].started_unix_ms
         assert got[resp.ids[1]][0].output == b"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         assert all(status_name(r[0].status) == "SUCCEEDED" for r in got.values())
 
