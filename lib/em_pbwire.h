@@ -45,6 +45,9 @@ static inline em_err_t em_pb_varint(const uint8_t **p, const uint8_t *end, uint6
  * it is the inner loop of every wire-level reader on the hot path. */
 static inline em_err_t em_pb_next(const uint8_t **p, const uint8_t *end, em_pb_field_t *f) {
     uint64_t key;
+    f->varint = 0;
+    f->data = NULL;
+    f->len = 0;
     if (*p >= end)
         return EM_ENOTFOUND;
     if (em_pb_varint(p, end, &key))

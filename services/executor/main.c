@@ -333,14 +333,7 @@ static em_err_t read_execution(em_arena_t *a, const uint8_t *buf, size_t len, ex
     em_pb_field_t f;
     em_err_t rc;
     size_t nh = 0;
-    while ((rc = em_pb_next(&p, end, &f)) == EM_OK)
-        nh += f.number == 4;
-    if (rc != EM_ENOTFOUND)
-        return EM_EINVAL;
-    if (nh && !(ex->headers = em_arena_alloc(a, nh * sizeof(*ex->headers), 0)))
-        return EM_ENOMEM;
-    p = buf;
-    while (em_pb_next(&p, end, &f) == EM_OK) {
+    while ((rc = em_pb_next(&p, end, &f)) == EM_OK) {
         int want_len = f.number >= 1 && f.number <= 4;
         int want_varint = f.number >= 5 && f.number <= 8;
         if ((want_len && f.wire_type != EM_PB_LEN) || (want_varint && f.wire_type != EM_PB_VARINT))
@@ -349,13 +342,22 @@ static em_err_t read_execution(em_arena_t *a, const uint8_t *buf, size_t len, ex
         case 1: ex->id = (ex_span_t){f.data, f.len}; break;
         case 2: ex->handler = (ex_span_t){f.data, f.len}; break;
         case 3: ex->payload = (ex_span_t){f.data, f.len}; break;
-        case 4: ex->headers[ex->nheaders++] = (ex_span_t){f.data, f.len}; break;
+        case 4: nh++; break;
         case 5: ex->timeout_ms = (uint32_t)f.varint; break;
         case 7: ex->attempt = (uint32_t)f.varint; break;
         case 8: ex->submitted_unix_ms = (int64_t)f.varint; break;
         default: break;
         }
     }
+    if (rc != EM_ENOTFOUND)
+        return EM_EINVAL;
+    if (nh == 0) /* the common case: one pass */
+        return EM_OK;
+    if (!(ex->headers = em_arena_alloc(a, nh * sizeof(*ex->headers), 0)))
+        return EM_ENOMEM;
+    for (p = buf; em_pb_next(&p, end, &f) == EM_OK;)
+        if (f.number == 4)
+            ex->headers[ex->nheaders++] = (ex_span_t){f.data, f.len};
     return EM_OK;
 }
 
