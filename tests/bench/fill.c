@@ -9,7 +9,8 @@
  *   em-bench-fill --bootstrap B --topic T --count N [--rate R] [--payload 100]
  *                 [--prefix b-] [--handler echo] [--linger 5] [--measure-dr 1]
  * --measure-dr 1 also reports the delivery-report latency of the messages it
- * sent (Kafka's own produce latency on this machine, for comparison).
+ * sent, from each one's scheduled time when --rate is given: Kafka's own
+ * produce latency at that rate on this machine, the floor under the mesh's.
  * Prints "fill count=N seconds=S rate=R behind_max_ms=L".
  */
 #include <time.h>
@@ -79,8 +80,9 @@ int main(int argc, char **argv) {
 
     int64_t t0_ns = em_mono_ns(), t0_wall = em_now_unix_ms(), behind_max = 0;
     for (long long i = 0; i < count; i++) {
+        int64_t due_ns = 0;
         if (rate > 0) {
-            int64_t due_ns = t0_ns + (int64_t)((double)i * 1e9 / rate);
+            due_ns = t0_ns + (int64_t)((double)i * 1e9 / rate);
             int64_t now = em_mono_ns();
             if (due_ns > now + 200000) { /* ahead: serve reports, then sleep until due */
                 rd_kafka_poll(rk, 0);
@@ -96,7 +98,7 @@ int main(int argc, char **argv) {
         for (;;) {
             rd_kafka_resp_err_t e = rd_kafka_producev(rk, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
                                                       RD_KAFKA_V_KEY(id, strlen(id)), RD_KAFKA_V_VALUE(buf, len),
-                                                      RD_KAFKA_V_OPAQUE(measure ? (void *)(uintptr_t)em_mono_ns() : NULL),
+                                                      RD_KAFKA_V_OPAQUE(measure ? (void *)(uintptr_t)(due_ns ? due_ns : em_mono_ns()) : NULL),
                                                       RD_KAFKA_V_END);
             if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
                 break;

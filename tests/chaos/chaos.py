@@ -48,6 +48,7 @@ GOALS = {
 }
 HARD = {"kill9_executor", "kill9_sink", "kill9_scheduler", "stop_executor", "stop_scheduler", "partition_executor",
         "broker_down"}
+LIVES_ON = {"stop_executor", "partition_executor"}  # the victim runs on after the heal
 CLEAN = {"sigterm_executor", "sigterm_sink", "sigterm_scheduler", "notserving_executor", "add_executor",
          "add_scheduler", "add_sink", "remove_added"}
 
@@ -375,6 +376,13 @@ class Fault:
         self.dup = 0
         self.submit_errors = 0
         self.victim_proc = None
+        self.base_work = 0
+
+
+def work_taken(c, name):
+    """The work an executor or sink has taken so far (its calls in)."""
+    role = name.split("-")[0]
+    return c.metric(name, "execmesh_executions_in_total" if role == "executor" else "execmesh_sink_publish_calls_total")
 
 
 def wait_in_flight(c, name, timeout=30):
@@ -424,6 +432,7 @@ def apply(c, f, args):
         f.heal_ms = now_ms()
         c.restart(f.victim)
     elif f.kind.startswith("stop_"):
+        f.base_work = work_taken(c, f.victim) if f.victim.startswith(("executor", "sink")) else 0
         p.signal(signal.SIGSTOP)
 
         def state():
@@ -444,8 +453,10 @@ def apply(c, f, args):
         f.effect = f"new executions while NOT_SERVING: {after - before:.0f}"
         f.ok = after == before
         f.heal_ms = now_ms()
+        f.base_work = work_taken(c, f.victim)
         p.signal(signal.SIGUSR2)
     elif f.kind == "partition_executor":
+        f.base_work = work_taken(c, f.victim)  # read before the cut: its metrics port is behind the link
         c.ns.cut()
         f.effect = "link down"
         hold(f.hold_s)
@@ -497,6 +508,27 @@ def apply(c, f, args):
         f.heal_ms = now_ms()
     else:
         raise AssertionError(f"unknown fault {f.kind}")
+    # back in the picks: a healed or restarted executor or sink takes work
+    # again (the clients' reconnect backoff is up to grpc.reconnect_max_ms),
+    # so the next fault on its role finds a survivor and measures a reroute,
+    # not a reconnect
+    role = f.victim.split("-")[0] if f.victim else ""
+    if role in ("executor", "sink") and not f.kind.startswith(("add_", "remove")):
+        base = 0 if f.kind.startswith(("kill9", "sigterm")) else f.base_work
+        wait_for(lambda: work_taken(c, f.victim) > base, 20, f"{f.victim} taking work again after {f.kind}",
+                 interval=0.02)
+        f.figures["back_in_picks_ms"] = now_ms() - f.heal_ms
+    # a scheduler that was killed, drained or frozen (the group dropped it)
+    # rejoins: wait for the rebalance that brings it back to end, so its
+    # re-runs are counted for this fault, not the next
+    if role == "scheduler" and not f.kind.startswith(("add_", "remove")):
+        nparts = len(c.m.kafka.end_offsets(c.m.topics["execmesh.requests"]))
+
+        def rejoined():
+            owned = [c.metric(q.name, "execmesh_scheduler_assigned_partitions") for q in c.running("scheduler")]
+            return c.metric(f.victim, "execmesh_scheduler_assigned_partitions") > 0 and sum(owned) == nparts
+        wait_for(rejoined, 60, f"{f.victim} owning partitions again after {f.kind}", interval=0.05)
+        f.figures["rejoined_ms"] = now_ms() - f.heal_ms
     # settle: every replica that should run is SERVING again, and everything
     # that entered Kafka before the heal is committed (so the re-runs this
     # fault causes happen before the next fault, and are counted for it)
@@ -514,7 +546,7 @@ def schedule(quick, rounds, seed):
     base = [("kill9_executor", "executor-0", 5), ("kill9_sink", "sink-0", 5), ("kill9_scheduler", "scheduler-0", 8),
             ("sigterm_executor", "executor-1", 3), ("sigterm_sink", "sink-1", 3),
             ("sigterm_scheduler", "scheduler-1", 3), ("stop_executor", "executor-0", 8),
-            ("stop_scheduler", "scheduler-0", 10), ("notserving_executor", "executor-1", 5),
+            ("stop_scheduler", "scheduler-0", 14), ("notserving_executor", "executor-1", 5),
             ("partition_executor", "executor-2", 8), ("broker_down", "kafka", 6),
             ("add_executor", "executor-3", 0), ("add_scheduler", "scheduler-2", 0), ("add_sink", "sink-2", 0),
             ("remove_added", "added", 0)]
@@ -594,14 +626,22 @@ def figures(c, faults, recs, load):
         by_id.setdefault(eid, []).append((ts, attempt, executor))
     for v in by_id.values():
         v.sort()
-    # duplicates, each attributed to the latest fault before the extra result
+    # duplicates, each attributed to the latest fault before the extra result;
+    # but when a frozen or cut-off executor produced one of this id's results
+    # after its fault began (it re-published after the heal, perhaps while the
+    # next fault was on), to that executor's fault
     fault_times = sorted((f.t_ms, f) for f in faults if f.t_ms)
     for eid, rs in by_id.items():
         for ts, _, _ in rs[1:]:
             owner = None
+            victim_fault = None
             for t, f in fault_times:
                 if t <= ts:
                     owner = f
+                    if f.kind in LIVES_ON and any(ex == f.victim and t <= rts <= (f.heal_ms or t) + 30000
+                                                  for rts, _, ex in rs):
+                        victim_fault = f
+            owner = victim_fault or owner
             if owner:
                 owner.dup += 1
     exec_done = journal_index(c, "executor", "D")

@@ -26,7 +26,7 @@ for line in open(sys.argv[1], errors="replace"):
         r["figs"].setdefault(k, []).append(float(v))
 
 keep = ("reroute_ms", "out_of_picks_ms", "takeover_ms", "drain_s", "not_serving_ms_max", "recovery_s",
-        "first_work_ms", "stale_commits_refused")
+        "first_work_ms", "back_in_picks_ms", "stale_commits_refused")
 print("| fault | runs | shown to take effect | duplicates per run | failed Submits | worst figures |")
 print("|---|---|---|---|---|---|")
 for kind, r in rows.items():
