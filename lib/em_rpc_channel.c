@@ -38,7 +38,45 @@ struct em_rpc_channel {
     struct em_rpc_ccall *calls; /* open calls, so destroy can cancel them */
     pthread_mutex_t lock;
     pthread_cond_t cond;
+    /* The connectivity watch (see on_connectivity). */
+    em_rpc_tag_t watch_tag;
+    grpc_connectivity_state last_state;
+    atomic_int watching;
 };
+
+/* How long one connectivity watch waits before it is re-armed; bounds how
+ * long em_rpc_channel_destroy waits for the last one. */
+#define EM_WATCH_SLICE_MS 250
+
+static void watch_arm(em_rpc_channel_t *ch) {
+    grpc_channel_watch_connectivity_state(ch->channel, ch->last_state, em_rpc_deadline_ms(EM_WATCH_SLICE_MS), ch->cq,
+                                          &ch->watch_tag);
+}
+
+/* When the channel stops being READY, no replica is usable: the others may
+ * be waiting out a reconnect backoff (up to grpc.reconnect_max_ms) although
+ * they came back long ago, e.g. a sink that restarted while its peer lived.
+ * Resetting the backoff makes every replica be tried now, so the calls that
+ * wait for a ready replica move within a connect, not within a backoff. */
+static void on_connectivity(em_rpc_tag_t *tag, int ok) {
+    em_rpc_channel_t *ch = EM_CONTAINER_OF(tag, em_rpc_channel_t, watch_tag);
+    if (atomic_load(&ch->closing)) {
+        pthread_mutex_lock(&ch->lock);
+        atomic_store(&ch->watching, 0);
+        pthread_cond_broadcast(&ch->cond);
+        pthread_mutex_unlock(&ch->lock);
+        return;
+    }
+    if (ok) {
+        grpc_connectivity_state now = grpc_channel_check_connectivity_state(ch->channel, 0);
+        if (ch->last_state == GRPC_CHANNEL_READY && now != GRPC_CHANNEL_READY && now != GRPC_CHANNEL_SHUTDOWN) {
+            grpc_channel_reset_connect_backoff(ch->channel);
+            EM_DEBUG("rpc: no replica ready; reconnecting to every replica now", EM_F_INT("state", now));
+        }
+        ch->last_state = now;
+    }
+    watch_arm(ch);
+}
 
 typedef struct em_rpc_ccall {
     em_rpc_tag_t tag;
@@ -117,6 +155,10 @@ em_rpc_channel_t *em_rpc_channel_new(em_rpc_loop_t *loop, const char *target, co
         free(ch);
         return NULL;
     }
+    ch->watch_tag.done = on_connectivity;
+    ch->last_state = GRPC_CHANNEL_IDLE;
+    atomic_store(&ch->watching, 1);
+    watch_arm(ch);
     return ch;
 }
 
@@ -273,9 +315,9 @@ void em_rpc_channel_destroy(em_rpc_channel_t *ch) {
     for (em_rpc_ccall_t *c = ch->calls; c; c = c->next)
         grpc_call_cancel(c->call, NULL);
     int64_t deadline = em_mono_ms() + 5000;
-    while (atomic_load(&ch->active) > 0 && em_mono_ms() < deadline)
+    while ((atomic_load(&ch->active) > 0 || atomic_load(&ch->watching)) && em_mono_ms() < deadline)
         em_cond_wait_ms(&ch->cond, &ch->lock, deadline - em_mono_ms());
-    int left = atomic_load(&ch->active);
+    int left = atomic_load(&ch->active) + atomic_load(&ch->watching);
     pthread_mutex_unlock(&ch->lock);
     grpc_channel_destroy(ch->channel);
     if (left > 0) {

@@ -8,24 +8,29 @@
 # Then the chaos harness in its CI mode (scripts/chaos.sh --quick) and its
 # negative control. Everything is built with AddressSanitizer + UBSan and
 # -Werror; the suite
-# fails if any sanitizer report file exists at the end.
+# fails if any sanitizer report file exists at the end. Last, the benchmark
+# in its CI mode (scripts/bench.sh --quick, its own optimised build): it fails
+# the suite if an execution was lost; its figures are printed, not asserted.
 #
 #   scripts/test.sh                 everything
 #   scripts/test.sh -R PATTERN      only the tests whose ctest names match (e.g. -R unit, -R failover)
 #   scripts/test.sh --no-sanitize   a plain build (faster; CI always sanitizes)
 #   scripts/test.sh -j N            run N tests at once (default 1: the machine has 2 cores)
+#   scripts/test.sh --no-bench      skip the benchmark (it also runs only without -R, or with -R bench)
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
 pattern=""
 sanitize=ON
 jobs=1
+bench=yes
 while [ $# -gt 0 ]; do
   case "$1" in
     -R) pattern=$2; shift 2 ;;
     --no-sanitize) sanitize=OFF; shift ;;
+    --no-bench) bench=no; shift ;;
     -j) jobs=$2; shift 2 ;;
-    -h|--help) sed -n '3,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '3,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "test.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -78,6 +83,15 @@ for k in devkafka realkafka; do
   n=$(cd "$build" && ctest -N -R "integration\.$k\." 2>/dev/null | sed -n 's/^Total Tests: //p')
   echo "== integration tests on $k: ${n:-0}" >&2
 done
+
+if [ "$bench" = yes ] && { [ -z "$pattern" ] || [[ bench =~ $pattern ]]; }; then
+  stop_kafka  # the real broker is not needed any more: give the benchmark the machine
+  echo "== benchmark, CI mode (scripts/bench.sh --quick)" >&2
+  if ! "$top/scripts/bench.sh" --quick; then
+    echo "== the benchmark FAILED (an execution lost, or fewer results checked than sent)" >&2
+    rc=1
+  fi
+fi
 
 reports=$(find "$runs" -name 'asan*' -o -name 'ubsan*' 2>/dev/null | head -20)
 if [ -n "$reports" ]; then

@@ -57,12 +57,29 @@ def now_ms():
     return int(time.time() * 1000)
 
 
+_taken_ports = set()
+
+
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+    """A port for a replica that keeps its address across restarts. Picked
+    below the kernel's ephemeral range, so no outgoing connection can take
+    it between this check and the replica's bind (or while it is down)."""
+    lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    rnd = random.Random(os.getpid() ^ time.monotonic_ns())
+    for _ in range(1000):
+        p = rnd.randrange(max(1024, lo - 12000), lo)
+        if p in _taken_ports:
+            continue
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        _taken_ports.add(p)
+        return p
+    raise AssertionError("no free port below the ephemeral range")
 
 
 def log(msg):
@@ -627,19 +644,21 @@ def figures(c, faults, recs, load):
     for v in by_id.values():
         v.sort()
     # duplicates, each attributed to the latest fault before the extra result;
-    # but when a frozen or cut-off executor produced one of this id's results
-    # after its fault began (it re-published after the heal, perhaps while the
-    # next fault was on), to that executor's fault
+    # but when the id was re-dispatched (an attempt >= 2) and a frozen or
+    # cut-off executor produced one of its results after its fault began (it
+    # re-published after the heal, perhaps while the next fault was on), to
+    # that executor's fault
     fault_times = sorted((f.t_ms, f) for f in faults if f.t_ms)
     for eid, rs in by_id.items():
+        rerun = any(att >= 2 for _, att, _ in rs)  # re-dispatched, not re-read from Kafka
         for ts, _, _ in rs[1:]:
             owner = None
             victim_fault = None
             for t, f in fault_times:
                 if t <= ts:
                     owner = f
-                    if f.kind in LIVES_ON and any(ex == f.victim and t <= rts <= (f.heal_ms or t) + 30000
-                                                  for rts, _, ex in rs):
+                    if f.kind in LIVES_ON and rerun and any(ex == f.victim and t <= rts <= (f.heal_ms or t) + 30000
+                                                            for rts, _, ex in rs):
                         victim_fault = f
             owner = victim_fault or owner
             if owner:
