@@ -11,7 +11,9 @@ same Kafka, partition counts, message size and load, it measures
   open loop     a coordinated-omission-free generator (em-bench-fill --rate)
                 at 1,000/s and at half the closed-loop maximum; latency from
                 each execution's scheduled time to its result's delivery
-                report (the sink's execmesh_sink_latency_ms histogram)
+                report (the sink's execmesh_sink_latency_ms histogram); and
+                before each, Kafka alone at the same rate: the generator into
+                em-bench-passthrough --latency (consume -> produce, no gRPC)
 
 with CPU seconds per execution for every service and the broker, and each
 service's peak RSS. Prints a table and one line
@@ -23,6 +25,7 @@ import argparse
 import json
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -261,8 +264,10 @@ class Bench:
                 "duplicates": int(chk.get("duplicates", 0))}
 
     def open_loop(self, rates, duration):
-        """Each rate twice: Kafka alone (em-bench-fill's own delivery reports,
-        one produce hop, the floor under any figure of ours), then the mesh."""
+        """Each rate twice: Kafka alone (em-bench-passthrough --latency: the
+        generator's produce, a consume and a produce, with the latency
+        profile's fetch wait and linger, no gRPC: the floor under any figure
+        of ours), then the mesh."""
         out = []
         m = MeshRun(self, "o1", 1, LATENCY, "bench.ol.requests", "bench.ol.results", "bench-ol", start_paused=False)
         sent = 0
@@ -271,12 +276,8 @@ class Bench:
             if self.args.kafka == "dev":
                 count = min(count, DEV_OPEN_LOOP_MAX)  # devkafka keeps 5 MiB per partition
             prefix = f"o{sent}-"
-            log(f"open loop at {rate:.0f}/s: Kafka alone, {count} records")
-            floor, rc = run_tool("fill", "--bootstrap", self.kafka.bootstrap, "--topic", "bench.ol.floor",
-                                 "--count", count, "--rate", int(rate), "--prefix", prefix, "--linger", "0",
-                                 "--measure-dr", 1, timeout=count / rate * 4 + 120)
-            if rc:
-                raise SystemExit("the Kafka-alone open-loop fill failed")
+            log(f"open loop at {rate:.0f}/s: Kafka alone (consume -> produce, no gRPC), {count} records")
+            floor = self.kafka_floor(rate, count, prefix)
             log(f"open loop at {rate:.0f}/s: the mesh, {count} executions")
             before = m.latency()
             fill, rc = run_tool("fill", "--bootstrap", self.kafka.bootstrap, "--topic", "bench.ol.requests",
@@ -293,13 +294,40 @@ class Bench:
             out.append({"rate": rate, "count": count, "p50": percentile(h, 0.5), "p99": percentile(h, 0.99),
                         "p999": percentile(h, 0.999), "max": self._max(h),
                         "behind_ms": float(fill.get("behind_max_ms", 0)),
-                        "kafka_p50": float(floor.get("dr_p50_ms", "nan")),
-                        "kafka_p99": float(floor.get("dr_p99_ms", "nan")),
-                        "kafka_p999": float(floor.get("dr_p999_ms", "nan")),
+                        "kafka_p50": float(floor.get("p50_ms", "nan")),
+                        "kafka_p99": float(floor.get("p99_ms", "nan")),
+                        "kafka_p999": float(floor.get("p999_ms", "nan")),
                         "found": int(chk.get("found", 0)), "missing": int(chk.get("missing", count))})
         rss = m.rss()
         m.stop()
         return out, rss
+
+    def kafka_floor(self, rate, count, prefix):
+        pt = subprocess.Popen([os.path.join(TOOLS, "em-bench-passthrough"), "--bootstrap", self.kafka.bootstrap,
+                               "--group", f"bench-floor-{prefix}", "--in", "bench.ol.floor", "--out", "bench.ol.floor.out",
+                               "--count", str(count), "--latency", "1",
+                               "--linger", str(LATENCY["sink"]["kafka.linger_ms"]),
+                               "--fetch-wait", str(LATENCY["scheduler"]["kafka.fetch_wait_max_ms"])],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            ready, _, _ = select.select([pt.stdout], [], [], 60)  # bounded: its first line, or nothing
+            line = pt.stdout.readline() if ready else ""
+            if not line.startswith("passthrough assigned"):
+                raise SystemExit(f"em-bench-passthrough --latency did not get its partitions: {line!r}")
+            fill, rc = run_tool("fill", "--bootstrap", self.kafka.bootstrap, "--topic", "bench.ol.floor",
+                                "--count", count, "--rate", int(rate), "--prefix", prefix, "--linger", "0",
+                                timeout=count / rate * 4 + 120)
+            if rc:
+                raise SystemExit("the Kafka-alone open-loop fill failed")
+            rest, _ = pt.communicate(timeout=120)
+        finally:
+            if pt.poll() is None:
+                pt.kill()
+                pt.wait()
+        last = rest.strip().splitlines()[-1] if rest.strip() else ""
+        if pt.returncode != 0:
+            raise SystemExit(f"em-bench-passthrough --latency exited {pt.returncode}: {last}")
+        return dict(kv.split("=", 1) for kv in last.split()[1:] if "=" in kv)
 
     @staticmethod
     def _max(h):
@@ -326,7 +354,7 @@ def main():
         args.count = min(args.count, 300_000)
         args.open_loop_s = 8
     args.topics = {"bench.requests": 64, "bench.pt.results": 128, "bench.c1.results": 128, "bench.c2.results": 128,
-                   "bench.ol.requests": 64, "bench.ol.results": 128, "bench.ol.floor": 64}
+                   "bench.ol.requests": 64, "bench.ol.results": 128, "bench.ol.floor": 64, "bench.ol.floor.out": 128}
     t_start = time.monotonic()
     b = Bench(args)
     lost = 1
@@ -364,7 +392,7 @@ def main():
                   f"broker:{c['broker_cpu_us']:.1f}   {rss}")
         for o in ol:
             print(f"open loop {o['rate']:>8.0f}/s x {o['count']}: mesh p50={o['p50']} p99={o['p99']} p999={o['p999']} "
-                  f"max={o['max']} ms (generator behind at most {o['behind_ms']:.1f} ms); Kafka alone, one produce: "
+                  f"max={o['max']} ms (generator behind at most {o['behind_ms']:.1f} ms); Kafka alone (produce, consume, produce): "
                   f"p50={o['kafka_p50']} p99={o['kafka_p99']} p999={o['kafka_p999']} ms")
         print("settings: throughput " + json.dumps(THROUGHPUT))
         print("settings: latency " + json.dumps(LATENCY))

@@ -5,6 +5,7 @@
  * loop is free of coordinated omission: execution i is *scheduled* at
  * t0 + i/rate and carries that time in submitted_unix_ms whatever happens
  * to the sending, so a stalled mesh shows up as latency, not as fewer sends.
+ * The record's Kafka timestamp is that scheduled time too.
  *
  *   em-bench-fill --bootstrap B --topic T --count N [--rate R] [--payload 100]
  *                 [--prefix b-] [--handler echo] [--linger 5] [--measure-dr 1]
@@ -98,6 +99,7 @@ int main(int argc, char **argv) {
         for (;;) {
             rd_kafka_resp_err_t e = rd_kafka_producev(rk, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
                                                       RD_KAFKA_V_KEY(id, strlen(id)), RD_KAFKA_V_VALUE(buf, len),
+                                                      RD_KAFKA_V_TIMESTAMP(rate > 0 ? ex.submitted_unix_ms : 0),
                                                       RD_KAFKA_V_OPAQUE(measure ? (void *)(uintptr_t)(due_ns ? due_ns : em_mono_ns()) : NULL),
                                                       RD_KAFKA_V_END);
             if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
