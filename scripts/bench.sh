@@ -13,7 +13,9 @@
 #   scripts/bench.sh                 2,000,000 executions on devkafka
 #   scripts/bench.sh --quick         300,000 and short open-loop phases (CI; a few minutes)
 #   scripts/bench.sh --kafka real    on a real broker (scripts/kafka.sh), started for the run
-#   --count N, --build DIR (default build-bench/, an optimised build without sanitizers)
+#   --count N, --build DIR (default build-bench/, an optimised build without sanitizers),
+#   --prefetch-kb N (the schedulers' kafka.queued_max_kbytes), --skip-222, --skip-open-loop,
+#   --set ROLE:KEY=VALUE (a setting of the throughput profile, repeatable)
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,9 +24,9 @@ pass=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --build) build=$2; shift 2 ;;
-    --quick|--skip-222) pass+=("$1"); shift ;;
-    --kafka|--count|--open-loop-s) pass+=("$1" "$2"); shift 2 ;;
-    -h|--help) sed -n '3,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --quick|--skip-222|--skip-open-loop) pass+=("$1"); shift ;;
+    --kafka|--count|--open-loop-s|--prefetch-kb|--set) pass+=("$1" "$2"); shift 2 ;;
+    -h|--help) sed -n '3,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
   esac
 done

@@ -38,8 +38,7 @@ static sc_item_t *item_new_locked(scheduler_t *s) {
     if (it) {
         s->free_items = it->next;
         s->nfree_items--;
-        memset(it, 0, offsetof(sc_item_t, dead_reason));
-        it->dead_reason[0] = '\0';
+        memset(it, 0, sizeof(*it));
         return it;
     }
     return calloc(1, sizeof(*it));
@@ -50,6 +49,8 @@ static void item_free_locked(scheduler_t *s, sc_item_t *it) {
         rd_kafka_message_destroy(it->raw);
     if (it->has_body)
         grpc_slice_unref(it->body);
+    free(it->dead_reason);
+    it->dead_reason = NULL;
     if (s->nfree_items < SC_MAX_FREE_ITEMS) {
         it->next = s->free_items;
         s->free_items = it;
@@ -135,7 +136,7 @@ static void dead_send_locked(scheduler_t *s, sc_item_t *it) {
     char source[300];
     snprintf(source, sizeof(source), "%s/%" PRId32 "/%" PRId64, s->topic_requests, it->part->id, it->offset);
     rd_kafka_headers_t *h = rd_kafka_headers_new(2);
-    rd_kafka_header_add(h, "execmesh-error", -1, it->dead_reason, -1);
+    rd_kafka_header_add(h, "execmesh-error", -1, it->dead_reason ? it->dead_reason : "unreadable", -1);
     rd_kafka_header_add(h, "execmesh-source", -1, source, -1);
     em_err_t rc = em_producer_send(s->producer, s->t_dead, m->key, m->key_len, m->payload, m->len, h, 0, &it->dr);
     if (rc != EM_OK) {
@@ -148,7 +149,8 @@ static void dead_send_locked(scheduler_t *s, sc_item_t *it) {
 static void dead_letter_locked(scheduler_t *s, sc_item_t *it, const char *reason) {
     rd_kafka_message_t *msg = it->raw;
     it->dr.done = on_dead_delivery;
-    snprintf(it->dead_reason, sizeof(it->dead_reason), "%s", reason);
+    free(it->dead_reason);
+    it->dead_reason = strdup(reason); /* NULL (out of memory) still dead-letters, as "unreadable" */
     EM_WARN("input dead-lettered", EM_F_STR("reason", reason), EM_F_INT("partition", it->part->id),
             EM_F_INT("offset", it->offset), EM_F_UINT("bytes", msg->len));
     dead_send_locked(s, it);
@@ -435,15 +437,38 @@ void sc_dispatch_locked(scheduler_t *s) {
     }
     em_metric_set(s->m_inflight, s->inflight_items);
     em_metric_set(s->m_pending, s->npending);
+    if (s->held_since && s->npending <= s->max_pending / 4 * 3)
+        pthread_cond_broadcast(&s->cond); /* the consumer may take records again */
 }
 
 /* ---- flow control ------------------------------------------------------- */
 
-/* Pauses the assigned partitions while too much waits for dispatch (a
- * backlog waits in Kafka, not in memory) or an operator paused consumption;
- * resumes at half the mark. Partitions assigned while paused are paused too. */
+/* A held intake turns into paused partitions after this long. */
+#define SC_HOLD_PAUSE_MS 5000
+
+/* While dispatch.max_pending executions wait, the consumer takes nothing
+ * and librdkafka's prefetch (kafka.queued_max_kbytes) fills and stops
+ * fetching: the backlog waits in Kafka, not in memory. Pausing partitions
+ * would do the same, but librdkafka drops a paused partition's prefetched
+ * records and fetches them again on resume, which costs most of the
+ * throughput when the mark is reached many times a second. */
+size_t sc_intake_room_locked(scheduler_t *s) {
+    if (s->paused || s->npending < s->max_pending) {
+        s->held_since = 0;
+        return (size_t)(s->max_pending - s->npending < s->poll_batch ? s->max_pending - s->npending : s->poll_batch);
+    }
+    if (!s->held_since)
+        s->held_since = em_mono_ms();
+    return 0;
+}
+
+/* Pauses the assigned partitions while an operator paused consumption, or
+ * when the intake was held for SC_HOLD_PAUSE_MS (the executors are not
+ * keeping up for long: stop fetching for good, and keep the consumer
+ * polling so the group sees it alive); resumes at half the mark.
+ * Partitions assigned while paused are paused too. */
 void sc_flow_control_locked(scheduler_t *s) {
-    int want_pause = s->admin_paused || s->npending >= s->max_pending;
+    int want_pause = s->admin_paused || (s->held_since && em_mono_ms() - s->held_since >= SC_HOLD_PAUSE_MS);
     int want_resume = !s->admin_paused && s->npending <= s->max_pending / 2;
     int stale = s->paused && s->paused_gen != s->assign_gen;
     if (!stale && (s->paused ? !want_resume : !want_pause))
@@ -463,6 +488,7 @@ void sc_flow_control_locked(scheduler_t *s) {
         em_consumer_pause(s->consumer, a);
     s->paused = !s->paused;
     s->paused_gen = s->assign_gen;
+    s->held_since = 0;
     em_metric_set(s->m_paused, s->paused);
     EM_DEBUG(s->paused ? "consumption paused" : "consumption resumed", EM_F_INT("pending", s->npending));
     rd_kafka_topic_partition_list_destroy(a);

@@ -65,7 +65,18 @@ static void *consumer_main(void *arg) {
         int timeout = s->paused ? 10 : 100;
         if (next_commit - now < timeout)
             timeout = next_commit - now > 0 ? (int)(next_commit - now) : 0;
-        size_t n = em_consumer_poll(s->consumer, msgs, (size_t)s->poll_batch, timeout);
+        size_t n = 0;
+        pthread_mutex_lock(&s->lock);
+        size_t room = sc_intake_room_locked(s);
+        if (room == 0) { /* pending is full: wait for dispatch to make room */
+            em_metric_set(s->m_paused, 1);
+            em_cond_wait_ms(&s->cond, &s->lock, timeout);
+            pthread_mutex_unlock(&s->lock);
+        } else {
+            em_metric_set(s->m_paused, s->paused);
+            pthread_mutex_unlock(&s->lock);
+            n = em_consumer_poll(s->consumer, msgs, room, timeout);
+        }
         rd_kafka_topic_partition_list_t *commit = NULL;
         pthread_mutex_lock(&s->lock);
         sc_consumer_turn_locked(s);

@@ -51,7 +51,7 @@ typedef struct sc_item {
     int64_t submitted_unix_ms;   /* appended when the record had none (its Kafka timestamp), else 0 */
     em_delivery_t dr;
     struct scheduler *s;
-    char dead_reason[256];
+    char *dead_reason;           /* a dead-lettered record's reason (malloc'd; NULL for the others) */
 } sc_item_t;
 
 typedef struct scheduler {
@@ -82,6 +82,7 @@ typedef struct scheduler {
     int inflight_items;
     int inflight_calls;
     int paused;
+    int64_t held_since;       /* 0, or since when the consumer takes nothing: pending is full */
     int admin_paused;         /* an operator paused consumption (POST /admin/pause) */
     int assign_gen, paused_gen;
     int64_t backoff_until_ms;
@@ -98,6 +99,8 @@ typedef struct scheduler {
 
 /* dispatch.c */
 void sc_accept_locked(scheduler_t *s, rd_kafka_message_t *msg);
+/* How many records the consumer may take now (0: pending is full, hold). */
+size_t sc_intake_room_locked(scheduler_t *s);
 void sc_dispatch_locked(scheduler_t *s);
 void sc_commit_tick_locked(scheduler_t *s, rd_kafka_topic_partition_list_t **out);
 void sc_on_assign(void *ctx, const rd_kafka_topic_partition_list_t *parts);

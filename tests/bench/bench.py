@@ -348,8 +348,21 @@ def main():
     ap.add_argument("--quick", action="store_true", help="fewer executions and shorter open-loop phases (CI)")
     ap.add_argument("--open-loop-s", type=int, default=20)
     ap.add_argument("--skip-222", action="store_true")
+    ap.add_argument("--skip-open-loop", action="store_true")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="ROLE:KEY=VALUE",
+                    help="override a setting of the throughput profile (repeatable), e.g. scheduler:dispatch.max_pending=20000")
+    ap.add_argument("--prefetch-kb", type=int, default=0,
+                    help="the schedulers' kafka.queued_max_kbytes in the throughput profile (default 131072)")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda sig, frame: sys.exit(f"bench: stopped by signal {sig}"))
+    if args.prefetch_kb:
+        THROUGHPUT["scheduler"]["kafka.queued_max_kbytes"] = args.prefetch_kb
+    for kv in args.sets:
+        role, _, rest = kv.partition(":")
+        key, _, value = rest.partition("=")
+        if role not in THROUGHPUT or not key or not value:
+            ap.error(f"--set {kv}: expected ROLE:KEY=VALUE with ROLE one of {', '.join(THROUGHPUT)}")
+        THROUGHPUT[role][key] = value
     if args.quick:
         args.count = min(args.count, 300_000)
         args.open_loop_s = 8
@@ -378,7 +391,7 @@ def main():
             c2 = b.closed_loop(2, "bench.requests", "bench.c2.results", "bench-c2")
             log(f"mesh 2/2/2 {c2['rate']:.0f}/s, checked {c2['found']}/{args.count}")
         best = max(c1["rate"], c2["rate"] if c2 else 0)
-        ol, ol_rss = b.open_loop([1000, best / 2], args.open_loop_s)
+        ol, ol_rss = ([], {}) if args.skip_open_loop else b.open_loop([1000, best / 2], args.open_loop_s)
 
         print()
         print(f"{'run':14} {'execs/s':>10} {'per min':>12} {'ratio':>6}  cpu us/exec (service: us)   rss MB")
@@ -399,14 +412,17 @@ def main():
         runs = [c for c in (c1, c2) if c]
         lost = sum(c["missing"] for c in runs) + sum(o["missing"] for o in ol)
         checked = min(c["found"] for c in runs)
-        rss_max = max(max(c["rss"].values()) for c in runs + [{"rss": ol_rss}])
+        rss_max = max(max(c["rss"].values(), default=0) for c in runs + [{"rss": ol_rss}])
         e2e = c1["rate"]
-        half = ol[1]
+        nan = float("nan")
+        none = {"p50": nan, "p99": nan, "p999": nan, "rate": 0, "kafka_p99": nan}
+        half = ol[1] if ol else none
+        ol1k = ol[0] if ol else none
         print(f"RESULT passthrough_per_min={pt_rate * 60:.0f} e2e_per_min={e2e * 60:.0f} ratio={e2e / pt_rate:.3f} "
               f"e2e222_per_min={(c2['rate'] * 60 if c2 else 0):.0f} p50_ms={half['p50']} p99_ms={half['p99']} "
-              f"p999_ms={half['p999']} half_max_rate={half['rate']:.0f} p99_ms_1k={ol[0]['p99']} "
-              f"kafka_p99_ms={half['kafka_p99']} kafka_p99_ms_1k={ol[0]['kafka_p99']} "
-              f"rss_mb_max={rss_max:.0f} lost={lost} results_checked={checked} executions={args.count} "
+              f"p999_ms={half['p999']} half_max_rate={half['rate']:.0f} p99_ms_1k={ol1k['p99']} "
+              f"kafka_p99_ms={half['kafka_p99']} kafka_p99_ms_1k={ol1k['kafka_p99']} "
+              f"rss_mb_max={rss_max:.0f} prefetch_kb={THROUGHPUT['scheduler']['kafka.queued_max_kbytes']} lost={lost} results_checked={checked} executions={args.count} "
               f"kafka={args.kafka} wall_s={time.monotonic() - t_start:.0f}")
     finally:
         b.close()
