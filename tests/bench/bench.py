@@ -282,6 +282,7 @@ class Bench:
             before = m.latency()
             fill, rc = run_tool("fill", "--bootstrap", self.kafka.bootstrap, "--topic", "bench.ol.requests",
                                 "--count", count, "--rate", int(rate), "--prefix", prefix, "--linger", "0",
+                                "--warmup-topic", "bench.warmup",
                                 timeout=count / rate * 4 + 120)
             if rc:
                 raise SystemExit("the open-loop fill failed")
@@ -316,6 +317,7 @@ class Bench:
                 raise SystemExit(f"em-bench-passthrough --latency did not get its partitions: {line!r}")
             fill, rc = run_tool("fill", "--bootstrap", self.kafka.bootstrap, "--topic", "bench.ol.floor",
                                 "--count", count, "--rate", int(rate), "--prefix", prefix, "--linger", "0",
+                                "--warmup-topic", "bench.warmup",
                                 timeout=count / rate * 4 + 120)
             if rc:
                 raise SystemExit("the Kafka-alone open-loop fill failed")
@@ -367,7 +369,7 @@ def main():
         args.count = min(args.count, 300_000)
         args.open_loop_s = 8
     args.topics = {"bench.requests": 64, "bench.pt.results": 128, "bench.c1.results": 128, "bench.c2.results": 128,
-                   "bench.ol.requests": 64, "bench.ol.results": 128, "bench.ol.floor": 64, "bench.ol.floor.out": 128}
+                   "bench.ol.requests": 64, "bench.ol.results": 128, "bench.ol.floor": 64, "bench.ol.floor.out": 128, "bench.warmup": 1}
     t_start = time.monotonic()
     b = Bench(args)
     lost = 1
