@@ -79,6 +79,10 @@ args=(--output-on-failure --timeout 900 -j "$jobs")
 [ -n "$pattern" ] && args+=(-R "$pattern")
 rc=0
 (cd "$build" && ctest "${args[@]}") || rc=$?
+# the figures the tests print (one line each: E2E, FAILOVER, BROKER_RESTART, ...), from the
+# full test output (kept: the next ctest call would overwrite LastTest.log)
+cp "$build/Testing/Temporary/LastTest.log" "$runs/ctest-output.log" 2>/dev/null || true
+grep -E '^[A-Z][A-Z0-9_]+ [a-z][a-z0-9_]*[ =]' "$runs/ctest-output.log" 2>/dev/null | sed 's/^/   /' >&2 || true
 for k in devkafka realkafka; do
   n=$(cd "$build" && ctest -N -R "integration\.$k\." 2>/dev/null | sed -n 's/^Total Tests: //p')
   echo "== integration tests on $k: ${n:-0}" >&2
