@@ -60,6 +60,22 @@ static void item_free_locked(scheduler_t *s, sc_item_t *it) {
     }
 }
 
+void sc_items_release_all(scheduler_t *s) {
+    while (s->pend_head) {
+        sc_item_t *it = s->pend_head;
+        s->pend_head = it->next;
+        item_free_locked(s, it); /* recycled or freed; the recycled are freed below */
+    }
+    s->pend_tail = NULL;
+    s->npending = 0;
+    while (s->free_items) {
+        sc_item_t *it = s->free_items;
+        s->free_items = it->next;
+        free(it);
+    }
+    s->nfree_items = 0;
+}
+
 /* The item leaves the scheduler: durable means its result (or dead letter)
  * is stored, so its offset may be committed. */
 static void item_done_locked(scheduler_t *s, sc_item_t *it, int durable) {
@@ -453,13 +469,19 @@ void sc_dispatch_locked(scheduler_t *s) {
  * records and fetches them again on resume, which costs most of the
  * throughput when the mark is reached many times a second. */
 size_t sc_intake_room_locked(scheduler_t *s) {
-    if (s->paused || s->npending < s->max_pending) {
+    size_t room = 0;
+    if (s->paused) { /* paused partitions deliver nothing: the poll serves the group's events */
         s->held_since = 0;
-        return (size_t)(s->max_pending - s->npending < s->poll_batch ? s->max_pending - s->npending : s->poll_batch);
-    }
-    if (!s->held_since)
+        room = (size_t)s->poll_batch;
+    } else if (s->npending < s->max_pending) { /* re-dispatches may push pending past the mark */
+        s->held_since = 0;
+        int left = s->max_pending - s->npending;
+        room = (size_t)(left < s->poll_batch ? left : s->poll_batch);
+    } else if (!s->held_since) {
         s->held_since = em_mono_ms();
-    return 0;
+    }
+    em_metric_set(s->m_paused, s->paused || s->held_since);
+    return room;
 }
 
 /* Pauses the assigned partitions while an operator paused consumption, or
@@ -489,7 +511,6 @@ void sc_flow_control_locked(scheduler_t *s) {
     s->paused = !s->paused;
     s->paused_gen = s->assign_gen;
     s->held_since = 0;
-    em_metric_set(s->m_paused, s->paused);
     EM_DEBUG(s->paused ? "consumption paused" : "consumption resumed", EM_F_INT("pending", s->npending));
     rd_kafka_topic_partition_list_destroy(a);
 }

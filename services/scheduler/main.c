@@ -69,11 +69,9 @@ static void *consumer_main(void *arg) {
         pthread_mutex_lock(&s->lock);
         size_t room = sc_intake_room_locked(s);
         if (room == 0) { /* pending is full: wait for dispatch to make room */
-            em_metric_set(s->m_paused, 1);
             em_cond_wait_ms(&s->cond, &s->lock, timeout);
             pthread_mutex_unlock(&s->lock);
         } else {
-            em_metric_set(s->m_paused, s->paused);
             pthread_mutex_unlock(&s->lock);
             n = em_consumer_poll(s->consumer, msgs, room, timeout);
         }
@@ -263,22 +261,7 @@ out:
         s.svc.timers = NULL;
     }
     em_rpc_channel_destroy(s.executors);
-    /* what is still queued was never dispatched: nothing to commit for it;
-     * its records go back to the consumer before the consumer goes */
-    while (s.pend_head) {
-        sc_item_t *it = s.pend_head;
-        s.pend_head = it->next;
-        if (it->raw)
-            rd_kafka_message_destroy(it->raw);
-        if (it->has_body)
-            grpc_slice_unref(it->body);
-        free(it);
-    }
-    while (s.free_items) {
-        sc_item_t *it = s.free_items;
-        s.free_items = it->next;
-        free(it);
-    }
+    sc_items_release_all(&s); /* their records go back to the consumer before the consumer goes */
     em_consumer_destroy(s.consumer);
     em_producer_destroy(s.producer);
     for (int i = 0; i < s.nparts; i++)

@@ -99,6 +99,9 @@ typedef struct scheduler {
 
 /* dispatch.c */
 void sc_accept_locked(scheduler_t *s, rd_kafka_message_t *msg);
+/* At exit: frees the executions still pending (never dispatched: nothing
+ * to commit for them) and the recycled items. Call before the consumer goes. */
+void sc_items_release_all(scheduler_t *s);
 /* How many records the consumer may take now (0: pending is full, hold). */
 size_t sc_intake_room_locked(scheduler_t *s);
 void sc_dispatch_locked(scheduler_t *s);

@@ -280,12 +280,7 @@ class Bench:
             floor = self.kafka_floor(rate, count, prefix)
             log(f"open loop at {rate:.0f}/s: the mesh, {count} executions")
             before = m.latency()
-            fill, rc = run_tool("fill", "--bootstrap", self.kafka.bootstrap, "--topic", "bench.ol.requests",
-                                "--count", count, "--rate", int(rate), "--prefix", prefix, "--linger", "0",
-                                "--warmup-topic", "bench.warmup",
-                                timeout=count / rate * 4 + 120)
-            if rc:
-                raise SystemExit("the open-loop fill failed")
+            fill = self.open_loop_fill("bench.ol.requests", rate, count, prefix)
             sent += count
             wait_for(lambda: diff_hist(m.latency(), before)[-1][1] >= count, 120,
                      f"all {count} open-loop results delivered (the sink's latency histogram)", interval=0.2)
@@ -303,6 +298,15 @@ class Bench:
         m.stop()
         return out, rss
 
+    def open_loop_fill(self, topic, rate, count, prefix):
+        """The generator at a fixed rate, warmed up first; its summary fields."""
+        fill, rc = run_tool("fill", "--bootstrap", self.kafka.bootstrap, "--topic", topic, "--count", count,
+                            "--rate", int(rate), "--prefix", prefix, "--linger", "0", "--warmup-topic", "bench.warmup",
+                            timeout=count / rate * 4 + 120)
+        if rc:
+            raise SystemExit(f"the open-loop fill of {topic} failed")
+        return fill
+
     def kafka_floor(self, rate, count, prefix):
         pt = subprocess.Popen([os.path.join(TOOLS, "em-bench-passthrough"), "--bootstrap", self.kafka.bootstrap,
                                "--group", f"bench-floor-{prefix}", "--in", "bench.ol.floor", "--out", "bench.ol.floor.out",
@@ -315,12 +319,7 @@ class Bench:
             line = pt.stdout.readline() if ready else ""
             if not line.startswith("passthrough assigned"):
                 raise SystemExit(f"em-bench-passthrough --latency did not get its partitions: {line!r}")
-            fill, rc = run_tool("fill", "--bootstrap", self.kafka.bootstrap, "--topic", "bench.ol.floor",
-                                "--count", count, "--rate", int(rate), "--prefix", prefix, "--linger", "0",
-                                "--warmup-topic", "bench.warmup",
-                                timeout=count / rate * 4 + 120)
-            if rc:
-                raise SystemExit("the Kafka-alone open-loop fill failed")
+            self.open_loop_fill("bench.ol.floor", rate, count, prefix)
             rest, _ = pt.communicate(timeout=120)
         finally:
             if pt.poll() is None:

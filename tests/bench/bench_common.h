@@ -26,6 +26,21 @@ static inline long long bench_opt_ll(int argc, char **argv, const char *name, lo
     return v ? strtoll(v, NULL, 10) : def;
 }
 
+/* A latency histogram of n+1 buckets (the last one: everything beyond):
+ * the number of buckets up to the one holding quantile q, i.e. the upper
+ * bound of that bucket in bucket units; 0 when empty. */
+static inline int bench_hist_quantile(const int64_t *hist, int n, double q) {
+    int64_t total = 0, acc = 0;
+    for (int i = 0; i <= n; i++)
+        total += hist[i];
+    for (int i = 0; i <= n; i++) {
+        acc += hist[i];
+        if (total && (double)acc >= q * (double)total)
+            return i + 1;
+    }
+    return 0;
+}
+
 static inline void bench_set(rd_kafka_conf_t *c, const char *k, const char *v) {
     char e[512];
     if (rd_kafka_conf_set(c, k, v, e, sizeof(e)) != RD_KAFKA_CONF_OK) {

@@ -40,17 +40,7 @@ static void dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     }
 }
 
-static double dr_quantile(double q) {
-    int64_t total = 0, acc = 0;
-    for (int i = 0; i <= DR_BUCKETS; i++)
-        total += dr_hist[i];
-    for (int i = 0; i <= DR_BUCKETS; i++) {
-        acc += dr_hist[i];
-        if (total && acc >= q * (double)total)
-            return (i + 1) / 10.0;
-    }
-    return 0;
-}
+static double dr_quantile(double q) { return bench_hist_quantile(dr_hist, DR_BUCKETS, q) / 10.0; }
 
 /* Before t0: the target topic's leaders known and, for the idempotent
  * producer, its producer id acquired (a fresh broker can take seconds to

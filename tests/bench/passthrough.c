@@ -62,17 +62,7 @@ static void dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
 }
 
 /* The upper bound of the ms bucket holding quantile q. */
-static int64_t lat_quantile(double q) {
-    int64_t total = 0, acc = 0;
-    for (int i = 0; i <= LAT_BUCKETS; i++)
-        total += lat_hist[i];
-    for (int i = 0; i <= LAT_BUCKETS; i++) {
-        acc += lat_hist[i];
-        if (total && (double)acc >= q * (double)total)
-            return i + 1;
-    }
-    return 0;
-}
+static int64_t lat_quantile(double q) { return bench_hist_quantile(lat_hist, LAT_BUCKETS, q); }
 
 static void rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts, void *opaque) {
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {

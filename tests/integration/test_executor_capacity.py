@@ -47,3 +47,37 @@ def test_resource_exhausted_beyond_the_bound_then_everything_completes():
         assert busy > 0, "the scheduler never met the executor's bound"
     finally:
         m.close()
+
+
+def test_scheduler_holds_its_intake_at_the_pending_mark_and_loses_nothing():
+    """dispatch.max_pending bounds what waits in the scheduler: at the mark
+    the consumer takes nothing more (the backlog waits in Kafka), the
+    scheduler says so (execmesh_scheduler_paused 1), and every execution
+    still completes once the executor catches up."""
+    m = Mesh("intake-hold")
+    try:
+        sink = m.start_sink()
+        ex = m.start_executor([sink])
+        mark = 5
+        sched = m.start_scheduler([ex], args=["--set", f"dispatch.max_pending={mark}", "--set", "dispatch.batch_max=2",
+                                              "--set", "dispatch.max_inflight=2", "--set", "dispatch.max_calls=1"])
+        m.wait_assigned([sched], 6)
+        ids = [f"hold-{i}" for i in range(60)]
+        m.stub(sched).Submit(pb.SubmitRequest(executions=[execution(i, "sleep", b"200") for i in ids]), timeout=30)
+        seen = {"pending": 0, "paused": 0}
+
+        def held():
+            seen["pending"] = max(seen["pending"], sched.metric("execmesh_scheduler_pending"))
+            seen["paused"] = max(seen["paused"], sched.metric("execmesh_scheduler_paused"))
+            return seen["paused"] == 1
+        wait_for(held, 30, "the scheduler to hold its intake at the pending mark", interval=0.05)
+        want = set(ids)
+        got = results_by_id(m.kafka.read(m.topics["execmesh.results"], m.results_start,
+                                         until=lambda r: (held(), want <= set(results_by_id(r)))[1], timeout=120,
+                                         what="all 60 results"))
+        assert all(status_name(got[i][0].status) == "SUCCEEDED" for i in ids)
+        assert seen["pending"] <= mark, f"pending reached {seen['pending']}, past the mark {mark}"
+        wait_for(lambda: sched.metric("execmesh_scheduler_paused") == 0, 30, "the scheduler to take records again")
+        print(f"\nINTAKE_HOLD mark={mark} max_pending_seen={seen['pending']:.0f} executions={len(ids)} lost=0")
+    finally:
+        m.close()
