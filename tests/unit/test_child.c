@@ -1,0 +1,455 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Unit tests for em_child: real children (/bin/cat, /bin/sh, /usr/bin/python3)
+ * under one supervisor: stdin to stdout, exit codes and signals, the stderr
+ * tail, the output cap, the timeout (TERM to the process group, then KILL)
+ * reaching a grandchild, RLIMIT_AS, a child that never reads a large stdin,
+ * a missing binary, and destroy abandoning what still runs. Every wait is on
+ * a condition variable with a bound.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "em_child.h"
+#include "em_util.h"
+
+#define WAIT_MS 20000
+
+/* One run's outcome as the callback saw it. */
+typedef struct run {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int done;
+    int seq; /* the order callbacks ran in, over all runs of a test */
+    em_child_result_t res;
+    uint8_t *output;
+} run_t;
+
+static atomic_int seq_counter;
+
+static void on_done(void *arg, em_child_result_t *res) {
+    run_t *r = arg;
+    pthread_mutex_lock(&r->lock);
+    r->res = *res;
+    r->output = res->output; /* taken */
+    res->output = NULL;
+    r->seq = atomic_fetch_add(&seq_counter, 1);
+    r->done = 1;
+    pthread_cond_broadcast(&r->cond);
+    pthread_mutex_unlock(&r->lock);
+}
+
+static void run_init(run_t *r) {
+    memset(r, 0, sizeof(*r));
+    pthread_mutex_init(&r->lock, NULL);
+    pthread_cond_init(&r->cond, NULL);
+}
+
+static void run_cleanup(run_t *r) {
+    free(r->output);
+    pthread_mutex_destroy(&r->lock);
+    pthread_cond_destroy(&r->cond);
+}
+
+/* Waits (at most WAIT_MS) for r's callback. */
+static void run_wait(run_t *r, const char *what) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += WAIT_MS / 1000;
+    pthread_mutex_lock(&r->lock);
+    while (!r->done)
+        if (pthread_cond_timedwait(&r->cond, &r->lock, &ts) == ETIMEDOUT)
+            break;
+    int done = r->done;
+    pthread_mutex_unlock(&r->lock);
+    if (!done)
+        fail_msg("%s: no result within %d ms", what, WAIT_MS);
+}
+
+static em_child_spec_t spec_of(const char *const *argv, const char *input) {
+    static const char *const env[] = {"PATH=/usr/bin:/bin", "LC_ALL=C", NULL};
+    em_child_spec_t s = {
+        .argv = argv,
+        .envp = env,
+        .input = (const uint8_t *)input,
+        .input_len = input ? strlen(input) : 0,
+        .max_output = 1 << 20,
+        .timeout_ms = WAIT_MS / 2,
+        .kill_grace_ms = 1000,
+    };
+    return s;
+}
+
+/* Starts spec and waits for its result in r. */
+static void run_sync(em_child_sup_t *sup, const em_child_spec_t *spec, run_t *r) {
+    run_init(r);
+    assert_int_equal(em_child_run(sup, spec, on_done, r), EM_OK);
+    run_wait(r, spec->argv[0]);
+}
+
+static em_child_sup_t *sup_new(void) {
+    char err[256] = "";
+    em_child_sup_t *sup = em_child_sup_new(err, sizeof(err));
+    if (!sup)
+        fail_msg("em_child_sup_new: %s", err);
+    return sup;
+}
+
+/* Is pid gone (or only a zombie waiting for init)? */
+static int process_gone(pid_t pid) {
+    char path[64], buf[512];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 1;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *rp = strrchr(buf, ')');
+    return rp && rp[1] == ' ' && (rp[2] == 'Z' || rp[2] == 'X');
+}
+
+/* Waits, with a bound, for pid to be gone. */
+static void assert_gone(pid_t pid) {
+    int64_t deadline = em_mono_ms() + WAIT_MS;
+    while (!process_gone(pid)) {
+        if (em_mono_ms() > deadline)
+            fail_msg("process %d still running", (int)pid);
+        usleep(10000); /* the poll interval of a bounded wait */
+    }
+}
+
+static void cat_echoes_stdin(void **state) {
+    (void)state;
+    em_child_sup_t *sup = sup_new();
+    static const char *const argv[] = {"/bin/cat", NULL};
+    em_child_spec_t sp = spec_of(argv, "hello, child\n");
+    run_t r;
+    run_sync(sup, &sp, &r);
+    assert_int_equal(r.res.outcome, EM_CHILD_EXITED);
+    assert_int_equal(r.res.exit_code, 0);
+    assert_int_equal(r.res.output_len, strlen("hello, child\n"));
+    assert_memory_equal(r.output, "hello, child\n", r.res.output_len);
+    assert_int_equal(r.res.stderr_len, 0);
+    run_cleanup(&r);
+    assert_int_equal(em_child_running(sup), 0);
+    em_child_sup_destroy(sup);
+}
+
+static void exit_codes_and_signals(void **state) {
+    (void)state;
+    static const struct {
+        const char *script;
+        em_child_outcome_t outcome;
+        int exit_code, sig;
+    } rows[] = {
+        {"exit 3", EM_CHILD_EXITED, 3, 0},
+        {"exit 0", EM_CHILD_EXITED, 0, 0},
+        {"kill -9 $$", EM_CHILD_SIGNALED, 128 + SIGKILL, SIGKILL},
+        {"kill -TERM $$", EM_CHILD_SIGNALED, 128 + SIGTERM, SIGTERM},
+        /* the executor ignores SIGPIPE; a child must not inherit that */
+        {"trap - PIPE; kill -PIPE $$", EM_CHILD_SIGNALED, 128 + SIGPIPE, SIGPIPE},
+    };
+    em_child_sup_t *sup = sup_new();
+    for (size_t i = 0; i < EM_ARRAY_LEN(rows); i++) {
+        const char *const argv[] = {"/bin/sh", "-c", rows[i].script, NULL};
+        em_child_spec_t sp = spec_of(argv, NULL);
+        run_t r;
+        run_sync(sup, &sp, &r);
+        if (r.res.outcome != rows[i].outcome || r.res.exit_code != rows[i].exit_code ||
+            r.res.term_signal != rows[i].sig)
+            fail_msg("%s: outcome %d exit %d signal %d", rows[i].script, r.res.outcome, r.res.exit_code,
+                     r.res.term_signal);
+        run_cleanup(&r);
+    }
+    em_child_sup_destroy(sup);
+}
+
+static void only_fds_0_1_2_and_an_empty_mask(void **state) {
+    (void)state;
+    em_child_sup_t *sup = sup_new();
+    /* the child's fd table as ls sees it (ls's own directory fd shows as 3), and its blocked mask */
+    static const char *const argv[] = {"/bin/sh", "-c", "ls /proc/self/fd | tr '\\n' ' '; grep SigBlk /proc/self/status",
+                                       NULL};
+    em_child_spec_t sp = spec_of(argv, NULL);
+    run_t r;
+    run_sync(sup, &sp, &r);
+    assert_int_equal(r.res.outcome, EM_CHILD_EXITED);
+    char *out = strndup((const char *)r.output, r.res.output_len);
+    int ok = strstr(out, "0 1 2 3 SigBlk:\t0000000000000000\n") != NULL;
+    if (!ok)
+        fprintf(stderr, "unexpected fd table or mask: %s\n", out);
+    free(out);
+    assert_true(ok);
+    run_cleanup(&r);
+    em_child_sup_destroy(sup);
+}
+
+static void stderr_tail_keeps_the_last_bytes(void **state) {
+    (void)state;
+    em_child_sup_t *sup = sup_new();
+    static const char *const argv[] = {
+        "/bin/sh", "-c", "i=0; while [ $i -lt 400 ]; do echo \"line $i\" >&2; i=$((i+1)); done; exit 1", NULL};
+    em_child_spec_t sp = spec_of(argv, NULL);
+    run_t r;
+    run_sync(sup, &sp, &r);
+    assert_int_equal(r.res.outcome, EM_CHILD_EXITED);
+    assert_int_equal(r.res.exit_code, 1);
+    assert_int_equal(r.res.stderr_len, EM_CHILD_STDERR_TAIL);
+    assert_int_equal(strlen(r.res.stderr_tail), EM_CHILD_STDERR_TAIL);
+    const char *end = "line 398\nline 399\n";
+    assert_string_equal(r.res.stderr_tail + EM_CHILD_STDERR_TAIL - strlen(end), end);
+    assert_null(strstr(r.res.stderr_tail, "line 1\n"));
+    run_cleanup(&r);
+    em_child_sup_destroy(sup);
+}
+
+static void output_beyond_the_cap_fails(void **state) {
+    (void)state;
+    em_child_sup_t *sup = sup_new();
+    static const char *const argv[] = {"/bin/sh", "-c", "head -c 1000000 /dev/zero; exit 0", NULL};
+    em_child_spec_t sp = spec_of(argv, NULL);
+    sp.max_output = 5000;
+    run_t r;
+    run_sync(sup, &sp, &r);
+    assert_int_equal(r.res.outcome, EM_CHILD_OUTPUT_LIMIT);
+    assert_true(r.res.output_len <= 5000);
+    run_cleanup(&r);
+
+    /* exactly at the cap is fine */
+    static const char *const argv2[] = {"/bin/sh", "-c", "head -c 5000 /dev/zero", NULL};
+    sp = spec_of(argv2, NULL);
+    sp.max_output = 5000;
+    run_sync(sup, &sp, &r);
+    assert_int_equal(r.res.outcome, EM_CHILD_EXITED);
+    assert_int_equal(r.res.output_len, 5000);
+    run_cleanup(&r);
+    em_child_sup_destroy(sup);
+}
+
+/* Reads the pid the child printed first. */
+static pid_t printed_pid(const run_t *r) {
+    char buf[32] = "";
+    size_t n = r->res.output_len < sizeof(buf) - 1 ? r->res.output_len : sizeof(buf) - 1;
+    memcpy(buf, r->output, n);
+    pid_t pid = (pid_t)atoi(buf);
+    if (pid <= 1)
+        fail_msg("no pid printed: '%s'", buf);
+    return pid;
+}
+
+static void timeout_kills_child_and_grandchild(void **state) {
+    (void)state;
+    em_child_sup_t *sup = sup_new();
+    /* the shell ignores TERM, so only the KILL after the grace ends it */
+    static const char *const argv[] = {"/bin/sh", "-c", "trap '' TERM; sleep 30 & echo $!; wait; wait", NULL};
+    em_child_spec_t sp = spec_of(argv, NULL);
+    sp.timeout_ms = 300;
+    sp.kill_grace_ms = 300;
+    run_t r;
+    run_sync(sup, &sp, &r);
+    assert_int_equal(r.res.outcome, EM_CHILD_TIMED_OUT);
+    assert_int_equal(r.res.term_signal, SIGKILL);
+    assert_true(r.res.run_ms >= 600);
+    assert_gone(printed_pid(&r));
+    run_cleanup(&r);
+    assert_int_equal(em_child_running(sup), 0);
+    em_child_sup_destroy(sup);
+}
+
+static void nothing_outlives_the_leader(void **state) {
+    (void)state;
+    em_child_sup_t *sup = sup_new();
+    /* the leader exits at once, leaving a background sleep in its group */
+    static const char *const argv[] = {"/bin/sh", "-c", "sleep 30 >/dev/null 2>&1 & echo $!", NULL};
+    em_child_spec_t sp = spec_of(argv, NULL);
+    run_t r;
+    run_sync(sup, &sp, &r);
+    assert_int_equal(r.res.outcome, EM_CHILD_EXITED);
+    assert_int_equal(r.res.exit_code, 0);
+    assert_gone(printed_pid(&r));
+    run_cleanup(&r);
+    em_child_sup_destroy(sup);
+}
+
+static void memory_limit_fails_a_hungry_child(void **state) {
+    (void)state;
+    em_child_sup_t *sup = sup_new();
+    static const char *const argv[] = {"/usr/bin/python3", "-c", "b = bytearray(400 * 1024 * 1024); print(len(b))",
+                                       NULL};
+    em_child_spec_t sp = spec_of(argv, NULL);
+    run_t r;
+    /* the control: without the limit it succeeds */
+    run_sync(sup, &sp, &r);
+    assert_int_equal(r.res.outcome, EM_CHILD_EXITED);
+    assert_int_equal(r.res.exit_code, 0);
+    run_cleanup(&r);
+
+    sp.limits.memory_mb = 200;
+    run_sync(sup, &sp, &r);
+    assert_int_equal(r.res.outcome, EM_CHILD_EXITED);
+    assert_int_not_equal(r.res.exit_code, 0);
+    if (!strstr(r.res.stderr_tail, "MemoryError"))
+        fail_msg("no MemoryError in stderr: %s", r.res.stderr_tail);
+    run_cleanup(&r);
+    em_child_sup_destroy(sup);
+}
+
+static void cpu_and_file_limits_apply(void **state) {
+    (void)state;
+    em_child_sup_t *sup = sup_new();
+    static const char *const argv[] = {"/bin/sh", "-c", "ulimit -t; ulimit -n; ulimit -p", NULL};
+    em_child_spec_t sp = spec_of(argv, NULL);
+    sp.limits = (em_child_limits_t){.cpu_seconds = 7, .open_files = 33, .processes = 4321};
+    run_t r;
+    run_sync(sup, &sp, &r);
+    assert_int_equal(r.res.outcome, EM_CHILD_EXITED);
+    assert_int_equal(r.res.output_len, strlen("7\n33\n4321\n"));
+    assert_memory_equal(r.output, "7\n33\n4321\n", r.res.output_len);
+    run_cleanup(&r);
+    em_child_sup_destroy(sup);
+}
+
+static void unread_stdin_blocks_nothing(void **state) {
+    (void)state;
+    em_child_sup_t *sup = sup_new();
+    size_t big = 8u << 20;
+    char *input = malloc(big + 1);
+    assert_non_null(input);
+    memset(input, 'x', big);
+    input[big] = '\0';
+    /* never reads stdin and never exits by itself */
+    static const char *const stuck_argv[] = {"/bin/sh", "-c", "exec sleep 30", NULL};
+    em_child_spec_t stuck = spec_of(stuck_argv, input);
+    stuck.timeout_ms = 1500;
+    stuck.kill_grace_ms = 100;
+    /* never reads stdin and exits at once */
+    static const char *const quick_argv[] = {"/bin/sh", "-c", "echo ok", NULL};
+    em_child_spec_t quick = spec_of(quick_argv, input);
+    static const char *const cat_argv[] = {"/bin/cat", NULL};
+    em_child_spec_t cat = spec_of(cat_argv, "still served\n");
+
+    run_t rs, rq, rc;
+    run_init(&rs);
+    run_init(&rq);
+    run_init(&rc);
+    assert_int_equal(em_child_run(sup, &stuck, on_done, &rs), EM_OK);
+    assert_int_equal(em_child_run(sup, &quick, on_done, &rq), EM_OK);
+    assert_int_equal(em_child_run(sup, &cat, on_done, &rc), EM_OK);
+    run_wait(&rq, "quick");
+    run_wait(&rc, "cat");
+    assert_int_equal(rs.done, 0); /* the stuck one still runs: the others were not held up by it */
+    run_wait(&rs, "stuck");
+    assert_int_equal(rq.res.outcome, EM_CHILD_EXITED);
+    assert_memory_equal(rq.output, "ok\n", 3);
+    assert_int_equal(rc.res.outcome, EM_CHILD_EXITED);
+    assert_memory_equal(rc.output, "still served\n", rc.res.output_len);
+    assert_int_equal(rs.res.outcome, EM_CHILD_TIMED_OUT);
+    assert_true(rq.seq < rs.seq && rc.seq < rs.seq);
+    run_cleanup(&rs);
+    run_cleanup(&rq);
+    run_cleanup(&rc);
+    free(input);
+    em_child_sup_destroy(sup);
+}
+
+static void missing_binary_fails_naming_errno(void **state) {
+    (void)state;
+    em_child_sup_t *sup = sup_new();
+    static const char *const argv[] = {"/nonexistent/bin/tool", "x", NULL};
+    em_child_spec_t sp = spec_of(argv, "payload");
+    run_t r;
+    run_sync(sup, &sp, &r);
+    assert_int_equal(r.res.outcome, EM_CHILD_SPAWN_FAILED);
+    assert_int_equal(r.res.spawn_errno, ENOENT);
+    assert_string_equal(r.res.spawn_step, "execve");
+    assert_int_equal(r.res.exit_code, 127);
+    run_cleanup(&r);
+    /* a directory is not executable */
+    static const char *const dir[] = {"/tmp", NULL};
+    sp = spec_of(dir, NULL);
+    run_sync(sup, &sp, &r);
+    assert_int_equal(r.res.outcome, EM_CHILD_SPAWN_FAILED);
+    assert_int_equal(r.res.spawn_errno, EACCES);
+    run_cleanup(&r);
+    em_child_sup_destroy(sup);
+}
+
+/* A callback that starts another run (as the executor's wait queue does). */
+typedef struct chain {
+    em_child_sup_t *sup;
+    em_child_spec_t spec;
+    run_t *next;
+    int next_rc;
+} chain_t;
+
+static run_t chained_first;
+
+static void on_done_chain(void *arg, em_child_result_t *res) {
+    chain_t *ch = arg;
+    ch->next_rc = em_child_run(ch->sup, &ch->spec, on_done, ch->next);
+    on_done(&chained_first, res);
+}
+
+static void destroy_abandons_what_runs(void **state) {
+    (void)state;
+    em_child_sup_t *sup = sup_new();
+    static const char *const argv[] = {"/bin/sh", "-c", "echo $$; exec sleep 30", NULL};
+    em_child_spec_t sp = spec_of(argv, NULL);
+    sp.timeout_ms = 0;
+    run_t second;
+    run_init(&chained_first);
+    run_init(&second);
+    chain_t ch = {.sup = sup, .spec = sp, .next = &second, .next_rc = -1};
+    assert_int_equal(em_child_run(sup, &sp, on_done_chain, &ch), EM_OK);
+    /* wait (bounded) until the child runs */
+    int64_t deadline = em_mono_ms() + WAIT_MS;
+    while (em_child_running(sup) == 0) {
+        if (em_mono_ms() > deadline)
+            fail_msg("the child never started");
+        usleep(10000); /* the poll interval of a bounded wait */
+    }
+    em_child_sup_destroy(sup);
+    assert_int_equal(chained_first.done, 1);
+    assert_int_equal(chained_first.res.outcome, EM_CHILD_ABANDONED);
+    assert_int_equal(chained_first.res.term_signal, SIGKILL);
+    /* the run queued from the callback during destroy was abandoned too, never started */
+    assert_int_equal(ch.next_rc, EM_OK);
+    assert_int_equal(second.done, 1);
+    assert_int_equal(second.res.outcome, EM_CHILD_ABANDONED);
+    assert_int_equal(second.res.term_signal, 0);
+    run_cleanup(&chained_first);
+    run_cleanup(&second);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(cat_echoes_stdin),
+        cmocka_unit_test(exit_codes_and_signals),
+        cmocka_unit_test(only_fds_0_1_2_and_an_empty_mask),
+        cmocka_unit_test(stderr_tail_keeps_the_last_bytes),
+        cmocka_unit_test(output_beyond_the_cap_fails),
+        cmocka_unit_test(timeout_kills_child_and_grandchild),
+        cmocka_unit_test(nothing_outlives_the_leader),
+        cmocka_unit_test(memory_limit_fails_a_hungry_child),
+        cmocka_unit_test(cpu_and_file_limits_apply),
+        cmocka_unit_test(unread_stdin_blocks_nothing),
+        cmocka_unit_test(missing_binary_fails_naming_errno),
+        cmocka_unit_test(destroy_abandons_what_runs),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
