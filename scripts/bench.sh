@@ -15,7 +15,9 @@
 #   scripts/bench.sh --kafka real    on a real broker (scripts/kafka.sh), started for the run
 #   --count N, --build DIR (default build-bench/, an optimised build without sanitizers),
 #   --prefetch-kb N (the schedulers' kafka.queued_max_kbytes), --skip-222, --skip-open-loop,
-#   --set ROLE:KEY=VALUE (a setting of the throughput profile, repeatable)
+#   --set ROLE:KEY=VALUE (a setting of the throughput profile, repeatable),
+#   --open-loop-rates R1,R2,... (more open-loop rates after the two: a latency-vs-rate sweep),
+#   --generator-linger MS (the open-loop generator's linger.ms, default 0)
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,8 +27,8 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --build) build=$2; shift 2 ;;
     --quick|--skip-222|--skip-open-loop) pass+=("$1"); shift ;;
-    --kafka|--count|--open-loop-s|--prefetch-kb|--set) pass+=("$1" "$2"); shift 2 ;;
-    -h|--help) sed -n '3,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --kafka|--count|--open-loop-s|--open-loop-rates|--generator-linger|--prefetch-kb|--set) pass+=("$1" "$2"); shift 2 ;;
+    -h|--help) sed -n '3,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
   esac
 done

@@ -61,6 +61,12 @@ LATENCY = {
 }
 
 
+def ol_topics(i):
+    """The topics of open-loop phase i: the mesh's and Kafka alone's."""
+    return {"requests": f"bench.ol{i}.requests", "results": f"bench.ol{i}.results",
+            "floor": f"bench.ol{i}.floor", "floor_out": f"bench.ol{i}.floor.out"}
+
+
 def log(msg):
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -89,6 +95,20 @@ def cpu_seconds(pid):
         return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
     except OSError:
         return 0.0
+
+
+def machine_ticks():
+    """(busy, total) jiffies of all CPUs from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + (v[4] if len(v) > 4 else 0)  # idle + iowait
+    return sum(v) - idle, sum(v)
+
+
+def busy_cores(t0, t1):
+    """Cores busy on average between two machine_ticks() readings."""
+    db, dt = t1[0] - t0[0], t1[1] - t0[1]
+    return db / dt * os.cpu_count() if dt > 0 else float("nan")
 
 
 def peak_rss_mb(pid):
@@ -268,48 +288,55 @@ class Bench:
         generator's produce, a consume and a produce, with the latency
         profile's fetch wait and linger, no gRPC: the floor under any figure
         of ours), then the mesh."""
-        out = []
-        m = MeshRun(self, "o1", 1, LATENCY, "bench.ol.requests", "bench.ol.results", "bench-ol", start_paused=False)
-        sent = 0
-        for rate in rates:
+        out, rss = [], {}
+        for i, rate in enumerate(rates):
             count = int(rate * duration)
             if self.args.kafka == "dev":
                 count = min(count, DEV_OPEN_LOOP_MAX)  # devkafka keeps 5 MiB per partition
-            prefix = f"o{sent}-"
+            # Each phase on topics of its own: devkafka's log lookup walks every
+            # batch a partition holds, so a phase on used topics would pay
+            # for the phases before it.
+            t = ol_topics(i)
+            prefix = f"o{i}-"
             log(f"open loop at {rate:.0f}/s: Kafka alone (consume -> produce, no gRPC), {count} records")
-            floor = self.kafka_floor(rate, count, prefix)
+            floor = self.kafka_floor(rate, count, prefix, t["floor"], t["floor_out"])
             log(f"open loop at {rate:.0f}/s: the mesh, {count} executions")
+            m = MeshRun(self, f"o{i}", 1, LATENCY, t["requests"], t["results"], f"bench-ol{i}", start_paused=False)
             before = m.latency()
-            fill = self.open_loop_fill("bench.ol.requests", rate, count, prefix)
-            sent += count
+            t0 = machine_ticks()
+            fill = self.open_loop_fill(t["requests"], rate, count, prefix)
+            busy = busy_cores(t0, machine_ticks())
             wait_for(lambda: diff_hist(m.latency(), before)[-1][1] >= count, 120,
                      f"all {count} open-loop results delivered (the sink's latency histogram)", interval=0.2)
             h = diff_hist(m.latency(), before)
-            chk, _ = run_tool("check", "--bootstrap", self.kafka.bootstrap, "--topic", "bench.ol.results",
+            chk, _ = run_tool("check", "--bootstrap", self.kafka.bootstrap, "--topic", t["results"],
                               "--count", count, "--prefix", prefix, "--quiet-s", 5)
             out.append({"rate": rate, "count": count, "p50": percentile(h, 0.5), "p99": percentile(h, 0.99),
                         "p999": percentile(h, 0.999), "max": self._max(h),
-                        "behind_ms": float(fill.get("behind_max_ms", 0)),
+                        "behind_ms": float(fill.get("behind_max_ms", 0)), "busy": busy,
+                        "kafka_busy": float(floor.get("busy", "nan")),
                         "kafka_p50": float(floor.get("p50_ms", "nan")),
                         "kafka_p99": float(floor.get("p99_ms", "nan")),
                         "kafka_p999": float(floor.get("p999_ms", "nan")),
                         "found": int(chk.get("found", 0)), "missing": int(chk.get("missing", count))})
-        rss = m.rss()
-        m.stop()
+            for k, v in m.rss().items():
+                rss[k] = max(rss.get(k, 0), v)
+            m.stop()
         return out, rss
 
     def open_loop_fill(self, topic, rate, count, prefix):
         """The generator at a fixed rate, warmed up first; its summary fields."""
         fill, rc = run_tool("fill", "--bootstrap", self.kafka.bootstrap, "--topic", topic, "--count", count,
-                            "--rate", int(rate), "--prefix", prefix, "--linger", "0", "--warmup-topic", "bench.warmup",
+                            "--rate", int(rate), "--prefix", prefix, "--linger", self.args.generator_linger,
+                            "--warmup-topic", "bench.warmup",
                             timeout=count / rate * 4 + 120)
         if rc:
             raise SystemExit(f"the open-loop fill of {topic} failed")
         return fill
 
-    def kafka_floor(self, rate, count, prefix):
+    def kafka_floor(self, rate, count, prefix, topic, topic_out):
         pt = subprocess.Popen([os.path.join(TOOLS, "em-bench-passthrough"), "--bootstrap", self.kafka.bootstrap,
-                               "--group", f"bench-floor-{prefix}", "--in", "bench.ol.floor", "--out", "bench.ol.floor.out",
+                               "--group", f"bench-floor-{prefix}", "--in", topic, "--out", topic_out,
                                "--count", str(count), "--latency", "1",
                                "--linger", str(LATENCY["sink"]["kafka.linger_ms"]),
                                "--fetch-wait", str(LATENCY["scheduler"]["kafka.fetch_wait_max_ms"])],
@@ -319,7 +346,9 @@ class Bench:
             line = pt.stdout.readline() if ready else ""
             if not line.startswith("passthrough assigned"):
                 raise SystemExit(f"em-bench-passthrough --latency did not get its partitions: {line!r}")
-            self.open_loop_fill("bench.ol.floor", rate, count, prefix)
+            t0 = machine_ticks()
+            self.open_loop_fill(topic, rate, count, prefix)
+            busy = busy_cores(t0, machine_ticks())
             rest, _ = pt.communicate(timeout=120)
         finally:
             if pt.poll() is None:
@@ -328,7 +357,7 @@ class Bench:
         last = rest.strip().splitlines()[-1] if rest.strip() else ""
         if pt.returncode != 0:
             raise SystemExit(f"em-bench-passthrough --latency exited {pt.returncode}: {last}")
-        return dict(kv.split("=", 1) for kv in last.split()[1:] if "=" in kv)
+        return dict([kv.split("=", 1) for kv in last.split()[1:] if "=" in kv] + [("busy", busy)])
 
     @staticmethod
     def _max(h):
@@ -348,6 +377,10 @@ def main():
     ap.add_argument("--count", type=int, default=2_000_000)
     ap.add_argument("--quick", action="store_true", help="fewer executions and shorter open-loop phases (CI)")
     ap.add_argument("--open-loop-s", type=int, default=20)
+    ap.add_argument("--generator-linger", type=int, default=0,
+                    help="the open-loop generator's linger.ms (default 0: each record sent at once; the same for Kafka alone and the mesh)")
+    ap.add_argument("--open-loop-rates", default="",
+                    help="extra open-loop rates after 1,000/s and half max, e.g. 20000,50000,100000 (a latency-vs-rate sweep)")
     ap.add_argument("--skip-222", action="store_true")
     ap.add_argument("--skip-open-loop", action="store_true")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="ROLE:KEY=VALUE",
@@ -367,8 +400,12 @@ def main():
     if args.quick:
         args.count = min(args.count, 300_000)
         args.open_loop_s = 8
+    extra_rates = [float(r) for r in args.open_loop_rates.split(",") if r]
     args.topics = {"bench.requests": 64, "bench.pt.results": 128, "bench.c1.results": 128, "bench.c2.results": 128,
-                   "bench.ol.requests": 64, "bench.ol.results": 128, "bench.ol.floor": 64, "bench.ol.floor.out": 128, "bench.warmup": 1}
+                   "bench.warmup": 1}
+    for i in range(0 if args.skip_open_loop else 2 + len(extra_rates)):
+        t = ol_topics(i)
+        args.topics.update({t["requests"]: 64, t["results"]: 128, t["floor"]: 64, t["floor_out"]: 128})
     t_start = time.monotonic()
     b = Bench(args)
     lost = 1
@@ -392,7 +429,8 @@ def main():
             c2 = b.closed_loop(2, "bench.requests", "bench.c2.results", "bench-c2")
             log(f"mesh 2/2/2 {c2['rate']:.0f}/s, checked {c2['found']}/{args.count}")
         best = max(c1["rate"], c2["rate"] if c2 else 0)
-        ol, ol_rss = ([], {}) if args.skip_open_loop else b.open_loop([1000, best / 2], args.open_loop_s)
+        ol, ol_rss = ([], {}) if args.skip_open_loop else b.open_loop(
+            [1000, best / 2] + extra_rates, args.open_loop_s)
 
         print()
         print(f"{'run':14} {'execs/s':>10} {'per min':>12} {'ratio':>6}  cpu us/exec (service: us)   rss MB")
@@ -406,23 +444,25 @@ def main():
                   f"broker:{c['broker_cpu_us']:.1f}   {rss}")
         for o in ol:
             print(f"open loop {o['rate']:>8.0f}/s x {o['count']}: mesh p50={o['p50']} p99={o['p99']} p999={o['p999']} "
-                  f"max={o['max']} ms (generator behind at most {o['behind_ms']:.1f} ms); Kafka alone (produce, consume, produce): "
-                  f"p50={o['kafka_p50']} p99={o['kafka_p99']} p999={o['kafka_p999']} ms")
+                  f"max={o['max']} ms, machine {o['busy']:.2f} of {os.cpu_count()} cores busy (generator behind at most "
+                  f"{o['behind_ms']:.1f} ms); Kafka alone (produce, consume, produce): "
+                  f"p50={o['kafka_p50']} p99={o['kafka_p99']} p999={o['kafka_p999']} ms, {o['kafka_busy']:.2f} cores busy")
         print("settings: throughput " + json.dumps(THROUGHPUT))
-        print("settings: latency " + json.dumps(LATENCY))
+        print("settings: latency " + json.dumps(LATENCY) + f"; open-loop generator linger.ms={args.generator_linger}")
         runs = [c for c in (c1, c2) if c]
         lost = sum(c["missing"] for c in runs) + sum(o["missing"] for o in ol)
         checked = min(c["found"] for c in runs)
         rss_max = max(max(c["rss"].values(), default=0) for c in runs + [{"rss": ol_rss}])
         e2e = c1["rate"]
         nan = float("nan")
-        none = {"p50": nan, "p99": nan, "p999": nan, "rate": 0, "kafka_p99": nan}
+        none = {"p50": nan, "p99": nan, "p999": nan, "rate": 0, "kafka_p99": nan, "busy": nan, "kafka_busy": nan}
         half = ol[1] if ol else none
         ol1k = ol[0] if ol else none
         print(f"RESULT passthrough_per_min={pt_rate * 60:.0f} e2e_per_min={e2e * 60:.0f} ratio={e2e / pt_rate:.3f} "
               f"e2e222_per_min={(c2['rate'] * 60 if c2 else 0):.0f} p50_ms={half['p50']} p99_ms={half['p99']} "
               f"p999_ms={half['p999']} half_max_rate={half['rate']:.0f} p99_ms_1k={ol1k['p99']} "
               f"kafka_p99_ms={half['kafka_p99']} kafka_p99_ms_1k={ol1k['kafka_p99']} "
+              f"busy_cores_half={half['busy']:.2f} kafka_busy_cores_half={half['kafka_busy']:.2f} "
               f"rss_mb_max={rss_max:.0f} prefetch_kb={THROUGHPUT['scheduler']['kafka.queued_max_kbytes']} lost={lost} results_checked={checked} executions={args.count} "
               f"kafka={args.kafka} wall_s={time.monotonic() - t_start:.0f}")
     finally:
