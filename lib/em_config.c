@@ -23,11 +23,27 @@ typedef struct em_value {
     char source[320];
 } em_value_t;
 
+/* A value of a wildcard key ("exec.*.argv") set for one name ("exec.resize.argv"). */
+typedef struct em_inst {
+    char *key;   /* the concrete key */
+    size_t tidx; /* its table entry */
+    em_value_t v;
+} em_inst_t;
+
+/* Everything a file or a --set writes: a load works on a copy of it. */
+typedef struct em_state {
+    em_value_t *values; /* parallel to the table; a wildcard entry's holds its default */
+    em_inst_t *inst;
+    size_t ninst;
+} em_state_t;
+
 struct em_config {
     char service[32];
     const em_setting_t *table;
     size_t n;
     em_value_t *values;
+    em_inst_t *inst;
+    size_t ninst;
 };
 
 static const char *type_name(em_cfg_type_t t) {
@@ -72,31 +88,99 @@ static void values_free(em_value_t *vals, size_t n) {
     free(vals);
 }
 
+/* Copies src into d (zeroed); on EM_ENOMEM d holds what was copied (value_clear frees it). */
+static em_err_t value_copy(em_value_t *d, const em_value_t *src) {
+    d->i = src->i;
+    memcpy(d->source, src->source, sizeof(d->source));
+    if (src->s && !(d->s = strdup(src->s)))
+        return EM_ENOMEM;
+    if (src->nlist) {
+        d->list = calloc(src->nlist + 1, sizeof(char *));
+        if (!d->list)
+            return EM_ENOMEM;
+        for (size_t j = 0; j < src->nlist; j++) {
+            if (!(d->list[j] = strdup(src->list[j])))
+                return EM_ENOMEM;
+            d->nlist = j + 1;
+        }
+    }
+    return EM_OK;
+}
+
 static em_value_t *values_dup(const em_value_t *src, size_t n) {
     em_value_t *d = calloc(n, sizeof(*d));
     if (!d)
         return NULL;
+    for (size_t i = 0; i < n; i++)
+        if (value_copy(&d[i], &src[i]) != EM_OK) {
+            values_free(d, n);
+            return NULL;
+        }
+    return d;
+}
+
+static void inst_free(em_inst_t *inst, size_t n) {
     for (size_t i = 0; i < n; i++) {
-        d[i].i = src[i].i;
-        memcpy(d[i].source, src[i].source, sizeof(d[i].source));
-        if (src[i].s && !(d[i].s = strdup(src[i].s)))
-            goto fail;
-        if (src[i].nlist) {
-            d[i].list = calloc(src[i].nlist + 1, sizeof(char *));
-            if (!d[i].list)
-                goto fail;
-            for (size_t j = 0; j < src[i].nlist; j++) {
-                if (!(d[i].list[j] = strdup(src[i].list[j])))
-                    goto fail;
-                d[i].nlist = j + 1;
-            }
+        free(inst[i].key);
+        value_clear(&inst[i].v);
+    }
+    free(inst);
+}
+
+static em_err_t inst_dup(const em_inst_t *src, size_t n, em_inst_t **out) {
+    *out = NULL;
+    if (!n)
+        return EM_OK;
+    em_inst_t *d = calloc(n, sizeof(*d));
+    if (!d)
+        return EM_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        d[i].tidx = src[i].tidx;
+        if (!(d[i].key = strdup(src[i].key)) || value_copy(&d[i].v, &src[i].v) != EM_OK) {
+            inst_free(d, n);
+            return EM_ENOMEM;
         }
     }
-    return d;
-fail:
-    values_free(d, n);
-    return NULL;
+    *out = d;
+    return EM_OK;
 }
+
+/* One key segment a wildcard matches: a name of letters, digits, '_' and '-'. */
+static int name_ok(const char *s, size_t n) {
+    if (!n)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9') ||
+              s[i] == '_' || s[i] == '-'))
+            return 0;
+    return 1;
+}
+
+/* Does key match the table key tmpl, whose "*" segments match one name each?
+ * With prefix set: do key's segments match tmpl's first segments, with more
+ * of tmpl left (key is a group on the way to tmpl)? */
+static int key_match(const char *tmpl, const char *key, int prefix) {
+    const char *t = tmpl, *k = key;
+    for (;;) {
+        size_t tl = strcspn(t, "."), kl = strcspn(k, ".");
+        if (tl == 1 && *t == '*') {
+            if (!name_ok(k, kl))
+                return 0;
+        } else if (tl != kl || memcmp(t, k, tl) != 0) {
+            return 0;
+        }
+        t += tl;
+        k += kl;
+        if (!*k)
+            return prefix ? *t == '.' : !*t;
+        if (!*t)
+            return 0;
+        t++;
+        k++;
+    }
+}
+
+static int is_wildcard(const em_setting_t *s) { return strchr(s->key, '*') != NULL; }
 
 static ssize_t find_key(const em_setting_t *table, size_t n, const char *key) {
     for (size_t i = 0; i < n; i++)
@@ -105,13 +189,58 @@ static ssize_t find_key(const em_setting_t *table, size_t n, const char *key) {
     return -1;
 }
 
-/* Is key a strict prefix group of some table key ("kafka" for "kafka.x")? */
+/* The table entry of a concrete key: its own, or the wildcard entry it
+ * matches ("exec.resize.argv" -> "exec.*.argv"). A key with a "*" in it
+ * names no setting: the wildcard's default is not settable. */
+static ssize_t lookup(const em_setting_t *table, size_t n, const char *key) {
+    if (strchr(key, '*'))
+        return -1;
+    ssize_t idx = find_key(table, n, key);
+    for (size_t i = 0; idx < 0 && i < n; i++)
+        if (is_wildcard(&table[i]) && key_match(table[i].key, key, 0))
+            idx = (ssize_t)i;
+    return idx;
+}
+
+/* Is key a strict prefix group of some table key ("kafka" for "kafka.x",
+ * "exec.resize" for "exec.*.argv")? */
 static int is_group_prefix(const em_setting_t *table, size_t n, const char *key) {
-    size_t kl = strlen(key);
+    if (strchr(key, '*'))
+        return 0;
     for (size_t i = 0; i < n; i++)
-        if (strncmp(table[i].key, key, kl) == 0 && table[i].key[kl] == '.')
+        if (key_match(table[i].key, key, 1))
             return 1;
     return 0;
+}
+
+static em_inst_t *inst_find(em_inst_t *inst, size_t n, const char *key) {
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(inst[i].key, key) == 0)
+            return &inst[i];
+    return NULL;
+}
+
+/* Where key's value lives in st: the table's slot, or its wildcard instance
+ * (made from the default when new). NULL when out of memory. */
+static em_value_t *slot(const em_setting_t *table, em_state_t *st, size_t idx, const char *key) {
+    if (!is_wildcard(&table[idx]))
+        return &st->values[idx];
+    em_inst_t *in = inst_find(st->inst, st->ninst, key);
+    if (in)
+        return &in->v;
+    em_inst_t *grown = realloc(st->inst, (st->ninst + 1) * sizeof(*grown));
+    if (!grown)
+        return NULL;
+    st->inst = grown;
+    in = &grown[st->ninst];
+    memset(in, 0, sizeof(*in));
+    in->tidx = idx;
+    if (!(in->key = strdup(key)))
+        return NULL;
+    st->ninst++;
+    if (value_copy(&in->v, &st->values[idx]) != EM_OK)
+        return NULL;
+    return &in->v;
 }
 
 static em_err_t check_int(const em_setting_t *s, int64_t v, const char *where, char *err, size_t en) {
@@ -242,24 +371,29 @@ void em_config_destroy(em_config_t *cfg) {
     if (!cfg)
         return;
     values_free(cfg->values, cfg->n);
+    inst_free(cfg->inst, cfg->ninst);
     free(cfg);
 }
 
 /* Validates one libconfig leaf against its table entry and stores it. */
-static em_err_t take_setting(em_config_t *cfg, em_value_t *vals, const config_setting_t *st,
+static em_err_t take_setting(em_config_t *cfg, em_state_t *vals, const config_setting_t *st,
                              const char *path, const char *file, char *err, size_t en) {
     int line = config_setting_source_line(st);
     char where[256];
     snprintf(where, sizeof(where), "%s:%d", file, line);
 
-    ssize_t idx = find_key(cfg->table, cfg->n, path);
+    ssize_t idx = lookup(cfg->table, cfg->n, path);
     if (idx < 0) {
         snprintf(err, en, "%s: unknown key '%s' (see --help for the %s settings)", where, path,
                  cfg->service);
         return EM_ECONFIG;
     }
-    const em_setting_t *s = &cfg->table[idx];
-    em_value_t *v = &vals[idx];
+    em_setting_t named = cfg->table[idx];
+    named.key = path; /* errors name the concrete key, not its wildcard */
+    const em_setting_t *s = &named;
+    em_value_t *v = slot(cfg->table, vals, (size_t)idx, path);
+    if (!v)
+        return EM_ENOMEM;
     int t = config_setting_type(st);
 
     switch (s->type) {
@@ -323,7 +457,7 @@ wrong_type:
     return EM_ECONFIG;
 }
 
-static em_err_t walk(em_config_t *cfg, em_value_t *vals, const config_setting_t *group,
+static em_err_t walk(em_config_t *cfg, em_state_t *vals, const config_setting_t *group,
                      const char *prefix, const char *file, char *err, size_t en) {
     int cnt = config_setting_length(group);
     for (int i = 0; i < cnt; i++) {
@@ -334,7 +468,7 @@ static em_err_t walk(em_config_t *cfg, em_value_t *vals, const config_setting_t 
         if (config_setting_type(st) == CONFIG_TYPE_GROUP) {
             /* a group where a known scalar is expected is a wrong type, not an
              * unknown key: take_setting says "expected integer, got group" */
-            if (find_key(cfg->table, cfg->n, path) >= 0) {
+            if (lookup(cfg->table, cfg->n, path) >= 0) {
                 em_err_t rc = take_setting(cfg, vals, st, path, file, err, en);
                 if (rc)
                     return rc;
@@ -349,7 +483,7 @@ static em_err_t walk(em_config_t *cfg, em_value_t *vals, const config_setting_t 
             if (rc)
                 return rc;
         } else {
-            if (find_key(cfg->table, cfg->n, path) < 0 && is_group_prefix(cfg->table, cfg->n, path)) {
+            if (lookup(cfg->table, cfg->n, path) < 0 && is_group_prefix(cfg->table, cfg->n, path)) {
                 snprintf(err, en, "%s:%d: key '%s': expected group, got %s", file,
                          config_setting_source_line(st), path, lc_type_name(config_setting_type(st)));
                 return EM_ECONFIG;
@@ -365,7 +499,7 @@ static em_err_t walk(em_config_t *cfg, em_value_t *vals, const config_setting_t 
 em_err_t em_config_load_file(em_config_t *cfg, const char *path, char *errstr, size_t errstr_size) {
     config_t lc;
     em_err_t rc = EM_OK;
-    em_value_t *vals = NULL;
+    em_state_t st = {0};
     FILE *f = fopen(path, "r");
 
     config_init(&lc);
@@ -379,22 +513,28 @@ em_err_t em_config_load_file(em_config_t *cfg, const char *path, char *errstr, s
         rc = EM_ECONFIG;
         goto out;
     }
-    vals = values_dup(cfg->values, cfg->n);
-    if (!vals) {
+    st.values = values_dup(cfg->values, cfg->n);
+    if (!st.values || inst_dup(cfg->inst, cfg->ninst, &st.inst) != EM_OK) {
         snprintf(errstr, errstr_size, "out of memory");
         rc = EM_ENOMEM;
         goto out;
     }
-    rc = walk(cfg, vals, config_root_setting(&lc), "", path, errstr, errstr_size);
-    if (rc == EM_OK) {
-        em_value_t *old = cfg->values;
-        cfg->values = vals;
-        vals = old;
+    st.ninst = cfg->ninst;
+    rc = walk(cfg, &st, config_root_setting(&lc), "", path, errstr, errstr_size);
+    if (rc == EM_ENOMEM)
+        snprintf(errstr, errstr_size, "out of memory");
+    if (rc == EM_OK) { /* swap: the old values are freed below */
+        em_state_t old = {cfg->values, cfg->inst, cfg->ninst};
+        cfg->values = st.values;
+        cfg->inst = st.inst;
+        cfg->ninst = st.ninst;
+        st = old;
     }
 out:
     if (f)
         fclose(f);
-    values_free(vals, cfg->n);
+    values_free(st.values, cfg->n);
+    inst_free(st.inst, st.ninst);
     config_destroy(&lc);
     return rc;
 }
@@ -408,32 +548,54 @@ em_err_t em_config_set(em_config_t *cfg, const char *assignment, char *errstr, s
     }
     memcpy(key, assignment, (size_t)(eq - assignment));
     key[eq - assignment] = '\0';
-    ssize_t idx = find_key(cfg->table, cfg->n, key);
+    ssize_t idx = lookup(cfg->table, cfg->n, key);
     if (idx < 0) {
         snprintf(errstr, errstr_size, "--set: unknown key '%s' (see --help for the %s settings)", key,
                  cfg->service);
         return EM_ECONFIG;
     }
     em_value_t tmp = {0};
-    em_err_t rc = parse_text(&cfg->table[idx], eq + 1, &tmp, "--set", errstr, errstr_size);
+    em_setting_t s = cfg->table[idx];
+    s.key = key; /* errors name the concrete key */
+    em_err_t rc = parse_text(&s, eq + 1, &tmp, "--set", errstr, errstr_size);
+    em_state_t st = {cfg->values, cfg->inst, cfg->ninst};
+    em_value_t *v = rc ? NULL : slot(cfg->table, &st, (size_t)idx, key);
+    cfg->inst = st.inst;
+    cfg->ninst = st.ninst;
+    if (!rc && !v) {
+        snprintf(errstr, errstr_size, "--set %s: out of memory", key);
+        rc = EM_ENOMEM;
+    }
     if (rc) {
         value_clear(&tmp);
         return rc;
     }
-    value_clear(&cfg->values[idx]);
-    cfg->values[idx] = tmp;
-    snprintf(cfg->values[idx].source, sizeof(cfg->values[idx].source), "--set");
+    value_clear(v);
+    *v = tmp;
+    snprintf(v->source, sizeof(v->source), "--set");
     return EM_OK;
 }
 
+/* The value of key: its own, its wildcard instance, or the wildcard's default. */
+static const em_value_t *value_of(const em_config_t *cfg, ssize_t idx, const char *key) {
+    if (is_wildcard(&cfg->table[idx])) {
+        const em_inst_t *in = inst_find(cfg->inst, cfg->ninst, key);
+        if (in)
+            return &in->v;
+    }
+    return &cfg->values[idx];
+}
+
 static const em_value_t *get(const em_config_t *cfg, const char *key, em_cfg_type_t type) {
-    ssize_t idx = find_key(cfg->table, cfg->n, key);
+    ssize_t idx = lookup(cfg->table, cfg->n, key);
+    if (idx < 0 && strchr(key, '*'))
+        idx = find_key(cfg->table, cfg->n, key); /* the wildcard itself: its default */
     if (idx < 0 || cfg->table[idx].type != type) {
         EM_ERROR("config: programming error: no such key of this type", EM_F_STR("key", key),
                  EM_F_STR("type", type_name(type)));
         abort();
     }
-    return &cfg->values[idx];
+    return value_of(cfg, idx, key);
 }
 
 int64_t em_config_int(const em_config_t *cfg, const char *key) { return get(cfg, key, EM_CFG_INT)->i; }
@@ -455,8 +617,12 @@ const char *em_config_list_get(const em_config_t *cfg, const char *key, size_t i
 }
 
 const char *em_config_source(const em_config_t *cfg, const char *key) {
-    ssize_t idx = find_key(cfg->table, cfg->n, key);
-    return idx < 0 ? "unknown" : cfg->values[idx].source;
+    ssize_t idx = lookup(cfg->table, cfg->n, key);
+    return idx < 0 ? "unknown" : value_of(cfg, idx, key)->source;
+}
+
+const char *em_config_instance_key(const em_config_t *cfg, size_t i) {
+    return i < cfg->ninst ? cfg->inst[i].key : NULL;
 }
 
 static void range_text(const em_setting_t *s, char *buf, size_t n) {
@@ -493,9 +659,10 @@ void em_config_log(const em_config_t *cfg) {
     char buf[6144];
     size_t o = 0;
     buf[o++] = '{';
-    for (size_t i = 0; i < cfg->n && o < sizeof(buf) - 64; i++) {
-        const em_setting_t *s = &cfg->table[i];
-        const em_value_t *v = &cfg->values[i];
+    for (size_t i = 0; i < cfg->n + cfg->ninst && o < sizeof(buf) - 64; i++) {
+        const em_setting_t *s = &cfg->table[i < cfg->n ? i : cfg->inst[i - cfg->n].tidx];
+        const em_value_t *v = i < cfg->n ? &cfg->values[i] : &cfg->inst[i - cfg->n].v;
+        const char *key = i < cfg->n ? s->key : cfg->inst[i - cfg->n].key;
         char val[512];
         switch (s->type) {
         case EM_CFG_INT: snprintf(val, sizeof(val), "%" PRId64, v->i); break;
@@ -508,7 +675,7 @@ void em_config_log(const em_config_t *cfg) {
         }
         case EM_CFG_STRLIST: snprintf(val, sizeof(val), "%zu", v->nlist); break;
         }
-        int w = snprintf(buf + o, sizeof(buf) - o, "%s\"%s\":%s", i ? "," : "", s->key, val);
+        int w = snprintf(buf + o, sizeof(buf) - o, "%s\"%s\":%s", i ? "," : "", key, val);
         if (w < 0 || (size_t)w >= sizeof(buf) - o)
             break;
         o += (size_t)w;

@@ -10,6 +10,12 @@
  *     kafka = { bootstrap = "127.0.0.1:9092"; };
  * Command-line overrides ("--set kafka.bootstrap=host:port") go through the
  * same validation.
+ *
+ * A table key may have "*" segments ("exec.*.argv"): each matches one name
+ * of letters, digits, '_' and '-', so a file may hold any number of groups
+ * shaped alike (exec = { resize = { argv = [...]; }; thumb = { ... }; };).
+ * Getters take the concrete key ("exec.resize.argv"); a concrete key that was
+ * never set has the wildcard's default. The wildcard itself is not settable.
  */
 #ifndef EM_CONFIG_H
 #define EM_CONFIG_H
@@ -60,6 +66,9 @@ size_t em_config_list_len(const em_config_t *cfg, const char *key);
 const char *em_config_list_get(const em_config_t *cfg, const char *key, size_t i);
 /* Where a value came from: "default", "FILE:LINE" or "--set". */
 const char *em_config_source(const em_config_t *cfg, const char *key);
+/* The i-th concrete key set through a wildcard (by the file or --set), in the
+ * order they were first set; NULL past the end. Valid until the next load or set. */
+const char *em_config_instance_key(const em_config_t *cfg, size_t i);
 
 /* Prints the settings as "--help" text (key, type, default, help). */
 void em_config_write_help(const em_setting_t *table, size_t n, FILE *out);

@@ -509,6 +509,114 @@ static void help_and_reference_list_every_key(void **state) {
     free(text);
 }
 
+/* A table with wildcard keys, as the executor's exec handlers use it. */
+static const em_setting_t wild[] = {
+    {"handlers.exec", EM_CFG_STRLIST, "", 0, 8, "Exec handlers offered."},
+    {"exec.*.argv", EM_CFG_STRLIST, "", 0, 8, "The command."},
+    {"exec.*.timeout_ms", EM_CFG_INT, "1000", 0, 5000, "Timeout."},
+    {"exec.*.limits.memory_mb", EM_CFG_INT, "0", 0, 1024, "Memory."},
+};
+
+static em_config_t *new_wild(void) {
+    char err[256] = "";
+    em_config_t *cfg = em_config_new("unit", wild, EM_ARRAY_LEN(wild), err, sizeof(err));
+    if (!cfg)
+        fail_msg("em_config_new: %s", err);
+    return cfg;
+}
+
+static void wildcard_groups_take_defaults_per_name(void **state) {
+    (void)state;
+    static const char text[] = "handlers = { exec = [\"resize\", \"thumb\"]; };\n"
+                               "exec = {\n"
+                               "  resize = { argv = [\"/usr/bin/convert\", \"-resize\", \"50%\"];\n"
+                               "             timeout_ms = 200; };\n"
+                               "  thumb = { limits = { memory_mb = 64; }; };\n"
+                               "};\n";
+    char path[64], err[512] = "", where[96];
+    em_config_t *cfg = new_wild();
+    assert_int_equal(load_text(cfg, text, path, err, sizeof(err)), EM_OK);
+    assert_int_equal(em_config_list_len(cfg, "exec.resize.argv"), 3);
+    assert_string_equal(em_config_list_get(cfg, "exec.resize.argv", 2), "50%");
+    assert_int_equal(em_config_int(cfg, "exec.resize.timeout_ms"), 200);
+    assert_int_equal(em_config_int(cfg, "exec.resize.limits.memory_mb"), 0);
+    assert_int_equal(em_config_int(cfg, "exec.thumb.timeout_ms"), 1000);
+    assert_int_equal(em_config_int(cfg, "exec.thumb.limits.memory_mb"), 64);
+    assert_int_equal(em_config_list_len(cfg, "exec.thumb.argv"), 0);
+    /* a name never written has every default */
+    assert_int_equal(em_config_int(cfg, "exec.other.timeout_ms"), 1000);
+    assert_string_equal(em_config_source(cfg, "exec.other.timeout_ms"), "default");
+    snprintf(where, sizeof(where), "%s:4", path);
+    assert_string_equal(em_config_source(cfg, "exec.resize.timeout_ms"), where);
+    snprintf(where, sizeof(where), "%s:5", path);
+    assert_string_equal(em_config_source(cfg, "exec.thumb.limits.memory_mb"), where);
+    /* the keys set through a wildcard, in order */
+    static const char *const keys[] = {"exec.resize.argv", "exec.resize.timeout_ms", "exec.thumb.limits.memory_mb"};
+    for (size_t i = 0; i < EM_ARRAY_LEN(keys); i++)
+        assert_string_equal(em_config_instance_key(cfg, i), keys[i]);
+    assert_null(em_config_instance_key(cfg, EM_ARRAY_LEN(keys)));
+
+    /* --set reaches a new name and an old one alike */
+    assert_int_equal(em_config_set(cfg, "exec.new.timeout_ms=300", err, sizeof(err)), EM_OK);
+    assert_int_equal(em_config_int(cfg, "exec.new.timeout_ms"), 300);
+    assert_string_equal(em_config_source(cfg, "exec.new.timeout_ms"), "--set");
+    assert_int_equal(em_config_set(cfg, "exec.resize.argv=/bin/cat,-u", err, sizeof(err)), EM_OK);
+    assert_int_equal(em_config_list_len(cfg, "exec.resize.argv"), 2);
+    assert_string_equal(em_config_instance_key(cfg, 3), "exec.new.timeout_ms");
+    em_config_destroy(cfg);
+}
+
+static void wildcard_refusals_name_the_concrete_key(void **state) {
+    (void)state;
+    static const struct {
+        const char *text;
+        int line;
+        const char *key, *reason;
+    } rows[] = {
+        {"exec = {\n a = { timeout_ms = 9000; };\n};\n", 2, "exec.a.timeout_ms", "above the maximum 5000"},
+        {"exec = { a = { argh = 1; }; };\n", 1, "exec.a.argh", "unknown key"},
+        {"exec = { a = 5; };\n", 1, "exec.a", "expected group, got integer"},
+        {"exec = { a = { timeout_ms = \"x\"; }; };\n", 1, "exec.a.timeout_ms", "expected integer, got string"},
+        {"exec = { * = { timeout_ms = 1; }; };\n", 1, "exec.*", "unknown key"},
+        {"exec = { a = { limits = { memory_mb = -1; }; }; };\n", 1, "exec.a.limits.memory_mb", "below the minimum 0"},
+        {"exec = { a = { argv = [1, 2]; }; };\n", 1, "exec.a.argv", "element 0: expected string"},
+    };
+    em_config_t *pristine = new_wild();
+    for (size_t i = 0; i < EM_ARRAY_LEN(rows); i++) {
+        em_config_t *cfg = new_wild();
+        char path[64], err[512] = "", frag[160];
+        /* an earlier good load: a refused file must leave it as it was */
+        assert_int_equal(load_text(cfg, "exec = { a = { timeout_ms = 7; }; };\n", path, err, sizeof(err)), EM_OK);
+        assert_int_equal(load_text(cfg, rows[i].text, path, err, sizeof(err)), EM_ECONFIG);
+        snprintf(frag, sizeof(frag), "%s:%d: ", path, rows[i].line);
+        if (strncmp(err, frag, strlen(frag)) != 0)
+            fail_msg("row %zu: \"%s\" does not start with \"%s\"", i, err, frag);
+        snprintf(frag, sizeof(frag), "'%s'", rows[i].key);
+        if (!strstr(err, frag) || !strstr(err, rows[i].reason))
+            fail_msg("row %zu: \"%s\" lacks %s or \"%s\"", i, err, frag, rows[i].reason);
+        assert_int_equal(em_config_int(cfg, "exec.a.timeout_ms"), 7);
+        assert_string_equal(em_config_instance_key(cfg, 0), "exec.a.timeout_ms");
+        assert_null(em_config_instance_key(cfg, 1));
+        em_config_destroy(cfg);
+    }
+    static const struct {
+        const char *set, *frag;
+    } sets[] = {
+        {"exec.b.timeout_ms=x", "key 'exec.b.timeout_ms': expected integer"},
+        {"exec.b.timeout_ms=5001", "key 'exec.b.timeout_ms': 5001 is above the maximum 5000"},
+        {"exec.b.c.timeout_ms=1", "unknown key 'exec.b.c.timeout_ms'"},
+        {"exec.*.timeout_ms=1", "unknown key 'exec.*.timeout_ms'"},
+        {"exec.b/c.timeout_ms=1", "unknown key 'exec.b/c.timeout_ms'"},
+    };
+    for (size_t i = 0; i < EM_ARRAY_LEN(sets); i++) {
+        char err[512] = "";
+        assert_int_equal(em_config_set(pristine, sets[i].set, err, sizeof(err)), EM_ECONFIG);
+        assert_contains(err, sets[i].frag);
+    }
+    assert_null(em_config_instance_key(pristine, 0));
+    em_config_destroy(pristine);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(defaults_are_loaded),
@@ -522,6 +630,8 @@ int main(void) {
         cmocka_unit_test(set_replaces_earlier_values),
         cmocka_unit_test(source_tracks_the_last_writer),
         cmocka_unit_test(help_and_reference_list_every_key),
+        cmocka_unit_test(wildcard_groups_take_defaults_per_name),
+        cmocka_unit_test(wildcard_refusals_name_the_concrete_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
