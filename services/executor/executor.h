@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The executor's parts: a job is one execution of an Execute batch; a
- * handler runs jobs (builtins in-process; each handler has a concurrency
- * limit, and jobs beyond it wait in the handler's queue); a job ends with
- * job_finish, from any thread, exactly once.
+ * handler runs jobs (builtins in-process, exec handlers as child processes;
+ * each handler has a concurrency limit, and jobs beyond it wait in the
+ * handler's queue); a job ends with job_finish, from any thread, exactly once.
  */
 #ifndef EXECUTOR_H
 #define EXECUTOR_H
@@ -12,11 +12,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "em_config.h"
+#include "em_metrics.h"
 #include "em_timer.h"
 #include "execmesh/v1/execmesh.pb-c.h"
 
 typedef struct ex_batch ex_batch_t;
 typedef struct ex_handler ex_handler_t;
+typedef struct ex_exec_conf ex_exec_conf_t;
 
 /* Bytes inside the request (valid until the batch is answered). */
 typedef struct ex_span {
@@ -51,6 +54,7 @@ struct ex_handler {
     int async;        /* finishes later, from another thread: counts against concurrency */
     int concurrency;  /* async jobs running at once */
     int64_t default_timeout_ms;
+    void *ctx; /* the handler's own settings (an exec handler's ex_exec_conf_t), or NULL */
     pthread_mutex_t lock;
     int running;
     ex_job_t *wait_head, *wait_tail;
@@ -73,5 +77,24 @@ void job_finish(ex_job_t *job, Execmesh__V1__Status status, const uint8_t *outpu
 ex_run_fn builtin_lookup(const char *name, int *async);
 /* "echo, fail, sha256, sleep" */
 const char *builtin_names(void);
+
+/* Exec handlers (exec_handler.c). */
+/* Refuses (-1, reason on stderr naming file, line and key) a bad name in
+ * handlers.exec, or exec.NAME.* keys of a NAME not in handlers.exec. */
+int ex_exec_check_names(const em_config_t *cfg, const char *program);
+/* The settings of exec handler name, checked (argv[0] an absolute path to an
+ * executable file, env entries NAME=VALUE), with its metrics registered; NULL
+ * after printing why on stderr. */
+ex_exec_conf_t *ex_exec_conf_new(const em_config_t *cfg, const char *name, em_metrics_t *metrics,
+                                 const char *program);
+void ex_exec_conf_free(ex_exec_conf_t *conf);
+/* Starts the child supervisor (once; before the first ex_exec_run). */
+em_err_t ex_exec_start(char *errstr, size_t errstr_size);
+/* Kills and reaps every child still running; their jobs finish FAILED as
+ * abandoned, on this thread's watch (bounded). Later runs fail at once. Call
+ * after the gRPC server is shut down. */
+void ex_exec_stop(void);
+/* The run function of every exec handler (an async handler). */
+void ex_exec_run(ex_job_t *job);
 
 #endif

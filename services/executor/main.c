@@ -38,6 +38,31 @@ static const em_setting_t executor_settings[] = {
      "Per handler: executions running at once (for handlers that wait, like sleep); more wait in the executor."},
     {"handlers.default_timeout_ms", EM_CFG_INT, "30000", 1, 86400000,
      "Timeout of an execution that sets none (timeout_ms = 0)."},
+    {"handlers.exec", EM_CFG_STRLIST, "", 0, 32,
+     "Exec handlers to offer, by name; each is configured by the exec.NAME.* keys below (exec.NAME.argv is required)."},
+    {"exec.*.argv", EM_CFG_STRLIST, "", 0, 256,
+     "Exec handler NAME: the command, an absolute path to an executable file, then its arguments. "
+     "It gets the payload on stdin; its stdout is the output; exit 0 is SUCCEEDED, another exit or a signal FAILED."},
+    {"exec.*.env", EM_CFG_STRLIST, "", 0, 256,
+     "Exec handler NAME: the child's whole environment as NAME=VALUE; empty: PATH=/usr/local/bin:/usr/bin:/bin only."},
+    {"exec.*.concurrency", EM_CFG_INT, "0", 0, 100000,
+     "Exec handler NAME: children running at once (more executions wait in the executor); 0: handlers.concurrency."},
+    {"exec.*.default_timeout_ms", EM_CFG_INT, "0", 0, 86400000,
+     "Exec handler NAME: timeout of an execution that sets none; 0: handlers.default_timeout_ms. "
+     "Past the timeout: TIMED_OUT, SIGTERM to the child's process group, SIGKILL after kill_grace_ms."},
+    {"exec.*.kill_grace_ms", EM_CFG_INT, "2000", 0, 600000,
+     "Exec handler NAME: wait between SIGTERM and SIGKILL to the child's process group on a timeout."},
+    {"exec.*.max_output_bytes", EM_CFG_INT, "1048576", 0, 16777216,
+     "Exec handler NAME: stdout beyond this many bytes FAILS the execution (the child is killed; output is never truncated)."},
+    {"exec.*.cpu_seconds", EM_CFG_INT, "0", 0, 604800,
+     "Exec handler NAME: RLIMIT_CPU of the child (SIGXCPU, then SIGKILL a second later); 0: the executor's own."},
+    {"exec.*.memory_mb", EM_CFG_INT, "0", 0, 4194304,
+     "Exec handler NAME: RLIMIT_AS of the child in MiB (allocations beyond it fail); 0: the executor's own."},
+    {"exec.*.open_files", EM_CFG_INT, "0", 0, 1048576,
+     "Exec handler NAME: RLIMIT_NOFILE of the child; 0: the executor's own."},
+    {"exec.*.processes", EM_CFG_INT, "0", 0, 4194304,
+     "Exec handler NAME: RLIMIT_NPROC of the child; it counts every process of the executor's user, and root ignores it; "
+     "0: the executor's own."},
     {"executor.journal", EM_CFG_STR, "", 0, 4095,
      "If set, a line per execution started (S), finished (E), answered after its result was stored (D) or answered with an error (X) is appended here (for fault tests)."},
     {"publish.timeout_ms", EM_CFG_INT, "10000", 100, 600000, "Deadline of one Publish call to a sink."},
@@ -460,9 +485,60 @@ static void on_execute(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_
     }
 }
 
+/* Adds handler name to the list X.handler_list shows in errors. */
+static void list_handler(const char *name) {
+    size_t o = strlen(X.handler_list);
+    snprintf(X.handler_list + o, sizeof(X.handler_list) - o, "%s%s", o ? ", " : "", name);
+}
+
+static int setup_exec_handlers(const em_config_t *cfg) {
+    if (ex_exec_check_names(cfg, executor_desc.program) != 0)
+        return -1;
+    size_t n = em_config_list_len(cfg, "handlers.exec");
+    for (size_t i = 0; i < n; i++) {
+        const char *name = em_config_list_get(cfg, "handlers.exec", i);
+        if (handler_find((const uint8_t *)name, strlen(name))) {
+            fprintf(stderr, "execmesh-executor: config refused: %s: key 'handlers.exec': handler '%s' is offered twice (handlers.builtin, handlers.exec)\n",
+                    em_config_source(cfg, "handlers.exec"), name);
+            return -1;
+        }
+        if (X.nhandlers >= EX_MAX_HANDLERS) {
+            fprintf(stderr, "execmesh-executor: config refused: %s: key 'handlers.exec': more than %d handlers\n",
+                    em_config_source(cfg, "handlers.exec"), EX_MAX_HANDLERS);
+            return -1;
+        }
+        ex_exec_conf_t *conf = ex_exec_conf_new(cfg, name, X.svc.metrics, executor_desc.program);
+        if (!conf)
+            return -1;
+        char key[128];
+        ex_handler_t *h = &X.handlers[X.nhandlers++];
+        h->name = name;
+        h->run = ex_exec_run;
+        h->async = 1;
+        h->ctx = conf;
+        snprintf(key, sizeof(key), "exec.%s.concurrency", name);
+        h->concurrency = (int)em_config_int(cfg, key);
+        if (!h->concurrency)
+            h->concurrency = (int)em_config_int(cfg, "handlers.concurrency");
+        snprintf(key, sizeof(key), "exec.%s.default_timeout_ms", name);
+        h->default_timeout_ms = em_config_int(cfg, key);
+        if (!h->default_timeout_ms)
+            h->default_timeout_ms = em_config_int(cfg, "handlers.default_timeout_ms");
+        pthread_mutex_init(&h->lock, NULL);
+        list_handler(name);
+    }
+    if (n > 0) {
+        char err[256];
+        if (ex_exec_start(err, sizeof(err)) != EM_OK) {
+            EM_ERROR("cannot start the child supervisor", EM_F_STR("error", err));
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static int setup_handlers(const em_config_t *cfg) {
     size_t n = em_config_list_len(cfg, "handlers.builtin");
-    size_t o = 0;
     for (size_t i = 0; i < n; i++) {
         const char *name = em_config_list_get(cfg, "handlers.builtin", i);
         int async = 0;
@@ -481,11 +557,9 @@ static int setup_handlers(const em_config_t *cfg) {
         h->concurrency = (int)em_config_int(cfg, "handlers.concurrency");
         h->default_timeout_ms = em_config_int(cfg, "handlers.default_timeout_ms");
         pthread_mutex_init(&h->lock, NULL);
-        int w = snprintf(X.handler_list + o, sizeof(X.handler_list) - o, "%s%s", o ? ", " : "", name);
-        if (w > 0 && (size_t)w < sizeof(X.handler_list) - o)
-            o += (size_t)w;
+        list_handler(name);
     }
-    return 0;
+    return setup_exec_handlers(cfg);
 }
 
 static void register_metrics(void) {
@@ -571,11 +645,15 @@ out:
         X.svc.timers = NULL;
         ex_env.timers = NULL;
     }
+    ex_exec_stop(); /* kills and reaps the children still running; their jobs end as abandoned */
     em_rpc_channel_destroy(X.sinks); /* cancels open Publish calls; their batches are freed */
     if (atomic_load(&X.batches) > 0)
         EM_WARN("batches still open at exit", EM_F_INT("batches", atomic_load(&X.batches)));
     EM_INFO("stopped", EM_F_INT("exit_code", rc));
     em_journal_close(X.journal);
+    for (int i = 0; i < X.nhandlers; i++)
+        if (X.handlers[i].run == ex_exec_run)
+            ex_exec_conf_free(X.handlers[i].ctx);
     em_service_cleanup(&X.svc);
     return rc;
 }

@@ -1,0 +1,306 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The exec handlers: each runs a configured argv as a child process per
+ * execution (lib/em_child): the payload on its stdin, its stdout as the
+ * output, its exit code in the result; past max_output_bytes of stdout the
+ * execution FAILS (output is never truncated: a cut result would look whole
+ * to its reader). A non-zero exit or a signal FAILS with the tail of stderr
+ * in the error; past the execution's timeout it is TIMED_OUT (SIGTERM to the
+ * child's process group, SIGKILL after kill_grace_ms).
+ *
+ * Configuration: handlers.exec names the handlers offered; each one's
+ * settings are the exec.NAME.* keys (exec.*.argv ... in the settings table).
+ * A bad one is refused at start naming the file, the line and the key; an
+ * argv[0] that is not an executable file is refused too.
+ *
+ * Threads: ex_exec_run runs on whichever thread starts the job; every
+ * job_finish of an exec job runs on the child supervisor's thread.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "em_child.h"
+#include "em_log.h"
+#include "em_util.h"
+#include "executor.h"
+
+struct ex_exec_conf {
+    char name[72];
+    char **argv; /* NULL-terminated copies */
+    char **envp;
+    em_child_spec_t base; /* everything but the input and the timeout */
+    em_metric_t *m_running, *m_timeout_kills, *m_spawn_failed;
+};
+
+static em_child_sup_t *sup;
+
+/* One execution handed to the supervisor. */
+typedef struct exec_run {
+    ex_job_t *job;
+    ex_exec_conf_t *conf;
+} exec_run_t;
+
+static void strv_free(char **v) {
+    for (size_t i = 0; v && v[i]; i++)
+        free(v[i]);
+    free(v);
+}
+
+/* The n strings of list key as a NULL-terminated array (extra first, when given). */
+static char **strv_from(const em_config_t *cfg, const char *key, const char *extra) {
+    size_t n = em_config_list_len(cfg, key), k = 0;
+    char **v = calloc(n + 2, sizeof(char *));
+    if (!v)
+        return NULL;
+    if (extra && !(v[k++] = strdup(extra)))
+        goto fail;
+    for (size_t i = 0; i < n; i++)
+        if (!(v[k++] = strdup(em_config_list_get(cfg, key, i))))
+            goto fail;
+    return v;
+fail:
+    strv_free(v);
+    return NULL;
+}
+
+void ex_exec_conf_free(ex_exec_conf_t *c) {
+    if (!c)
+        return;
+    strv_free(c->argv);
+    strv_free(c->envp);
+    free(c);
+}
+
+/* Prints "PROGRAM: config refused: SOURCE: key 'KEY': REASON" (SOURCE: where srckey was set); returns -1. */
+static int refuse(const char *program, const em_config_t *cfg, const char *key, const char *srckey, const char *fmt,
+                  ...) __attribute__((format(printf, 5, 6)));
+static int refuse(const char *program, const em_config_t *cfg, const char *key, const char *srckey, const char *fmt,
+                  ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "%s: config refused: %s: key '%s': %s\n", program, em_config_source(cfg, srckey), key, msg);
+    return -1;
+}
+
+static int name_ok(const char *s) {
+    if (!*s || strlen(s) > 64)
+        return 0;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '_' ||
+              *s == '-'))
+            return 0;
+    return 1;
+}
+
+int ex_exec_check_names(const em_config_t *cfg, const char *program) {
+    size_t n = em_config_list_len(cfg, "handlers.exec");
+    for (size_t i = 0; i < n; i++) {
+        const char *name = em_config_list_get(cfg, "handlers.exec", i);
+        if (!name_ok(name))
+            return refuse(program, cfg, "handlers.exec", "handlers.exec",
+                          "'%s' is not a handler name (1 to 64 of letters, digits, '_', '-')", name);
+    }
+    /* every exec.NAME.* written must belong to an offered handler: a typo is
+     * refused rather than silently ignored */
+    const char *key;
+    for (size_t i = 0; (key = em_config_instance_key(cfg, i)) != NULL; i++) {
+        if (strncmp(key, "exec.", 5) != 0)
+            continue;
+        const char *nm = key + 5;
+        size_t nl = strcspn(nm, ".");
+        int offered = 0;
+        for (size_t j = 0; j < n && !offered; j++) {
+            const char *h = em_config_list_get(cfg, "handlers.exec", j);
+            offered = strlen(h) == nl && memcmp(h, nm, nl) == 0;
+        }
+        if (!offered) {
+            char name[72];
+            snprintf(name, sizeof(name), "%.*s", (int)(nl > 64 ? 64 : nl), nm);
+            return refuse(program, cfg, key, key, "exec handler '%s' is not offered: add it to handlers.exec", name);
+        }
+    }
+    return 0;
+}
+
+ex_exec_conf_t *ex_exec_conf_new(const em_config_t *cfg, const char *name, em_metrics_t *metrics,
+                                 const char *program) {
+    char key[128], labels[128];
+    ex_exec_conf_t *c = calloc(1, sizeof(*c));
+    if (!c) {
+        fprintf(stderr, "%s: out of memory\n", program);
+        return NULL;
+    }
+    snprintf(c->name, sizeof(c->name), "%s", name);
+#define KEY(k) (snprintf(key, sizeof(key), "exec.%s.%s", name, k), key)
+    if (em_config_list_len(cfg, KEY("argv")) == 0) {
+        refuse(program, cfg, key, "handlers.exec", "exec handler '%s' (in handlers.exec) needs exec.%s.argv", name,
+               name);
+        goto fail;
+    }
+    const char *path = em_config_list_get(cfg, key, 0);
+    struct stat st;
+    if (path[0] != '/') {
+        refuse(program, cfg, key, key, "'%s' is not an absolute path", path);
+        goto fail;
+    }
+    if (stat(path, &st) != 0 || access(path, X_OK) != 0) {
+        refuse(program, cfg, key, key, "'%s' is not an executable file: %s", path, strerror(errno));
+        goto fail;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        refuse(program, cfg, key, key, "'%s' is not an executable file: not a regular file", path);
+        goto fail;
+    }
+    c->argv = strv_from(cfg, key, NULL);
+    size_t ne = em_config_list_len(cfg, KEY("env"));
+    for (size_t i = 0; i < ne; i++) {
+        const char *e = em_config_list_get(cfg, key, i);
+        if (!strchr(e, '=') || e[0] == '=') {
+            refuse(program, cfg, key, key, "'%s' is not NAME=VALUE", e);
+            goto fail;
+        }
+    }
+    c->envp = ne ? strv_from(cfg, key, NULL) : strv_from(cfg, key, "PATH=/usr/local/bin:/usr/bin:/bin");
+    if (!c->argv || !c->envp) {
+        fprintf(stderr, "%s: out of memory\n", program);
+        goto fail;
+    }
+    c->base.argv = (const char *const *)c->argv;
+    c->base.envp = (const char *const *)c->envp;
+    c->base.max_output = (size_t)em_config_int(cfg, KEY("max_output_bytes"));
+    c->base.kill_grace_ms = em_config_int(cfg, KEY("kill_grace_ms"));
+    c->base.limits.cpu_seconds = em_config_int(cfg, KEY("cpu_seconds"));
+    c->base.limits.memory_mb = em_config_int(cfg, KEY("memory_mb"));
+    c->base.limits.open_files = em_config_int(cfg, KEY("open_files"));
+    c->base.limits.processes = em_config_int(cfg, KEY("processes"));
+#undef KEY
+    snprintf(labels, sizeof(labels), "handler=\"%s\"", name);
+    c->m_running = em_metrics_gauge(metrics, "execmesh_exec_children_running", labels,
+                                    "Child processes of an exec handler running now.");
+    c->m_timeout_kills = em_metrics_counter(metrics, "execmesh_exec_timeout_kills_total", labels,
+                                            "Children of an exec handler killed because the execution timed out.");
+    c->m_spawn_failed = em_metrics_counter(metrics, "execmesh_exec_spawn_failures_total", labels,
+                                           "Children of an exec handler that could not be started (fork, execve, ...).");
+    return c;
+fail:
+    ex_exec_conf_free(c);
+    return NULL;
+}
+
+em_err_t ex_exec_start(char *errstr, size_t errstr_size) {
+    if (sup)
+        return EM_OK;
+    sup = em_child_sup_new(errstr, errstr_size);
+    return sup ? EM_OK : EM_ENOMEM;
+}
+
+void ex_exec_stop(void) {
+    em_child_sup_destroy(sup); /* kills and reaps every child; their jobs finish as abandoned */
+    sup = NULL;
+}
+
+/* A result's error text must be valid UTF-8 (a protobuf string): stderr's
+ * bytes outside printable ASCII, newline and tab are shown as '?'. */
+static void append_tail(char *msg, size_t cap, const em_child_result_t *res) {
+    size_t o = strlen(msg);
+    if (!res->stderr_len || o + 16 >= cap)
+        return;
+    o += (size_t)snprintf(msg + o, cap - o, "; stderr: ");
+    for (size_t i = 0; i < res->stderr_len && o + 1 < cap; i++) {
+        unsigned char ch = (unsigned char)res->stderr_tail[i];
+        msg[o++] = (ch >= 0x20 && ch < 0x7f) || ch == '\n' || ch == '\t' ? (char)ch : '?';
+    }
+    msg[o] = '\0';
+}
+
+static const char *sig_name(int sig) {
+    const char *n = sigabbrev_np(sig);
+    return n ? n : "?";
+}
+
+/* Runs on the supervisor thread. */
+static void exec_done(void *arg, em_child_result_t *res) {
+    exec_run_t *r = arg;
+    ex_job_t *job = r->job;
+    ex_exec_conf_t *c = r->conf;
+    free(r);
+    em_metric_add(c->m_running, -1);
+    char msg[EM_CHILD_STDERR_TAIL + 512];
+    Execmesh__V1__Status status = EXECMESH__V1__STATUS__FAILED;
+    msg[0] = '\0';
+    switch (res->outcome) {
+    case EM_CHILD_EXITED:
+        if (res->exit_code == 0) {
+            status = EXECMESH__V1__STATUS__SUCCEEDED;
+            break;
+        }
+        snprintf(msg, sizeof(msg), "exec %s: exit code %d", c->name, res->exit_code);
+        append_tail(msg, sizeof(msg), res);
+        break;
+    case EM_CHILD_SIGNALED:
+        snprintf(msg, sizeof(msg), "exec %s: killed by signal %d (SIG%s)", c->name, res->term_signal,
+                 sig_name(res->term_signal));
+        append_tail(msg, sizeof(msg), res);
+        break;
+    case EM_CHILD_TIMED_OUT:
+        status = EXECMESH__V1__STATUS__TIMED_OUT;
+        em_metric_add(c->m_timeout_kills, 1);
+        snprintf(msg, sizeof(msg), "exec %s: timed out after %lld ms: SIGTERM to its process group%s", c->name,
+                 (long long)job->timeout_ms, res->term_signal == SIGKILL ? ", then SIGKILL" : "");
+        append_tail(msg, sizeof(msg), res);
+        break;
+    case EM_CHILD_OUTPUT_LIMIT:
+        snprintf(msg, sizeof(msg), "exec %s: output exceeded %zu bytes (exec.%s.max_output_bytes); the child was killed",
+                 c->name, c->base.max_output, c->name);
+        break;
+    case EM_CHILD_SPAWN_FAILED:
+        em_metric_add(c->m_spawn_failed, 1);
+        snprintf(msg, sizeof(msg), "exec %s: cannot run '%s': %s: %s (errno %d)", c->name, c->argv[0],
+                 res->spawn_step, strerror(res->spawn_errno), res->spawn_errno);
+        break;
+    case EM_CHILD_ABANDONED:
+        snprintf(msg, sizeof(msg), "abandoned: executor drain deadline passed");
+        break;
+    }
+    if (status == EXECMESH__V1__STATUS__SUCCEEDED || res->outcome == EM_CHILD_EXITED ||
+        res->outcome == EM_CHILD_SIGNALED) {
+        /* stdout goes with the result also when the child failed: it may say why */
+        uint8_t *out = res->output;
+        res->output = NULL;
+        job_finish(job, status, out, res->output_len, 1, msg[0] ? msg : NULL, res->exit_code);
+    } else {
+        job_finish(job, status, NULL, 0, 0, msg, res->exit_code);
+    }
+}
+
+void ex_exec_run(ex_job_t *job) {
+    ex_exec_conf_t *c = job->handler->ctx;
+    exec_run_t *r = malloc(sizeof(*r));
+    em_err_t rc = EM_ENOMEM;
+    if (r) {
+        *r = (exec_run_t){job, c};
+        em_child_spec_t spec = c->base;
+        spec.input = job->ex->payload.p; /* the request outlives the job */
+        spec.input_len = job->ex->payload.n;
+        spec.timeout_ms = job->timeout_ms;
+        em_metric_add(c->m_running, 1);
+        rc = sup ? em_child_run(sup, &spec, exec_done, r) : EM_ESHUTDOWN;
+        if (rc == EM_OK)
+            return;
+        em_metric_add(c->m_running, -1);
+        free(r);
+    }
+    char msg[160];
+    snprintf(msg, sizeof(msg), "exec %s: cannot start: %s", c->name,
+             rc == EM_ESHUTDOWN ? "the executor is stopping" : em_strerror(rc));
+    job_finish(job, EXECMESH__V1__STATUS__FAILED, NULL, 0, 0, msg, 0);
+}
