@@ -111,6 +111,21 @@ def busy_cores(t0, t1):
     return db / dt * os.cpu_count() if dt > 0 else float("nan")
 
 
+def settle(limit_s=60, quiet=0.5):
+    """Before a latency phase: dirty pages written (the closed loop leaves
+    gigabytes in the page cache on the real broker) and the machine quiet
+    (fewer than `quiet` cores busy over half a second), at most limit_s.
+    Returns the busy cores of the last half second."""
+    os.sync()
+    deadline = time.monotonic() + limit_s
+    while True:
+        t0 = machine_ticks()
+        time.sleep(0.5)  # ok-sleep: the measuring window of a bounded wait
+        busy = busy_cores(t0, machine_ticks())
+        if busy < quiet or time.monotonic() >= deadline:
+            return busy
+
+
 def peak_rss_mb(pid):
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -298,10 +313,12 @@ class Bench:
             # for the phases before it.
             t = ol_topics(i)
             prefix = f"o{i}-"
+            log(f"open loop at {rate:.0f}/s: settled, {settle():.2f} cores busy")
             log(f"open loop at {rate:.0f}/s: Kafka alone (consume -> produce, no gRPC), {count} records")
             floor = self.kafka_floor(rate, count, prefix, t["floor"], t["floor_out"])
             log(f"open loop at {rate:.0f}/s: the mesh, {count} executions")
             m = MeshRun(self, f"o{i}", 1, LATENCY, t["requests"], t["results"], f"bench-ol{i}", start_paused=False)
+            log(f"open loop at {rate:.0f}/s: settled, {settle():.2f} cores busy")
             before = m.latency()
             t0 = machine_ticks()
             fill = self.open_loop_fill(t["requests"], rate, count, prefix)
