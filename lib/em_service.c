@@ -172,6 +172,8 @@ static int service_init(em_service_t *svc, const em_service_desc_t *desc, int ar
                 desc->program, em_config_source(svc->cfg, "log.level"), em_config_str(svc->cfg, "log.level"));
         rc = 2;
     }
+    if (rc < 0 && desc->validate && desc->validate(svc->cfg) != 0)
+        rc = 2;
     if (rc >= 0 || check_only) {
         if (rc < 0) {
             printf("%s: configuration OK\n", desc->program);

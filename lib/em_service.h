@@ -56,6 +56,11 @@ typedef struct em_service_desc {
     const em_setting_t *settings;
     size_t nsettings;
     const em_flag_alias_t *aliases; /* NULL-terminated by a zero entry, or NULL */
+    /* Checks the table cannot express (a file that must exist, names that
+     * must agree), run after the config loaded, also for --check-config;
+     * non-zero refuses it (the hook printed why, naming file, line and key).
+     * NULL: none. */
+    int (*validate)(const em_config_t *cfg);
 } em_service_desc_t;
 
 typedef struct em_service {

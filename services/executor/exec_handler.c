@@ -101,7 +101,7 @@ static int name_ok(const char *s) {
     return 1;
 }
 
-int ex_exec_check_names(const em_config_t *cfg, const char *program) {
+static int check_names(const em_config_t *cfg, const char *program) {
     size_t n = em_config_list_len(cfg, "handlers.exec");
     for (size_t i = 0; i < n; i++) {
         const char *name = em_config_list_get(cfg, "handlers.exec", i);
@@ -131,9 +131,48 @@ int ex_exec_check_names(const em_config_t *cfg, const char *program) {
     return 0;
 }
 
+/* Refuses exec handler name's argv and env when they cannot work: argv[0]
+ * not an absolute path to an executable regular file, an env entry that is
+ * not NAME=VALUE. */
+static int check_one(const em_config_t *cfg, const char *name, const char *program) {
+    char key[128];
+    snprintf(key, sizeof(key), "exec.%s.argv", name);
+    if (em_config_list_len(cfg, key) == 0)
+        return refuse(program, cfg, key, "handlers.exec", "exec handler '%s' (in handlers.exec) needs exec.%s.argv",
+                      name, name);
+    const char *path = em_config_list_get(cfg, key, 0);
+    struct stat st;
+    if (path[0] != '/')
+        return refuse(program, cfg, key, key, "'%s' is not an absolute path", path);
+    if (stat(path, &st) != 0 || access(path, X_OK) != 0)
+        return refuse(program, cfg, key, key, "'%s' is not an executable file: %s", path, strerror(errno));
+    if (!S_ISREG(st.st_mode))
+        return refuse(program, cfg, key, key, "'%s' is not an executable file: not a regular file", path);
+    snprintf(key, sizeof(key), "exec.%s.env", name);
+    size_t ne = em_config_list_len(cfg, key);
+    for (size_t i = 0; i < ne; i++) {
+        const char *e = em_config_list_get(cfg, key, i);
+        if (!strchr(e, '=') || e[0] == '=')
+            return refuse(program, cfg, key, key, "'%s' is not NAME=VALUE", e);
+    }
+    return 0;
+}
+
+int ex_exec_check(const em_config_t *cfg, const char *program) {
+    if (check_names(cfg, program) != 0)
+        return -1;
+    size_t n = em_config_list_len(cfg, "handlers.exec");
+    for (size_t i = 0; i < n; i++)
+        if (check_one(cfg, em_config_list_get(cfg, "handlers.exec", i), program) != 0)
+            return -1;
+    return 0;
+}
+
 ex_exec_conf_t *ex_exec_conf_new(const em_config_t *cfg, const char *name, em_metrics_t *metrics,
                                  const char *program) {
     char key[128], labels[128];
+    if (check_one(cfg, name, program) != 0)
+        return NULL;
     ex_exec_conf_t *c = calloc(1, sizeof(*c));
     if (!c) {
         fprintf(stderr, "%s: out of memory\n", program);
@@ -141,34 +180,9 @@ ex_exec_conf_t *ex_exec_conf_new(const em_config_t *cfg, const char *name, em_me
     }
     snprintf(c->name, sizeof(c->name), "%s", name);
 #define KEY(k) (snprintf(key, sizeof(key), "exec.%s.%s", name, k), key)
-    if (em_config_list_len(cfg, KEY("argv")) == 0) {
-        refuse(program, cfg, key, "handlers.exec", "exec handler '%s' (in handlers.exec) needs exec.%s.argv", name,
-               name);
-        goto fail;
-    }
-    const char *path = em_config_list_get(cfg, key, 0);
-    struct stat st;
-    if (path[0] != '/') {
-        refuse(program, cfg, key, key, "'%s' is not an absolute path", path);
-        goto fail;
-    }
-    if (stat(path, &st) != 0 || access(path, X_OK) != 0) {
-        refuse(program, cfg, key, key, "'%s' is not an executable file: %s", path, strerror(errno));
-        goto fail;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        refuse(program, cfg, key, key, "'%s' is not an executable file: not a regular file", path);
-        goto fail;
-    }
+    KEY("argv");
     c->argv = strv_from(cfg, key, NULL);
     size_t ne = em_config_list_len(cfg, KEY("env"));
-    for (size_t i = 0; i < ne; i++) {
-        const char *e = em_config_list_get(cfg, key, i);
-        if (!strchr(e, '=') || e[0] == '=') {
-            refuse(program, cfg, key, key, "'%s' is not NAME=VALUE", e);
-            goto fail;
-        }
-    }
     c->envp = ne ? strv_from(cfg, key, NULL) : strv_from(cfg, key, "PATH=/usr/local/bin:/usr/bin:/bin");
     if (!c->argv || !c->envp) {
         fprintf(stderr, "%s: out of memory\n", program);

@@ -80,8 +80,10 @@ const char *builtin_names(void);
 
 /* Exec handlers (exec_handler.c). */
 /* Refuses (-1, reason on stderr naming file, line and key) a bad name in
- * handlers.exec, or exec.NAME.* keys of a NAME not in handlers.exec. */
-int ex_exec_check_names(const em_config_t *cfg, const char *program);
+ * handlers.exec, exec.NAME.* keys of a NAME not in handlers.exec, or an exec
+ * handler whose argv[0] is not an absolute path to an executable file or
+ * whose env entries are not NAME=VALUE. */
+int ex_exec_check(const em_config_t *cfg, const char *program);
 /* The settings of exec handler name, checked (argv[0] an absolute path to an
  * executable file, env entries NAME=VALUE), with its metrics registered; NULL
  * after printing why on stderr. */

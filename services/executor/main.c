@@ -70,12 +70,15 @@ static const em_setting_t executor_settings[] = {
      "Wait before publishing a batch's results again after a failed Publish."},
 };
 
+static int validate_handlers(const em_config_t *cfg);
+
 static const em_service_desc_t executor_desc = {
     .name = "executor",
     .program = "execmesh-executor",
     .summary = "runs execution handlers and hands each result to a sink (Executor.Execute)",
     .settings = executor_settings,
     .nsettings = EM_ARRAY_LEN(executor_settings),
+    .validate = validate_handlers,
 };
 
 ex_env_t ex_env;
@@ -491,22 +494,53 @@ static void list_handler(const char *name) {
     snprintf(X.handler_list + o, sizeof(X.handler_list) - o, "%s%s", o ? ", " : "", name);
 }
 
-static int setup_exec_handlers(const em_config_t *cfg) {
-    if (ex_exec_check_names(cfg, executor_desc.program) != 0)
-        return -1;
-    size_t n = em_config_list_len(cfg, "handlers.exec");
-    for (size_t i = 0; i < n; i++) {
+/* The handlers' settings as start-up needs them, checked when the config is
+ * loaded (also by --check-config): known builtins, no name offered twice,
+ * every exec handler's argv runnable. Refusals name file, line and key. */
+static int validate_handlers(const em_config_t *cfg) {
+    size_t nb = em_config_list_len(cfg, "handlers.builtin"), ne = em_config_list_len(cfg, "handlers.exec");
+    for (size_t i = 0; i < nb; i++) {
+        const char *name = em_config_list_get(cfg, "handlers.builtin", i);
+        int async;
+        if (!builtin_lookup(name, &async)) {
+            fprintf(stderr, "execmesh-executor: config refused: %s: key 'handlers.builtin': unknown builtin '%s' (known: %s)\n",
+                    em_config_source(cfg, "handlers.builtin"), name, builtin_names());
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < ne; i++) {
         const char *name = em_config_list_get(cfg, "handlers.exec", i);
-        if (handler_find((const uint8_t *)name, strlen(name))) {
+        int twice = 0;
+        for (size_t j = 0; j < nb && !twice; j++)
+            twice = strcmp(name, em_config_list_get(cfg, "handlers.builtin", j)) == 0;
+        for (size_t j = 0; j < i && !twice; j++)
+            twice = strcmp(name, em_config_list_get(cfg, "handlers.exec", j)) == 0;
+        if (twice) {
             fprintf(stderr, "execmesh-executor: config refused: %s: key 'handlers.exec': handler '%s' is offered twice (handlers.builtin, handlers.exec)\n",
                     em_config_source(cfg, "handlers.exec"), name);
             return -1;
         }
-        if (X.nhandlers >= EX_MAX_HANDLERS) {
-            fprintf(stderr, "execmesh-executor: config refused: %s: key 'handlers.exec': more than %d handlers\n",
-                    em_config_source(cfg, "handlers.exec"), EX_MAX_HANDLERS);
-            return -1;
-        }
+    }
+    size_t distinct = ne;
+    for (size_t i = 0; i < nb; i++) {
+        int seen = 0;
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = strcmp(em_config_list_get(cfg, "handlers.builtin", i), em_config_list_get(cfg, "handlers.builtin", j)) == 0;
+        distinct += !seen;
+    }
+    if (distinct > EX_MAX_HANDLERS) {
+        fprintf(stderr, "execmesh-executor: config refused: %s: key 'handlers.exec': more than %d handlers\n",
+                em_config_source(cfg, "handlers.exec"), EX_MAX_HANDLERS);
+        return -1;
+    }
+    return ex_exec_check(cfg, executor_desc.program);
+}
+
+/* Builds the exec handlers (validate_handlers accepted their settings). */
+static int setup_exec_handlers(const em_config_t *cfg) {
+    size_t n = em_config_list_len(cfg, "handlers.exec");
+    for (size_t i = 0; i < n; i++) {
+        const char *name = em_config_list_get(cfg, "handlers.exec", i);
         ex_exec_conf_t *conf = ex_exec_conf_new(cfg, name, X.svc.metrics, executor_desc.program);
         if (!conf)
             return -1;
@@ -543,11 +577,8 @@ static int setup_handlers(const em_config_t *cfg) {
         const char *name = em_config_list_get(cfg, "handlers.builtin", i);
         int async = 0;
         ex_run_fn run = builtin_lookup(name, &async);
-        if (!run) {
-            fprintf(stderr, "execmesh-executor: config refused: %s: key 'handlers.builtin': unknown builtin '%s' (known: %s)\n",
-                    em_config_source(cfg, "handlers.builtin"), name, builtin_names());
+        if (!run) /* validate_handlers refused it already */
             return -1;
-        }
         if (handler_find((const uint8_t *)name, strlen(name)))
             continue;
         ex_handler_t *h = &X.handlers[X.nhandlers++];

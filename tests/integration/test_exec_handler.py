@@ -145,5 +145,16 @@ def test_stopping_executor_kills_its_children_and_missing_binary_is_refused():
         r = subprocess.run([BIN["executor"], "--config", bad], capture_output=True, text=True, timeout=30)
         assert r.returncode == 2, r
         assert f"{bad}:3: key 'exec.gone.argv': '/nonexistent/tool' is not an executable file" in r.stderr, r.stderr
+        # --check-config refuses it the same way, and accepts a runnable one
+        r = subprocess.run([BIN["executor"], "--config", bad, "--check-config"], capture_output=True, text=True,
+                           timeout=30)
+        assert r.returncode == 2, r
+        assert f"{bad}:3: key 'exec.gone.argv': '/nonexistent/tool' is not an executable file" in r.stderr, r.stderr
+        good = os.path.join(m.dir, "good.cfg")
+        with open(good, "w") as f:
+            f.write('handlers = { exec = [ "up" ]; };\nexec = {\n  up = { argv = [ "/usr/bin/tr", "a-z", "A-Z" ]; };\n};\n')
+        r = subprocess.run([BIN["executor"], "--config", good, "--check-config"], capture_output=True, text=True,
+                           timeout=30)
+        assert r.returncode == 0 and "configuration OK" in r.stdout, r
     finally:
         m.close()
