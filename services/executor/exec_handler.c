@@ -171,8 +171,6 @@ int ex_exec_check(const em_config_t *cfg, const char *program) {
 ex_exec_conf_t *ex_exec_conf_new(const em_config_t *cfg, const char *name, em_metrics_t *metrics,
                                  const char *program) {
     char key[128], labels[128];
-    if (check_one(cfg, name, program) != 0)
-        return NULL;
     ex_exec_conf_t *c = calloc(1, sizeof(*c));
     if (!c) {
         fprintf(stderr, "%s: out of memory\n", program);

@@ -84,9 +84,9 @@ const char *builtin_names(void);
  * handler whose argv[0] is not an absolute path to an executable file or
  * whose env entries are not NAME=VALUE. */
 int ex_exec_check(const em_config_t *cfg, const char *program);
-/* The settings of exec handler name, checked (argv[0] an absolute path to an
- * executable file, env entries NAME=VALUE), with its metrics registered; NULL
- * after printing why on stderr. */
+/* The settings of exec handler name (which ex_exec_check accepted, when the
+ * config was loaded), with its metrics registered; NULL after printing why on
+ * stderr (out of memory). */
 ex_exec_conf_t *ex_exec_conf_new(const em_config_t *cfg, const char *name, em_metrics_t *metrics,
                                  const char *program);
 void ex_exec_conf_free(ex_exec_conf_t *conf);

@@ -158,3 +158,30 @@ def test_stopping_executor_kills_its_children_and_missing_binary_is_refused():
         assert r.returncode == 0 and "configuration OK" in r.stdout, r
     finally:
         m.close()
+
+
+def test_check_config_refuses_each_bad_handler_setting(tmp_path):
+    """Every refusal of the handlers' settings, through --check-config (the
+    same checks start-up runs): exit 2, naming the file, the line and the key."""
+    cases = [  # (config text, line, key, reason)
+        ('handlers = { builtin = [ "echo", "nope" ]; };\n', 1, "handlers.builtin", "unknown builtin 'nope'"),
+        ('handlers = { builtin = [ "echo" ]; exec = [ "echo" ]; };\nexec = {\n  echo = { argv = [ "/usr/bin/tr" ]; };\n};\n',
+         1, "handlers.exec", "handler 'echo' is offered twice"),
+        ('handlers = { exec = [ "up" ]; };\nexec = {\n  up = { argv = [ "/usr/bin/tr" ]; };\n  upp = { argv = [ "/usr/bin/tr" ]; };\n};\n',
+         4, "exec.upp.argv", "exec handler 'upp' is not offered"),
+        ('handlers = { exec = [ "up" ]; };\nexec = {\n  up = { argv = [ "tr", "a-z", "A-Z" ]; };\n};\n',
+         3, "exec.up.argv", "'tr' is not an absolute path"),
+        ('handlers = { exec = [ "up" ]; };\nexec = {\n  up = { argv = [ "/usr/bin" ]; };\n};\n',
+         3, "exec.up.argv", "not a regular file"),
+        ('handlers = { exec = [ "up" ]; };\nexec = {\n  up = { argv = [ "/usr/bin/tr" ];\n    env = [ "PATH" ]; };\n};\n',
+         4, "exec.up.env", "'PATH' is not NAME=VALUE"),
+        ('handlers = { exec = [ "up" ]; };\n', 1, "exec.up.argv", "needs exec.up.argv"),
+        ('handlers = { exec = [ "bad name" ]; };\n', 1, "handlers.exec", "'bad name' is not a handler name"),
+    ]
+    for i, (text, line, key, reason) in enumerate(cases):
+        path = tmp_path / f"bad{i}.cfg"
+        path.write_text(text)
+        r = subprocess.run([BIN["executor"], "--config", str(path), "--check-config"], capture_output=True, text=True,
+                           timeout=30)
+        assert r.returncode == 2, (text, r)
+        assert f"{path}:{line}: key '{key}'" in r.stderr and reason in r.stderr, (text, r.stderr)

@@ -129,7 +129,7 @@ static void assert_gone(pid_t pid) {
     while (!process_gone(pid)) {
         if (em_mono_ms() > deadline)
             fail_msg("process %d still running", (int)pid);
-        usleep(10000); /* the poll interval of a bounded wait */
+        usleep(10000); /* ok-sleep: the poll interval of a bounded wait */
     }
 }
 
@@ -256,7 +256,7 @@ static void timeout_kills_child_and_grandchild(void **state) {
     (void)state;
     em_child_sup_t *sup = sup_new();
     /* the shell ignores TERM, so only the KILL after the grace ends it */
-    static const char *const argv[] = {"/bin/sh", "-c", "trap '' TERM; sleep 30 & echo $!; wait; wait", NULL};
+    static const char *const argv[] = {"/bin/sh", "-c", "trap '' TERM; sleep 30 & echo $!; wait; wait", NULL}; /* ok-sleep: the child under test runs long */
     em_child_spec_t sp = spec_of(argv, NULL);
     sp.timeout_ms = 300;
     sp.kill_grace_ms = 300;
@@ -275,7 +275,7 @@ static void nothing_outlives_the_leader(void **state) {
     (void)state;
     em_child_sup_t *sup = sup_new();
     /* the leader exits at once, leaving a background sleep in its group */
-    static const char *const argv[] = {"/bin/sh", "-c", "sleep 30 >/dev/null 2>&1 & echo $!", NULL};
+    static const char *const argv[] = {"/bin/sh", "-c", "sleep 30 >/dev/null 2>&1 & echo $!", NULL}; /* ok-sleep: the child under test runs long */
     em_child_spec_t sp = spec_of(argv, NULL);
     run_t r;
     run_sync(sup, &sp, &r);
@@ -333,7 +333,7 @@ static void unread_stdin_blocks_nothing(void **state) {
     memset(input, 'x', big);
     input[big] = '\0';
     /* never reads stdin and never exits by itself */
-    static const char *const stuck_argv[] = {"/bin/sh", "-c", "exec sleep 30", NULL};
+    static const char *const stuck_argv[] = {"/bin/sh", "-c", "exec sleep 30", NULL}; /* ok-sleep: the child under test runs long */
     em_child_spec_t stuck = spec_of(stuck_argv, input);
     stuck.timeout_ms = 1500;
     stuck.kill_grace_ms = 100;
@@ -408,7 +408,7 @@ static void on_done_chain(void *arg, em_child_result_t *res) {
 static void destroy_abandons_what_runs(void **state) {
     (void)state;
     em_child_sup_t *sup = sup_new();
-    static const char *const argv[] = {"/bin/sh", "-c", "echo $$; exec sleep 30", NULL};
+    static const char *const argv[] = {"/bin/sh", "-c", "echo $$; exec sleep 30", NULL}; /* ok-sleep: the child under test runs long */
     em_child_spec_t sp = spec_of(argv, NULL);
     sp.timeout_ms = 0;
     run_t second;
