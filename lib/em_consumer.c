@@ -13,7 +13,13 @@ struct em_consumer {
     rd_kafka_t *rk;
     rd_kafka_queue_t *queue;
     em_consumer_opts_t o;
+    char *topic;      /* the subscribed topic */
     int closed;
+    int want_paused;  /* the owner's wish, applied to every assignment */
+    /* partitions assigned while em_consumer_poll runs (see there) */
+    int in_poll;
+    int32_t *fresh;
+    int nfresh, capfresh;
 };
 
 static void parts_text(const rd_kafka_topic_partition_list_t *parts, char *buf, size_t n) {
@@ -25,6 +31,43 @@ static void parts_text(const rd_kafka_topic_partition_list_t *parts, char *buf, 
             break;
         o += (size_t)w;
     }
+}
+
+/* Pauses or resumes parts in librdkafka; per-partition errors are logged. */
+static void set_pause(em_consumer_t *c, const rd_kafka_topic_partition_list_t *parts, int pause) {
+    if (!parts || parts->cnt == 0)
+        return;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_copy(parts);
+    rd_kafka_resp_err_t err = pause ? rd_kafka_pause_partitions(c->rk, l) : rd_kafka_resume_partitions(c->rk, l);
+    for (int i = 0; !err && i < l->cnt; i++)
+        if (l->elems[i].err) {
+            err = l->elems[i].err;
+            EM_WARN(pause ? "cannot pause a partition" : "cannot resume a partition",
+                    EM_F_INT("partition", l->elems[i].partition), EM_F_STR("error", rd_kafka_err2name(err)));
+        }
+    if (err && l->cnt && !l->elems[0].err)
+        EM_WARN(pause ? "cannot pause partitions" : "cannot resume partitions",
+                EM_F_STR("error", rd_kafka_err2name(err)));
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+static void fresh_add(em_consumer_t *c, int32_t partition) {
+    if (c->nfresh == c->capfresh) {
+        int n = c->capfresh ? c->capfresh * 2 : 64;
+        int32_t *f = realloc(c->fresh, (size_t)n * sizeof(*f));
+        if (!f)
+            return; /* out of memory: at worst a stale record reaches the owner, who ignores lower offsets */
+        c->fresh = f;
+        c->capfresh = n;
+    }
+    c->fresh[c->nfresh++] = partition;
+}
+
+static int fresh_has(const em_consumer_t *c, int32_t partition) {
+    for (int i = 0; i < c->nfresh; i++)
+        if (c->fresh[i] == partition)
+            return 1;
+    return 0;
 }
 
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts,
@@ -48,6 +91,12 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
         } else {
             rd_kafka_assign(rk, parts);
         }
+        /* librdkafka keeps a partition's pause flag across unassign and
+         * assign: say explicitly what each new partition should be */
+        set_pause(c, parts, c->want_paused);
+        if (c->in_poll)
+            for (int i = 0; i < parts->cnt; i++)
+                fresh_add(c, parts->elems[i].partition);
         return;
     }
     int lost = err != RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS || rd_kafka_assignment_lost(rk);
@@ -64,6 +113,11 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
     } else {
         rd_kafka_assign(rk, NULL);
     }
+    /* a partition given up paused would come back paused on its next
+     * assign, to this member or (after a restart of librdkafka's state)
+     * never: clear the flag now */
+    if (c->want_paused)
+        set_pause(c, parts, 0);
 }
 
 static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *offsets,
@@ -153,6 +207,12 @@ em_consumer_t *em_consumer_new(const em_consumer_opts_t *o, char *errstr, size_t
 }
 
 em_err_t em_consumer_subscribe(em_consumer_t *c, const char *topic, char *errstr, size_t errstr_size) {
+    free(c->topic);
+    c->topic = strdup(topic);
+    if (!c->topic) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return EM_ENOMEM;
+    }
     rd_kafka_topic_partition_list_t *t = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(t, topic, RD_KAFKA_PARTITION_UA);
     rd_kafka_resp_err_t err = rd_kafka_subscribe(c->rk, t);
@@ -164,28 +224,75 @@ em_err_t em_consumer_subscribe(em_consumer_t *c, const char *topic, char *errstr
     return EM_OK;
 }
 
+/* Moves each partition in parts (offsets ignored) to its committed offset,
+ * or to the beginning when the group has none (auto.offset.reset=earliest). */
+static void seek_committed(em_consumer_t *c, rd_kafka_topic_partition_list_t *parts) {
+    rd_kafka_resp_err_t err = rd_kafka_committed(c->rk, parts, 10000);
+    if (err) {
+        EM_ERROR("cannot read committed offsets to restart newly assigned partitions",
+                 EM_F_STR("error", rd_kafka_err2name(err)), EM_F_INT("partitions", parts->cnt));
+        return; /* the stall watchdog restarts them */
+    }
+    for (int i = 0; i < parts->cnt; i++)
+        if (parts->elems[i].offset < 0)
+            parts->elems[i].offset = RD_KAFKA_OFFSET_BEGINNING;
+    /* a partition whose fetcher has not started yet refuses the seek; it
+     * starts at the committed offset anyway */
+    rd_kafka_error_t *e = rd_kafka_seek_partitions(c->rk, parts, 10000);
+    if (e) {
+        EM_INFO("seek of newly assigned partitions refused", EM_F_STR("error", rd_kafka_error_string(e)));
+        rd_kafka_error_destroy(e);
+    }
+}
+
 size_t em_consumer_poll(em_consumer_t *c, rd_kafka_message_t **msgs, size_t max, int timeout_ms) {
     /* consume_batch waits for a *full* batch until the timeout: wait for the
      * first message only, then take what is already there without waiting,
      * or a trickle of records would each wait out the timeout. */
+    c->in_poll = 1;
+    c->nfresh = 0;
     ssize_t n = rd_kafka_consume_batch_queue(c->queue, timeout_ms, msgs, 1);
-    if (n <= 0)
-        return 0;
-    if (max > 1) {
+    if (n > 0 && max > 1) {
         ssize_t more = rd_kafka_consume_batch_queue(c->queue, 0, msgs + 1, max - 1);
         if (more > 0)
             n += more;
     }
+    c->in_poll = 0;
+    if (n <= 0)
+        return 0;
+    /* A rebalance served in this call may have assigned partitions whose
+     * records in the batch were fetched before it: librdkafka drops a
+     * revoked partition's queued records only when its version barrier is
+     * reached, which can be after the batch ended. Such a record can be
+     * ahead of where the new assignment starts; taking it would make the
+     * owner skip the offsets before it. Drop every record of a fresh
+     * partition and start it again from its committed offset. */
+    rd_kafka_topic_partition_list_t *restart = NULL;
     size_t out = 0;
     for (ssize_t i = 0; i < n; i++) {
-        if (msgs[i]->err) {
-            if (msgs[i]->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                EM_WARN("kafka consume error", EM_F_STR("error", rd_kafka_err2name(msgs[i]->err)),
-                        EM_F_STR("reason", rd_kafka_message_errstr(msgs[i])));
-            rd_kafka_message_destroy(msgs[i]);
+        rd_kafka_message_t *m = msgs[i];
+        if (m->err) {
+            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                EM_WARN("kafka consume error", EM_F_STR("error", rd_kafka_err2name(m->err)),
+                        EM_F_STR("reason", rd_kafka_message_errstr(m)));
+            rd_kafka_message_destroy(m);
             continue;
         }
-        msgs[out++] = msgs[i];
+        if (c->nfresh && fresh_has(c, m->partition)) {
+            if (!restart)
+                restart = rd_kafka_topic_partition_list_new(c->nfresh);
+            if (!rd_kafka_topic_partition_list_find(restart, c->topic, m->partition))
+                rd_kafka_topic_partition_list_add(restart, c->topic, m->partition);
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        msgs[out++] = m;
+    }
+    if (restart) {
+        EM_DEBUG("records of partitions assigned during the poll dropped; restarting them at their committed offsets",
+                 EM_F_INT("partitions", restart->cnt));
+        seek_committed(c, restart);
+        rd_kafka_topic_partition_list_destroy(restart);
     }
     return out;
 }
@@ -197,12 +304,163 @@ em_err_t em_consumer_commit(em_consumer_t *c, const rd_kafka_topic_partition_lis
     return em_kafka_err(err);
 }
 
-em_err_t em_consumer_pause(em_consumer_t *c, rd_kafka_topic_partition_list_t *parts) {
-    return em_kafka_err(rd_kafka_pause_partitions(c->rk, parts));
+em_err_t em_consumer_set_paused(em_consumer_t *c, int paused) {
+    paused = !!paused;
+    if (c->want_paused == paused)
+        return EM_OK;
+    c->want_paused = paused;
+    rd_kafka_topic_partition_list_t *a = NULL;
+    rd_kafka_resp_err_t err = rd_kafka_assignment(c->rk, &a);
+    if (err)
+        return em_kafka_err(err);
+    set_pause(c, a, paused);
+    rd_kafka_topic_partition_list_destroy(a);
+    return EM_OK;
 }
 
-em_err_t em_consumer_resume(em_consumer_t *c, rd_kafka_topic_partition_list_t *parts) {
-    return em_kafka_err(rd_kafka_resume_partitions(c->rk, parts));
+int em_consumer_has_partition(em_consumer_t *c, int32_t partition) {
+    rd_kafka_topic_partition_list_t *a = NULL;
+    if (!c->topic || rd_kafka_assignment(c->rk, &a) != RD_KAFKA_RESP_ERR_NO_ERROR || !a)
+        return 0;
+    int has = rd_kafka_topic_partition_list_find(a, c->topic, partition) != NULL;
+    rd_kafka_topic_partition_list_destroy(a);
+    return has;
+}
+
+static int is_cooperative(em_consumer_t *c) { return strcmp(rd_kafka_rebalance_protocol(c->rk), "COOPERATIVE") == 0; }
+
+em_err_t em_consumer_restart_partition(em_consumer_t *c, int32_t partition, int64_t offset, char *what, size_t n) {
+    rd_kafka_topic_partition_list_t *a = NULL;
+    rd_kafka_resp_err_t err = rd_kafka_assignment(c->rk, &a);
+    if (err || !c->topic) {
+        snprintf(what, n, "cannot read the assignment: %s", rd_kafka_err2name(err));
+        return em_kafka_err(err);
+    }
+    rd_kafka_topic_partition_list_t *one = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(one, c->topic, partition)->offset = offset;
+    em_err_t rc = EM_OK;
+    if (!rd_kafka_topic_partition_list_find(a, c->topic, partition)) {
+        /* librdkafka dropped it: add it back, starting at offset */
+        rd_kafka_error_t *e = NULL;
+        if (is_cooperative(c)) {
+            e = rd_kafka_incremental_assign(c->rk, one);
+        } else {
+            /* eager: assign() replaces the whole assignment; the others
+             * restart from their committed offsets (records the owner
+             * already holds come again and are ignored as seen) */
+            rd_kafka_topic_partition_list_add(a, c->topic, partition)->offset = offset;
+            err = rd_kafka_assign(c->rk, a);
+            if (err)
+                e = rd_kafka_error_new(err, "assign: %s", rd_kafka_err2str(err));
+        }
+        if (e) {
+            snprintf(what, n, "re-assign failed: %s", rd_kafka_error_string(e));
+            rd_kafka_error_destroy(e);
+            rc = EM_EIO;
+            goto out;
+        }
+        set_pause(c, one, c->want_paused);
+        snprintf(what, n, "re-assigned (librdkafka had dropped it)");
+        goto out;
+    }
+    /* assigned: clear a pause nobody asked for, then fetch from offset */
+    if (!c->want_paused) {
+        rd_kafka_topic_partition_list_t *r = rd_kafka_topic_partition_list_copy(one);
+        rd_kafka_resume_partitions(c->rk, r);
+        rd_kafka_topic_partition_list_destroy(r);
+    }
+    rd_kafka_error_t *e = rd_kafka_seek_partitions(c->rk, one, 5000);
+    if (e || one->elems[0].err) {
+        snprintf(what, n, "resumed; seek failed: %s",
+                 e ? rd_kafka_error_string(e) : rd_kafka_err2name(one->elems[0].err));
+        if (e)
+            rd_kafka_error_destroy(e);
+        rc = EM_EIO;
+        goto out;
+    }
+    snprintf(what, n, "resumed and sought");
+out:
+    rd_kafka_topic_partition_list_destroy(one);
+    rd_kafka_topic_partition_list_destroy(a);
+    return rc;
+}
+
+static rd_kafka_topic_partition_list_t *list_of(em_consumer_t *c, const int32_t *partitions, int n) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n > 0 ? n : 1);
+    for (int i = 0; i < n; i++)
+        rd_kafka_topic_partition_list_add(l, c->topic, partitions[i]);
+    return l;
+}
+
+em_err_t em_consumer_committed(em_consumer_t *c, const int32_t *partitions, int n, int64_t *offsets,
+                               int timeout_ms) {
+    for (int i = 0; i < n; i++)
+        offsets[i] = -1;
+    if (!c->topic || n == 0)
+        return n == 0 ? EM_OK : EM_EINVAL;
+    rd_kafka_topic_partition_list_t *l = list_of(c, partitions, n);
+    rd_kafka_resp_err_t err = rd_kafka_committed(c->rk, l, timeout_ms);
+    if (!err)
+        for (int i = 0; i < l->cnt && i < n; i++)
+            offsets[i] = l->elems[i].err || l->elems[i].offset < 0 ? -1 : l->elems[i].offset;
+    rd_kafka_topic_partition_list_destroy(l);
+    return em_kafka_err(err);
+}
+
+/* ListOffsets with the "latest" (RD_KAFKA_OFFSET_END) or "earliest"
+ * (RD_KAFKA_OFFSET_BEGINNING) timestamp, one request per leader. */
+static em_err_t list_offsets(em_consumer_t *c, const int32_t *partitions, int n, int64_t which, int64_t *offsets,
+                             int timeout_ms) {
+    for (int i = 0; i < n; i++)
+        offsets[i] = -1;
+    if (!c->topic || n == 0)
+        return n == 0 ? EM_OK : EM_EINVAL;
+    rd_kafka_topic_partition_list_t *l = list_of(c, partitions, n);
+    for (int i = 0; i < l->cnt; i++)
+        l->elems[i].offset = which;
+    rd_kafka_resp_err_t err = rd_kafka_offsets_for_times(c->rk, l, timeout_ms);
+    if (!err)
+        for (int i = 0; i < l->cnt && i < n; i++)
+            offsets[i] = l->elems[i].err || l->elems[i].offset < 0 ? -1 : l->elems[i].offset;
+    rd_kafka_topic_partition_list_destroy(l);
+    return em_kafka_err(err);
+}
+
+em_err_t em_consumer_end_offsets(em_consumer_t *c, const int32_t *partitions, int n, int64_t *offsets,
+                                 int timeout_ms) {
+    return list_offsets(c, partitions, n, RD_KAFKA_OFFSET_END, offsets, timeout_ms);
+}
+
+em_err_t em_consumer_start_offsets(em_consumer_t *c, const int32_t *partitions, int n, int64_t *offsets,
+                                   int timeout_ms) {
+    return list_offsets(c, partitions, n, RD_KAFKA_OFFSET_BEGINNING, offsets, timeout_ms);
+}
+
+em_err_t em_consumer_debug_stall(em_consumer_t *c, int32_t partition, em_consumer_stall_t kind) {
+    if (!c->topic)
+        return EM_EINVAL;
+    rd_kafka_topic_partition_list_t *one = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(one, c->topic, partition);
+    rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (kind == EM_CONSUMER_STALL_PAUSE) {
+        err = rd_kafka_pause_partitions(c->rk, one); /* behind the owner's back: want_paused unchanged */
+    } else if (is_cooperative(c)) {
+        rd_kafka_error_t *e = rd_kafka_incremental_unassign(c->rk, one);
+        if (e) {
+            err = rd_kafka_error_code(e);
+            rd_kafka_error_destroy(e);
+        }
+    } else {
+        rd_kafka_topic_partition_list_t *a = NULL;
+        err = rd_kafka_assignment(c->rk, &a);
+        if (!err) {
+            rd_kafka_topic_partition_list_del(a, c->topic, partition);
+            err = rd_kafka_assign(c->rk, a);
+            rd_kafka_topic_partition_list_destroy(a);
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(one);
+    return em_kafka_err(err);
 }
 
 void em_consumer_close(em_consumer_t *c) {
@@ -220,6 +478,8 @@ void em_consumer_destroy(em_consumer_t *c) {
     em_consumer_close(c);
     rd_kafka_queue_destroy(c->queue);
     rd_kafka_destroy(c->rk);
+    free(c->topic);
+    free(c->fresh);
     free(c);
 }
 

@@ -77,14 +77,60 @@ em_err_t em_consumer_subscribe(em_consumer_t *c, const char *topic, char *errstr
 
 /* Up to max messages (caller destroys each with rd_kafka_message_destroy).
  * Serves rebalance and commit callbacks. Consumer errors are logged, not
- * returned. */
+ * returned.
+ *
+ * Every message returned belongs to the current assignment: a partition
+ * assigned while this call ran (a rebalance callback served inside it) may
+ * have records in the batch that were fetched for its previous assignment,
+ * ahead of the offset the new assignment starts from. Those records are
+ * dropped and the partition is sought back to its committed offset, so the
+ * owner sees each new assignment's records from its start, in order. */
 size_t em_consumer_poll(em_consumer_t *c, rd_kafka_message_t **msgs, size_t max, int timeout_ms);
 
 /* Commits offsets (the next offset to read, per partition). */
 em_err_t em_consumer_commit(em_consumer_t *c, const rd_kafka_topic_partition_list_t *offsets, int async);
 
-em_err_t em_consumer_pause(em_consumer_t *c, rd_kafka_topic_partition_list_t *parts);
-em_err_t em_consumer_resume(em_consumer_t *c, rd_kafka_topic_partition_list_t *parts);
+/* Pauses (1) or resumes (0) fetching of every assigned partition, and of
+ * every partition assigned later, until called again. librdkafka keeps a
+ * partition's pause flag across unassign and assign; this module clears it
+ * when a partition is revoked and sets it explicitly on every assign, so a
+ * partition never comes back paused behind the owner's back. Consumer
+ * thread only. */
+em_err_t em_consumer_set_paused(em_consumer_t *c, int paused);
+
+/* Is partition in librdkafka's current assignment? */
+int em_consumer_has_partition(em_consumer_t *c, int32_t partition);
+
+/* Puts one owned partition back in step with its owner: added back to
+ * librdkafka's assignment if it is missing, its pause flag set to the
+ * consumer's, and its fetch position moved to offset (an absolute offset,
+ * or RD_KAFKA_OFFSET_BEGINNING/STORED). what (n bytes) receives a short
+ * description of the steps taken. Consumer thread only. */
+em_err_t em_consumer_restart_partition(em_consumer_t *c, int32_t partition, int64_t offset, char *what, size_t n);
+
+/* The committed offsets of partitions (blocking, at most timeout_ms):
+ * offsets[i] is the next offset to read, or -1 when the group has none.
+ * Any thread. */
+em_err_t em_consumer_committed(em_consumer_t *c, const int32_t *partitions, int n, int64_t *offsets,
+                               int timeout_ms);
+
+/* The end offsets (the offset the next record will get) of partitions,
+ * asked of their leaders (blocking, at most timeout_ms); -1 where unknown.
+ * Any thread. */
+em_err_t em_consumer_end_offsets(em_consumer_t *c, const int32_t *partitions, int n, int64_t *offsets,
+                                 int timeout_ms);
+
+/* The same for the start offsets (the oldest offset still stored). */
+em_err_t em_consumer_start_offsets(em_consumer_t *c, const int32_t *partitions, int n, int64_t *offsets,
+                                   int timeout_ms);
+
+/* TEST ONLY (built with EM_DEBUG_HOOKS): put one partition into a state its
+ * owner does not know about, the way a librdkafka defect would. */
+typedef enum em_consumer_stall {
+    EM_CONSUMER_STALL_PAUSE,    /* paused inside librdkafka */
+    EM_CONSUMER_STALL_UNASSIGN, /* dropped from librdkafka's assignment */
+} em_consumer_stall_t;
+em_err_t em_consumer_debug_stall(em_consumer_t *c, int32_t partition, em_consumer_stall_t kind);
 
 /* Leaves the group: the final revoke runs its callback on this thread. */
 void em_consumer_close(em_consumer_t *c);

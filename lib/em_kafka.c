@@ -8,6 +8,15 @@
 #include "em_config.h"
 #include "em_log.h"
 
+/* The headers must be those of the librdkafka CMake found and links
+ * (cmake/Rdkafka.cmake): Debian's /usr/include/librdkafka may not win over
+ * the EM_LIBRDKAFKA prefix. */
+#ifdef EM_RDKAFKA_CONFIGURED_VERSION
+#if RD_KAFKA_VERSION != EM_RDKAFKA_CONFIGURED_VERSION
+#error "rdkafka.h is not the librdkafka version CMake configured (EM_LIBRDKAFKA): check the include order"
+#endif
+#endif
+
 static int set_prop(rd_kafka_conf_t *conf, const char *k, const char *v, char *errstr, size_t n) {
     char e[512];
     if (rd_kafka_conf_set(conf, k, v, e, sizeof(e)) != RD_KAFKA_CONF_OK) {
@@ -89,3 +98,5 @@ int em_kafka_err_retriable(rd_kafka_resp_err_t err) {
     default: return 0;
     }
 }
+
+const char *em_kafka_version(void) { return rd_kafka_version_str(); }

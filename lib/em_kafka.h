@@ -40,4 +40,9 @@ em_err_t em_kafka_err(rd_kafka_resp_err_t err);
 /* Is err one Kafka may clear by itself (broker down, timeouts, rebalance)? */
 int em_kafka_err_retriable(rd_kafka_resp_err_t err);
 
+/* The version of the librdkafka loaded at run time ("2.8.0"), for
+ * --version: the dynamic loader, not the headers, decides which copy runs.
+ * A static string; never NULL. Any thread. */
+const char *em_kafka_version(void);
+
 #endif

@@ -33,6 +33,7 @@ struct em_metric {
 };
 
 #define EM_MAX_ROUTES 16
+#define EM_MAX_COLLECTORS 4
 
 typedef struct em_route {
     char method[8];
@@ -47,6 +48,11 @@ struct em_metrics {
     struct MHD_Daemon *httpd;
     em_route_t routes[EM_MAX_ROUTES];
     int nroutes;
+    struct {
+        em_metrics_collect_fn fn;
+        void *ctx;
+    } collectors[EM_MAX_COLLECTORS];
+    int ncollectors;
 };
 
 em_metrics_t *em_metrics_new(void) {
@@ -186,6 +192,33 @@ static void buf_printf(em_buf_t *b, const char *fmt, ...) {
     }
 }
 
+struct em_metrics_out {
+    em_buf_t *b;
+};
+
+em_err_t em_metrics_collector(em_metrics_t *m, em_metrics_collect_fn fn, void *ctx) {
+    pthread_mutex_lock(&m->lock);
+    int full = m->ncollectors == EM_MAX_COLLECTORS;
+    if (!full) {
+        m->collectors[m->ncollectors].fn = fn;
+        m->collectors[m->ncollectors].ctx = ctx;
+        m->ncollectors++;
+    }
+    pthread_mutex_unlock(&m->lock);
+    return full ? EM_EINVAL : EM_OK;
+}
+
+void em_metrics_out_family(em_metrics_out_t *out, const char *name, const char *type, const char *help) {
+    buf_printf(out->b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+void em_metrics_out_sample(em_metrics_out_t *out, const char *name, const char *labels, double value) {
+    if (labels)
+        buf_printf(out->b, "%s{%s} %.17g\n", name, labels, value);
+    else
+        buf_printf(out->b, "%s %.17g\n", name, value);
+}
+
 char *em_metrics_render(em_metrics_t *m) {
     em_buf_t b = {.p = malloc(4096), .cap = 4096};
     if (!b.p)
@@ -218,6 +251,9 @@ char *em_metrics_render(em_metrics_t *m) {
         else
             buf_printf(&b, "%s %lld\n", x->name, (long long)em_metric_get(x));
     }
+    em_metrics_out_t out = {.b = &b};
+    for (int i = 0; i < m->ncollectors && !b.oom; i++)
+        m->collectors[i].fn(m->collectors[i].ctx, &out);
     pthread_mutex_unlock(&m->lock);
     if (b.oom) {
         free(b.p);

@@ -37,6 +37,18 @@ int64_t em_metric_get(em_metric_t *metric);
 /* Raises a gauge to value if value is higher (a high-water mark). */
 void em_metric_max(em_metric_t *metric, int64_t value);
 
+/* A collector writes samples whose label sets change at run time (one per
+ * owned partition, say), at each scrape: em_metrics_out_family() once per
+ * metric name, then em_metrics_out_sample() per label set. It runs on the
+ * HTTP thread with the registry's lock held: it must not register metrics. */
+typedef struct em_metrics_out em_metrics_out_t;
+typedef void (*em_metrics_collect_fn)(void *ctx, em_metrics_out_t *out);
+em_err_t em_metrics_collector(em_metrics_t *m, em_metrics_collect_fn fn, void *ctx);
+/* type: "gauge" or "counter". */
+void em_metrics_out_family(em_metrics_out_t *out, const char *name, const char *type, const char *help);
+/* labels: the text inside {} or NULL. */
+void em_metrics_out_sample(em_metrics_out_t *out, const char *name, const char *labels, double value);
+
 /* Renders the exposition text into a malloc'd string (caller frees). */
 char *em_metrics_render(em_metrics_t *m);
 

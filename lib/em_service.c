@@ -10,6 +10,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <grpc/grpc.h>
+
+#include "em_kafka.h"
 #include "em_rpc_channel.h"
 #include "em_util.h"
 
@@ -59,9 +62,16 @@ static char **expand_aliases(const em_service_desc_t *d, int *argc, char **argv,
     return out;
 }
 
+/* "execmesh-scheduler 0.1.0 (librdkafka 2.8.0, grpc 29.0.0)": the libraries
+ * as loaded at run time, which a build can get wrong (EM_LIBRDKAFKA). */
+static void print_version(const em_service_desc_t *d, FILE *out) {
+    fprintf(out, "%s %s (librdkafka %s, grpc %s)", d->program, EM_VERSION, em_kafka_version(), grpc_version_string());
+}
+
 static void usage(const em_service_desc_t *d, FILE *out) {
+    print_version(d, out);
     fprintf(out,
-            "%s %s: %s\n\n"
+            ": %s\n\n"
             "Usage: %s [--config FILE] [--set KEY=VALUE]... [--ports-file FILE]\n\n"
             "Options:\n"
             "  -c, --config FILE             libconfig file with the settings below (keys are groups: a.b = x is a = { b = x; })\n"
@@ -70,11 +80,11 @@ static void usage(const em_service_desc_t *d, FILE *out) {
             "      --check-config            validate the configuration and exit\n"
             "      --print-config-reference  print the settings as a Markdown table and exit\n"
             "  -h, --help                    this text\n"
-            "  -V, --version                 print the version and exit\n\n"
+            "  -V, --version                 print the version (and librdkafka's and gRPC's in use) and exit\n\n"
             "Signals: SIGTERM/SIGINT drain (NOT_SERVING, finish in-flight work, exit 0);\n"
             "SIGUSR1 sets health NOT_SERVING (reason \"admin\"), SIGUSR2 clears it.\n\n"
             "Settings (key, type, default, range):\n",
-            d->program, EM_VERSION, d->summary, d->program);
+            d->summary, d->program);
     em_config_write_help(d->settings, d->nsettings, out);
     for (const em_flag_alias_t *a = d->aliases; a && a->flag; a++)
         fprintf(out, "%s--%s VALUE is short for --set %s=VALUE\n", a == d->aliases ? "\n" : "", a->flag, a->key);
@@ -130,7 +140,11 @@ static int service_init(em_service_t *svc, const em_service_desc_t *desc, int ar
             break;
         }
         case 'h': usage(desc, stdout); free(sets); free(ports_set); return 0;
-        case 'V': printf("%s %s\n", desc->program, EM_VERSION); free(sets); free(ports_set); return 0;
+        case 'V':
+            print_version(desc, stdout);
+            putchar('\n');
+            free(sets); free(ports_set);
+            return 0;
         case 'C': check_only = 1; break;
         case 'R':
             em_config_write_reference(desc->program, desc->settings, desc->nsettings, stdout);

@@ -10,6 +10,7 @@
 
 typedef struct em_wm_slot {
     int64_t offset;
+    int64_t stamp;
     uint8_t done;
 } em_wm_slot_t;
 
@@ -58,12 +59,17 @@ static em_err_t grow(em_watermark_t *wm) {
 }
 
 em_err_t em_watermark_track(em_watermark_t *wm, int64_t offset, uint64_t *seq) {
+    return em_watermark_track_stamped(wm, offset, 0, seq);
+}
+
+em_err_t em_watermark_track_stamped(em_watermark_t *wm, int64_t offset, int64_t stamp, uint64_t *seq) {
     if (offset <= wm->last || offset < 0)
         return EM_EINVAL;
     if (wm->tail - wm->head == wm->cap && grow(wm) != EM_OK)
         return EM_ENOMEM;
     em_wm_slot_t *s = &wm->ring[wm->tail & (wm->cap - 1)];
     s->offset = offset;
+    s->stamp = stamp;
     s->done = 0;
     wm->last = offset;
     *seq = wm->tail++;
@@ -90,3 +96,7 @@ em_err_t em_watermark_done(em_watermark_t *wm, uint64_t seq) {
 int64_t em_watermark_committable(const em_watermark_t *wm) { return wm->committable; }
 
 size_t em_watermark_pending(const em_watermark_t *wm) { return (size_t)(wm->tail - wm->head); }
+
+int64_t em_watermark_oldest_stamp(const em_watermark_t *wm) {
+    return wm->head < wm->tail ? wm->ring[wm->head & (wm->cap - 1)].stamp : -1;
+}

@@ -25,6 +25,10 @@ void em_watermark_destroy(em_watermark_t *wm);
  * not increase, EM_ENOMEM when the ring cannot grow. */
 em_err_t em_watermark_track(em_watermark_t *wm, int64_t offset, uint64_t *seq);
 
+/* The same, remembering stamp (e.g. the record's timestamp) with it, for
+ * em_watermark_oldest_stamp. */
+em_err_t em_watermark_track_stamped(em_watermark_t *wm, int64_t offset, int64_t stamp, uint64_t *seq);
+
 /* Marks the tracked offset behind seq finished. EM_EINVAL for a seq that
  * is unknown or already finished. */
 em_err_t em_watermark_done(em_watermark_t *wm, uint64_t seq);
@@ -35,5 +39,9 @@ int64_t em_watermark_committable(const em_watermark_t *wm);
 
 /* Offsets tracked and not yet below the watermark. */
 size_t em_watermark_pending(const em_watermark_t *wm);
+
+/* The stamp of the oldest offset not yet below the watermark (the first
+ * unfinished one), or -1 when every tracked offset is finished. */
+int64_t em_watermark_oldest_stamp(const em_watermark_t *wm);
 
 #endif

@@ -38,6 +38,17 @@ static const em_setting_t scheduler_settings[] = {
      "On losing partitions: longest wait for their in-flight executions before committing and giving them up."},
     {"input.max_bytes", EM_CFG_INT, "2097152", 16, 268435456,
      "Records on the requests topic larger than this go to the dead-letter topic unread (too_large)."},
+    {"flow.hold_pause_ms", EM_CFG_INT, "5000", 0, 600000,
+     "A hold of the intake (dispatch.max_pending executions waiting) lasting this long turns into paused "
+     "partitions (librdkafka drops their prefetch). A hold while the group refuses commits (a rebalance) "
+     "pauses at once, so the poll can serve the rebalance."},
+    {"watchdog.stall_ms", EM_CFG_INT, "15000", 500, 3600000,
+     "A partition with records waiting in Kafka that delivers none for this long, while the intake is neither "
+     "paused nor held and none of its executions is held, is stalled: logged as an error, counted in "
+     "execmesh_scheduler_stalled_partitions, and restarted."},
+    {"watchdog.interval_ms", EM_CFG_INT, "1000", 100, 600000,
+     "How often the stall watchdog asks Kafka for each owned partition's end and committed offsets "
+     "(also the refresh of the per-partition lag metrics)."},
     {"kafka.start_paused", EM_CFG_BOOL, "false", 0, 0,
      "Join the group but consume nothing until POST /admin/resume on the metrics port."},
     {"submit.max_executions", EM_CFG_INT, "10000", 1, 1000000, "Most executions in one Submit call."},
@@ -92,6 +103,7 @@ static void *consumer_main(void *arg) {
             em_consumer_commit(s->consumer, commit, 1);
             rd_kafka_topic_partition_list_destroy(commit);
         }
+        sc_watchdog_heal(s);
     }
     /* Leaving the group runs the final revoke here: in-flight work gets
      * until the drain deadline, then the watermarks are committed. */
@@ -148,7 +160,13 @@ static void register_metrics(scheduler_t *s) {
     s->m_submit_failed = em_metrics_counter(m, "execmesh_submit_failed_total", NULL,
                                             "Submit calls answered with an error.");
     s->m_paused = em_metrics_gauge(m, "execmesh_scheduler_paused", NULL,
-                                   "1 while consumption is paused because too much waits for dispatch.");
+                                   "1 while the intake is held (dispatch.max_pending executions wait) or the "
+                                   "partitions are paused (flow control or an operator).");
+    s->m_holds = em_metrics_counter(m, "execmesh_scheduler_intake_holds_total", NULL,
+                                    "Times the intake was held because dispatch.max_pending executions waited.");
+    s->m_flow_pauses = em_metrics_counter(m, "execmesh_scheduler_flow_pauses_total", NULL,
+                                          "Times a hold of the intake turned into paused partitions.");
+    sc_watchdog_register(s);
 }
 
 static void read_settings(scheduler_t *s, const em_config_t *cfg) {
@@ -168,13 +186,16 @@ static void read_settings(scheduler_t *s, const em_config_t *cfg) {
     s->submit_max_payload = em_config_int(cfg, "submit.max_payload_bytes");
     s->topic_requests = em_config_str(cfg, "kafka.topic_requests");
     s->admin_paused = em_config_bool(cfg, "kafka.start_paused");
+    s->hold_pause_ms = em_config_int(cfg, "flow.hold_pause_ms");
+    s->stall_ms = em_config_int(cfg, "watchdog.stall_ms");
+    s->watchdog_interval_ms = em_config_int(cfg, "watchdog.interval_ms");
 }
 
 int main(int argc, char **argv) {
     static scheduler_t s;
     char err[512];
     const char *extra[EM_KAFKA_MAX_EXTRA];
-    int consumer_started = 0;
+    int consumer_started = 0, watchdog_started = 0;
     int rc = em_service_init(&s.svc, &scheduler_desc, argc, argv);
     if (rc >= 0)
         return rc;
@@ -182,6 +203,8 @@ int main(int argc, char **argv) {
     rc = 1;
     pthread_mutex_init(&s.lock, NULL);
     em_cond_init(&s.cond);
+    em_cond_init(&s.watchdog_cond);
+    s.started_ms = em_mono_ms();
 
     /* the parts */
     read_settings(&s, cfg);
@@ -237,6 +260,11 @@ int main(int argc, char **argv) {
         goto out;
     }
     consumer_started = 1;
+    if (sc_watchdog_start(&s) != EM_OK) {
+        EM_ERROR("cannot start the stall watchdog thread");
+        goto out;
+    }
+    watchdog_started = 1;
     em_health_block(s.svc.health, EM_HEALTH_STARTING, 0);
     em_service_wait(&s.svc);
 
@@ -248,6 +276,8 @@ int main(int argc, char **argv) {
     atomic_store(&s.stopping, 1);
     pthread_join(s.consumer_thread, NULL);
     consumer_started = 0;
+    sc_watchdog_stop(&s);
+    watchdog_started = 0;
     int64_t left = s.drain_deadline_ms - em_mono_ms();
     em_producer_flush(s.producer, left > 1000 ? (int)left : 1000);
     rc = 0;
@@ -255,6 +285,8 @@ out:
     atomic_store(&s.stopping, 1);
     if (consumer_started)
         pthread_join(s.consumer_thread, NULL);
+    if (watchdog_started)
+        sc_watchdog_stop(&s);
     em_rpc_server_shutdown(s.svc.server, em_mono_ms());
     if (s.svc.timers) {
         em_timers_destroy(s.svc.timers); /* pending backoffs and retries run now */

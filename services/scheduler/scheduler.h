@@ -1,15 +1,25 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The scheduler's state. One execution's path through it:
- *   Kafka record → accept (decode or dead-letter; tracked in its
- *   partition's watermark) → pending queue → dispatch (a batch in one
- *   Executor.Execute call) → reply: done in the watermark, or back to the
- *   queue (attempt + 1) → commit tick: the watermark is committed.
+ *   Kafka record → intake (decode or dead-letter; tracked in its partition's
+ *   watermark) → pending queue → dispatch (a batch in one Executor.Execute
+ *   call) → reply: done in the watermark, or back to the queue (attempt + 1)
+ *   → commit tick: the watermark is committed.
  *
- * Threads: the consumer thread polls Kafka, accepts, dispatches, commits
- * and handles rebalances; the gRPC loop thread handles Execute replies and
- * Submit calls; the producer's poll thread handles delivery reports. All
- * scheduler state below `lock` is guarded by it.
+ * The files:
+ *   intake.c      records in: accept or dead-letter, the intake hold and
+ *                 the partition pauses (flow control and operator)
+ *   dispatch.c    items, the pending queue, Execute batches and replies
+ *   partitions.c  assign, revoke, the commit tick and commit answers
+ *   watchdog.c    per-partition liveness: lag, oldest waiting, the stall
+ *                 watchdog and its heals, the per-partition metrics
+ *   submit.c      Scheduler.Submit
+ *
+ * Threads: the consumer thread polls Kafka, accepts, dispatches, commits,
+ * handles rebalances and performs heals; the gRPC loop thread handles
+ * Execute replies and Submit calls; the producer's poll thread handles
+ * delivery reports; the watchdog thread asks Kafka for end and committed
+ * offsets. All scheduler state below `lock` is guarded by it.
  */
 #ifndef SCHEDULER_H
 #define SCHEDULER_H
@@ -34,6 +44,18 @@ typedef struct sc_part {
     int inflight;             /* items accepted and not done (pending or dispatched) */
     int64_t last_commit_sent; /* -1: nothing sent since the last failure */
     int committed_once;       /* a commit succeeded since it was assigned */
+
+    /* liveness (watchdog.c) */
+    int64_t next_offset;      /* one past the last record taken; -1 before the first */
+    int64_t progress_ms;      /* monotonic: last record taken, assign, or last moment it held executions */
+    int64_t end_offset;       /* the leader's end offset at the watchdog's last ask; -1 unknown */
+    int64_t committed_offset; /* the group's committed offset at the last ask; -1 none or unknown */
+    int64_t start_offset;     /* the oldest offset stored, asked when there is no commit; -1 unknown */
+    int64_t last_heal_ms;     /* monotonic: the last restart the watchdog asked for */
+    int64_t unread_since_ms;  /* unix ms: since when records wait in Kafka while it holds none; 0 otherwise */
+    int64_t stalled_since_ms; /* monotonic: when the watchdog found it stalled; 0 while it flows */
+    int heal_wanted;          /* the consumer thread restarts it on its next turn */
+    int heals;                /* restarts since it stalled */
 } sc_part_t;
 
 typedef struct sc_item {
@@ -54,6 +76,13 @@ typedef struct sc_item {
     char *dead_reason;           /* a dead-lettered record's reason (malloc'd; NULL for the others) */
 } sc_item_t;
 
+/* A debug hook's request (EM_DEBUG_HOOKS builds), applied by the consumer thread. */
+typedef struct sc_debug_req {
+    int pending;
+    int32_t partition;
+    em_consumer_stall_t kind;
+} sc_debug_req_t;
+
 typedef struct scheduler {
     em_service_t svc;
     em_consumer_t *consumer;
@@ -63,6 +92,7 @@ typedef struct scheduler {
     em_rpc_channel_t *executors;
     em_rpc_method_ref_t *m_execute;
     pthread_t consumer_thread;
+    pthread_t watchdog_thread;
     atomic_int stopping;
 
     /* settings */
@@ -70,9 +100,11 @@ typedef struct scheduler {
     int64_t session_timeout_ms;
     int64_t default_timeout_ms, deadline_grace_ms, retry_backoff_ms, commit_interval_ms, revoke_timeout_ms;
     int64_t input_max_bytes, submit_max_executions, submit_max_payload;
+    int64_t hold_pause_ms, stall_ms, watchdog_interval_ms;
 
     pthread_mutex_t lock;
     pthread_cond_t cond;
+    pthread_cond_t watchdog_cond; /* wakes the watchdog thread early (stopping) */
     sc_part_t **parts; /* by partition id; NULL when not owned */
     int nparts;
     sc_item_t *pend_head, *pend_tail;
@@ -81,37 +113,69 @@ typedef struct scheduler {
     int npending;
     int inflight_items;
     int inflight_calls;
-    int paused;
+    int paused;               /* the assigned partitions are paused in Kafka (flow control or operator) */
     int64_t held_since;       /* 0, or since when the consumer takes nothing: pending is full */
+    int64_t excluded_ms;      /* monotonic: the last moment the intake was held or paused */
     int admin_paused;         /* an operator paused consumption (POST /admin/pause) */
-    int assign_gen, paused_gen;
     int64_t backoff_until_ms;
     int backoff_armed;
     int consecutive_failures;
     int64_t drain_deadline_ms;
     int64_t commit_stalled_since; /* 0, or when commits started being refused (rebalance) */
+    int commit_outstanding;       /* an asynchronous commit is unanswered */
+    int64_t commit_sent_ms;
     int64_t consumer_alive_ms;    /* the consumer loop's last turn (a long gap: the process was frozen) */
+    int64_t rebalances;           /* assign and revoke events */
+    int64_t last_rebalance_ms;    /* monotonic; 0 before the first */
+    int64_t started_ms;           /* monotonic: process start */
+    int nstalled;                 /* partitions found stalled and not flowing again */
+    sc_debug_req_t debug;
 
     em_metric_t *m_in_kafka, *m_in_submit, *m_out, *m_failed, *m_dead, *m_inflight, *m_pending, *m_assigned;
     em_metric_t *m_redispatched, *m_busy, *m_commits, *m_commit_failed, *m_submit_calls, *m_submit_failed;
-    em_metric_t *m_paused;
+    em_metric_t *m_paused, *m_holds, *m_flow_pauses, *m_rebalances, *m_stalled, *m_stalls, *m_heals;
 } scheduler_t;
 
 /* dispatch.c */
-void sc_accept_locked(scheduler_t *s, rd_kafka_message_t *msg);
+sc_item_t *sc_item_new_locked(scheduler_t *s);
+/* The item leaves the scheduler: durable means its result (or dead letter)
+ * is stored, so its offset may be committed. */
+void sc_item_done_locked(scheduler_t *s, sc_item_t *it, int durable);
+void sc_pending_push_back_locked(scheduler_t *s, sc_item_t *it);
+/* Drops the pending items of partitions being revoked. */
+void sc_pending_drop_revoking_locked(scheduler_t *s);
 /* At exit: frees the executions still pending (never dispatched: nothing
  * to commit for them) and the recycled items. Call before the consumer goes. */
 void sc_items_release_all(scheduler_t *s);
+void sc_dispatch_locked(scheduler_t *s);
+/* The group confirmed the partitions (a commit accepted, an assignment):
+ * dispatch may go on. */
+void sc_commit_stall_clear_locked(scheduler_t *s, const char *why);
+/* The consumer loop turned (called each turn): notices a frozen process. */
+void sc_consumer_turn_locked(scheduler_t *s);
+
+/* intake.c */
+void sc_accept_locked(scheduler_t *s, rd_kafka_message_t *msg);
 /* How many records the consumer may take now (0: pending is full, hold). */
 size_t sc_intake_room_locked(scheduler_t *s);
-void sc_dispatch_locked(scheduler_t *s);
+void sc_flow_control_locked(scheduler_t *s);
+
+/* partitions.c */
+sc_part_t *sc_part_get(scheduler_t *s, int32_t id);
+void sc_part_free(sc_part_t *p);
 void sc_commit_tick_locked(scheduler_t *s, rd_kafka_topic_partition_list_t **out);
 void sc_on_assign(void *ctx, const rd_kafka_topic_partition_list_t *parts);
 void sc_on_revoke(void *ctx, const rd_kafka_topic_partition_list_t *parts, int lost);
 void sc_on_commit(void *ctx, rd_kafka_resp_err_t err, const rd_kafka_topic_partition_list_t *offsets);
-void sc_flow_control_locked(scheduler_t *s);
-/* The consumer loop turned (called each turn): notices a frozen process. */
-void sc_consumer_turn_locked(scheduler_t *s);
+
+/* watchdog.c */
+em_err_t sc_watchdog_start(scheduler_t *s);
+void sc_watchdog_stop(scheduler_t *s);
+/* Consumer thread, each turn: restarts the partitions the watchdog found
+ * stalled and applies a debug hook's request. Takes the lock. */
+void sc_watchdog_heal(scheduler_t *s);
+/* Registers the per-partition metrics and the debug hooks' route. */
+void sc_watchdog_register(scheduler_t *s);
 
 /* submit.c */
 void sc_on_submit(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_t len);

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 
@@ -203,6 +204,19 @@ class Proc:
     def alive(self):
         return self.p.poll() is None
 
+    def post(self, path, timeout=5):
+        """POST to the metrics port (admin and debug routes); returns (status, body)."""
+        req = urllib.request.Request(f"http://{self.ports['metrics']}{path}", method="POST", data=b"")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def log_events(self, msg):
+        """The log lines with this msg, as dicts (their fields under "fields")."""
+        return [l for l in self.log_lines() if l.get("msg") == msg]
+
     def signal(self, sig):
         if self.alive():
             os.kill(self.pid, sig)
@@ -296,6 +310,21 @@ class Kafka:
         finally:
             c.close()
 
+    def lag(self, group, topic):
+        """{partition: end offset - committed offset} of group on topic (a
+        partition without a commit counts from its start offset)."""
+        c = self.consumer(group=group)
+        try:
+            parts = self.partitions(topic)
+            tps = c.committed([TopicPartition(topic, p) for p in parts], timeout=10)
+            out = {}
+            for tp in tps:
+                lo, hi = c.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)
+                out[tp.partition] = hi - (tp.offset if tp.offset >= 0 else lo)
+            return out
+        finally:
+            c.close()
+
     def read(self, topic, start, until, timeout, what):
         """Reads topic from the offsets in start (partition -> offset) until
         until(records) is true; returns the records as (key, value, headers)."""
@@ -315,6 +344,34 @@ class Kafka:
         finally:
             c.close()
         return records
+
+
+_taken_ports = set()
+
+
+def free_port():
+    """A loopback port for a replica whose address must be known before it
+    starts (replicas started all at once, or restarted on the same address).
+    Picked below the kernel's ephemeral range, so no outgoing connection can
+    take it between this check and the replica's bind."""
+    import random
+    import socket
+    lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    rnd = random.Random(os.getpid() ^ time.monotonic_ns())
+    for _ in range(1000):
+        port = rnd.randrange(max(1024, lo - 12000), lo)
+        if port in _taken_ports:
+            continue
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        _taken_ports.add(port)
+        return port
+    raise AssertionError("no free port below the ephemeral range")
 
 
 def mesh_dir(name):
@@ -409,6 +466,23 @@ class Mesh:
             c = self.kafka.committed(self.group, topic)
             return all(end[p] == start.get(p, 0) or c.get(p, -1) >= end[p] for p in end) and (c or True)
         return wait_for(covered, timeout, f"the committed offsets of {self.group} to reach {end}", interval=0.2)
+
+    def wait_lag_zero(self, timeout):
+        """Waits until the group's committed offsets on the requests topic
+        reach the end of every partition; returns the seconds it took."""
+        t0 = time.monotonic()
+        topic = self.topics["execmesh.requests"]
+        last = {}
+
+        def zero():
+            last.clear()
+            last.update({p: v for p, v in self.kafka.lag(self.group, topic).items() if v})
+            return not last
+        try:
+            wait_for(zero, timeout, f"the lag of group {self.group} to reach 0", interval=0.2)
+        except WaitTimeout as e:
+            raise WaitTimeout(f"{e}; partitions still behind: {dict(sorted(last.items()))}")
+        return time.monotonic() - t0
 
     def stub(self, scheduler):
         return pb_grpc.SchedulerStub(scheduler.channel())

@@ -285,9 +285,53 @@ static void histogram_buckets_are_cumulative(void **state) {
     em_metrics_destroy(m);
 }
 
+/* A collector's families follow the registered metrics; its samples change
+ * from one scrape to the next (label sets come and go), and values print
+ * exactly whether whole or fractional. */
+static int collected_parts;
+
+static void collect_parts(void *ctx, em_metrics_out_t *out) {
+    const char *name = ctx;
+    em_metrics_out_family(out, name, "gauge", "Records waiting per partition.");
+    for (int i = 0; i < collected_parts; i++) {
+        char labels[32];
+        snprintf(labels, sizeof(labels), "partition=\"%d\"", i);
+        em_metrics_out_sample(out, name, labels, i * 10);
+    }
+    em_metrics_out_family(out, "em_age_seconds", "gauge", "Age.");
+    em_metrics_out_sample(out, "em_age_seconds", NULL, 1.25);
+}
+
+static char lag_name[] = "em_lag", other_name[] = "em_other";
+
+static void collector_samples_change_per_scrape(void **state) {
+    (void)state;
+    em_metrics_t *m = em_metrics_new();
+    em_metric_add(em_metrics_counter(m, "em_jobs_total", NULL, "Jobs."), 7);
+    assert_int_equal(em_metrics_collector(m, collect_parts, lag_name), EM_OK);
+    collected_parts = 3;
+    char *text = em_metrics_render(m);
+    assert_non_null(text);
+    assert_contains(text, "em_jobs_total 7\n# HELP em_lag Records waiting per partition.\n# TYPE em_lag gauge\n");
+    assert_contains(text, "em_lag{partition=\"0\"} 0\nem_lag{partition=\"1\"} 10\nem_lag{partition=\"2\"} 20\n");
+    assert_contains(text, "em_age_seconds 1.25\n");
+    free(text);
+    collected_parts = 1;
+    text = em_metrics_render(m);
+    assert_int_equal(count_of(text, "em_lag{"), 1);
+    assert_int_equal(count_of(text, "# TYPE em_lag gauge"), 1);
+    free(text);
+    /* a bounded number of collectors */
+    for (int i = 1; i < 4; i++)
+        assert_int_equal(em_metrics_collector(m, collect_parts, other_name), EM_OK);
+    assert_int_equal(em_metrics_collector(m, collect_parts, other_name), EM_EINVAL);
+    em_metrics_destroy(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(renders_prometheus_text),
+        cmocka_unit_test(collector_samples_change_per_scrape),
         cmocka_unit_test(histogram_buckets_are_cumulative),
         cmocka_unit_test(empty_registry_renders_empty),
         cmocka_unit_test(large_registry_grows_the_buffer),

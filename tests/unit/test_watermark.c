@@ -342,8 +342,36 @@ static void refusals_leave_the_state_alone(void **state) {
     em_watermark_destroy(wm);
 }
 
+/* The oldest unfinished offset's stamp follows the head across growth and
+ * out-of-order completions; -1 once everything is finished. */
+static void oldest_stamp_is_the_first_unfinished(void **state) {
+    (void)state;
+    em_watermark_t *wm = em_watermark_new();
+    uint64_t seq[200];
+    assert_int_equal(em_watermark_oldest_stamp(wm), -1);
+    for (int i = 0; i < 200; i++) /* past the initial ring of 64: it grows */
+        assert_int_equal(em_watermark_track_stamped(wm, 100 + 2 * i, 1000 + i, &seq[i]), EM_OK);
+    assert_int_equal(em_watermark_oldest_stamp(wm), 1000);
+    /* finishing later ones first moves nothing */
+    for (int i = 199; i >= 100; i--)
+        assert_int_equal(em_watermark_done(wm, seq[i]), EM_OK);
+    assert_int_equal(em_watermark_oldest_stamp(wm), 1000);
+    for (int i = 0; i < 99; i++) {
+        assert_int_equal(em_watermark_done(wm, seq[i]), EM_OK);
+        assert_int_equal(em_watermark_oldest_stamp(wm), 1000 + i + 1);
+    }
+    assert_int_equal(em_watermark_done(wm, seq[99]), EM_OK);
+    assert_int_equal(em_watermark_oldest_stamp(wm), -1);
+    assert_int_equal(em_watermark_committable(wm), 100 + 2 * 199 + 1);
+    /* em_watermark_track stamps 0 */
+    assert_int_equal(em_watermark_track(wm, 1000, &seq[0]), EM_OK);
+    assert_int_equal(em_watermark_oldest_stamp(wm), 0);
+    em_watermark_destroy(wm);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(oldest_stamp_is_the_first_unfinished),
         cmocka_unit_test(nothing_committable_before_a_done),
         cmocka_unit_test(first_offset_may_be_zero),
         cmocka_unit_test(completions_advance_only_over_a_finished_prefix),
