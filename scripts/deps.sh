@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 #
-# Installs every Debian package the build and the tests need, and the outside
-# gRPC clients the tests use (grpc-health-probe, grpcurl: `go install`, into
-# .cache/bin of the repository). Idempotent and quiet when everything is
-# already there; prints what it installs otherwise.
+# Installs every Debian package the build and the tests need, builds
+# librdkafka 2.8.0 from Debian 13's source into .cache/librdkafka-2.8.0
+# (scripts/librdkafka.sh; Debian 12's 2.0.2 has consumer defects we hit), and
+# the outside gRPC clients the tests use (grpc-health-probe, grpcurl:
+# `go install`, into .cache/bin of the repository). Idempotent and quiet when
+# everything is already there; prints what it installs otherwise.
 #   scripts/deps.sh            build + test dependencies
 #   scripts/deps.sh --build    only what the build needs
 set -euo pipefail
@@ -31,11 +33,17 @@ install_go_tools() {
   done
 }
 
+# librdkafka-dev (2.0.2) stays for -DEM_LIBRDKAFKA=system builds; the last
+# line is what scripts/librdkafka.sh builds 2.8.0 with (apt-get source needs
+# apt only, the .orig tarball is unpacked with tar: no dpkg-dev). Its
+# configure insists on a C++ compiler though only the C library is built,
+# and uses python3 for the linker script that limits the exported symbols.
 build_pkgs=(
   cmake make gcc pkg-config
   libgrpc-dev protobuf-compiler-grpc protobuf-compiler
   libprotobuf-c-dev protobuf-c-compiler
   librdkafka-dev libconfig-dev libcmocka-dev libmicrohttpd-dev libssl-dev
+  g++ python3 libsasl2-dev libzstd-dev liblz4-dev zlib1g-dev
 )
 test_pkgs=(
   python3-grpcio python3-protobuf python3-confluent-kafka python3-pytest
@@ -47,31 +55,36 @@ if [ "${1:-}" != "--build" ]; then
   want+=("${test_pkgs[@]}")
 fi
 
-missing=()
-for p in "${want[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
-    missing+=("$p")
-  fi
-done
-if [ ${#missing[@]} -eq 0 ]; then
-  [ "${1:-}" != "--build" ] && install_go_tools
-  exit 0
-fi
+install_debian_pkgs() {
+  local p missing=()
+  for p in "${want[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+      missing+=("$p")
+    fi
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
 
-echo "deps: installing ${missing[*]}" >&2
-sudo=""
-if [ "$(id -u)" != 0 ]; then
-  command -v sudo >/dev/null || { echo "deps: need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
-  sudo=sudo
-fi
-export DEBIAN_FRONTEND=noninteractive
-log=$(mktemp)
-if ! { $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
-  cat "$log" >&2
+  echo "deps: installing ${missing[*]}" >&2
+  local sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null || { echo "deps: need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+    sudo=sudo
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  local log
+  log=$(mktemp)
+  if ! { $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
+    cat "$log" >&2
+    rm -f "$log"
+    echo "deps: apt-get failed installing: ${missing[*]}" >&2
+    exit 1
+  fi
   rm -f "$log"
-  echo "deps: apt-get failed installing: ${missing[*]}" >&2
-  exit 1
+  echo "deps: done" >&2
+}
+
+install_debian_pkgs
+"$top/scripts/librdkafka.sh"
+if [ "${1:-}" != "--build" ]; then
+  install_go_tools
 fi
-rm -f "$log"
-[ "${1:-}" != "--build" ] && install_go_tools
-echo "deps: done" >&2
