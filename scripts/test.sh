@@ -17,6 +17,8 @@
 #   scripts/test.sh --no-sanitize   a plain build (faster; CI always sanitizes)
 #   scripts/test.sh -j N            run N tests at once (default 1: the machine has 2 cores)
 #   scripts/test.sh --no-bench      skip the benchmark (it also runs only without -R, or with -R bench)
+#   scripts/test.sh --long          the integration tests' full counts (e.g. 100,000 executions through
+#                                   the scheduler churn, 10 cold starts) instead of the bounded CI counts
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,13 +26,15 @@ pattern=""
 sanitize=ON
 jobs=1
 bench=yes
+long=OFF
 while [ $# -gt 0 ]; do
   case "$1" in
     -R) pattern=$2; shift 2 ;;
     --no-sanitize) sanitize=OFF; shift ;;
     --no-bench) bench=no; shift ;;
+    --long) long=ON; shift ;;
     -j) jobs=$2; shift 2 ;;
-    -h|--help) sed -n '3,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '3,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "test.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -63,7 +67,7 @@ else
 fi
 
 echo "== build ($build, sanitizers $sanitize)" >&2
-cmake -S "$top" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEM_WERROR=ON -DEM_SANITIZE="$sanitize" -DEM_TEST_EARLY_ACK=ON \
+cmake -S "$top" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEM_WERROR=ON -DEM_SANITIZE="$sanitize" -DEM_TEST_EARLY_ACK=ON -DEM_DEBUG_HOOKS=ON -DEM_LONG_TESTS="$long" \
       -DEM_KAFKAS="$kafkas" -DEM_KAFKA_BOOTSTRAP_FILE="$kdir/bootstrap" >/dev/null
 cmake --build "$build" -j"$(nproc)" 2>&1 | grep -E 'error|warning|Error' >&2 || true
 cmake --build "$build" -j"$(nproc)" >/dev/null
