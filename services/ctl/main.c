@@ -4,9 +4,11 @@
  *   submit   submits one execution through Scheduler.Submit, then waits for
  *            its result on the results topic and prints it as JSON
  *   health   asks every replica behind a target for its health
- * Exit codes: 0 success (result SUCCEEDED / all SERVING), 1 the execution
- * ended otherwise or a replica is not SERVING, 2 usage error, 3 a call or
- * the wait for the result failed.
+ *   status   shows the consumer group's partitions, owners and lag
+ *            (status.c)
+ * Exit codes: 0 success (result SUCCEEDED / all SERVING / report printed),
+ * 1 the execution ended otherwise or a replica is not SERVING, 2 usage
+ * error, 3 a call or the wait for the result failed, or Kafka unreachable.
  */
 #include <getopt.h>
 #include <pthread.h>
@@ -15,6 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <grpc/grpc.h>
+
+#include "ctl.h"
 #include "em_kafka.h"
 #include "em_log.h"
 #include "em_rpc.h"
@@ -467,7 +472,15 @@ static void usage(FILE *out) {
     fprintf(out, "execmeshctl %s: the execmesh command-line client\n\n"
                  "Usage: execmeshctl submit --handler NAME [--payload TEXT] ...   (submit --help for more)\n"
                  "       execmeshctl health --target ipv4:HOST:PORT[,HOST:PORT...]\n"
-                 "       execmeshctl --version | --help\n",
+                 "       execmeshctl status --bootstrap HOST:PORT[,...] [--group G] [--topic T]\n"
+                 "                          [--metrics HOST:PORT[,...]] [--json] [--timeout-ms N]   (status --help)\n"
+                 "       execmeshctl --version | --help\n\n"
+                 "  submit   submit one execution and print its result (JSON)\n"
+                 "  health   ask every replica behind a target for its gRPC health\n"
+                 "  status   the schedulers' consumer group: each partition's owner, position, committed\n"
+                 "           offset, end offset and lag, to find a stuck partition\n"
+                 "Exit codes: 0 success, 1 an execution failed or a replica is not SERVING, 2 usage error,\n"
+                 "3 a call failed (Submit, no result in time, Kafka unreachable, the topic missing).\n",
             EM_VERSION);
 }
 
@@ -482,9 +495,11 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V")) {
-        printf("execmeshctl %s\n", EM_VERSION);
+        printf("execmeshctl %s (librdkafka %s, grpc %s)\n", EM_VERSION, em_kafka_version(), grpc_version_string());
         return 0;
     }
+    if (!strcmp(argv[1], "status")) /* Kafka and HTTP only: no gRPC */
+        return ctl_status(argc - 1, argv + 1);
     em_log_bridge_grpc();
     if (!strcmp(argv[1], "submit"))
         return cmd_submit(argc - 1, argv + 1);

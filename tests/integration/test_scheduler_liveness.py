@@ -153,8 +153,9 @@ def stall_lines(procs):
 
 
 def test_scheduler_churn_under_load():
-    n = 100_000 if LONG else 40_000
+    n = 100_000 if LONG else 30_000
     min_cycles, max_cycles = (10, 30) if LONG else (6, 20)
+    gap = (3, 5) if LONG else (3, 3.5)  # seconds between scale events
     m = Mesh("churn", partitions=PARTITIONS)
     try:
         sinks = [m.start_sink(f"sink-{i}") for i in range(2)]
@@ -176,7 +177,7 @@ def test_scheduler_churn_under_load():
             j = m.start_scheduler(execs, "scheduler-2", WATCH)
             wait_for(lambda: j.metric("execmesh_scheduler_assigned_partitions") > 0, 60,
                      "the joining scheduler to own partitions")
-            pace(rnd.uniform(3, 5))
+            pace(rnd.uniform(*gap))
             joiners.append(scheduler_counters([j]))
             stalls_j = stall_lines([j])
             j.signal(signal.SIGTERM)
@@ -187,7 +188,7 @@ def test_scheduler_churn_under_load():
             cycles += 1
             if cycles >= min_cycles and not prod.is_alive() and sum(m.kafka.lag(m.group, topic).values()) < 5000:
                 break
-            pace(rnd.uniform(3, 5))
+            pace(rnd.uniform(*gap))
         prod.check()
         lag0_s = m.wait_lag_zero(SESSION_S + 10 - (time.monotonic() - t_last))
         lag0_after_last = time.monotonic() - t_last
@@ -276,7 +277,7 @@ def test_cold_start_under_traffic_repeatedly():
 
 
 def test_operator_pause_resume_toggling_and_a_long_hold():
-    n = 200_000 if LONG else 40_000
+    n = 200_000 if LONG else 25_000
     m = Mesh("pauseresume", partitions=PARTITIONS)
     try:
         sinks = [m.start_sink(f"sink-{i}") for i in range(2)]
@@ -290,7 +291,7 @@ def test_operator_pause_resume_toggling_and_a_long_hold():
         toggles = 0
         t_end = time.monotonic() + (90 if LONG else 30)
         # toggle every few hundred ms while the executions flow
-        while (prod.is_alive() or toggles < 40) and time.monotonic() < t_end:
+        while (prod.is_alive() or toggles < 30) and time.monotonic() < t_end:
             s = scheds[toggles % 2]
             code, body = s.post("/admin/pause")
             assert code == 200, body
@@ -305,7 +306,7 @@ def test_operator_pause_resume_toggling_and_a_long_hold():
         # more records arrive meanwhile
         for e in execs:
             e.signal(signal.SIGUSR1)
-        more = [f"pr-hold-{i}" for i in range(20_000)]
+        more = [f"pr-hold-{i}" for i in range(20_000 if LONG else 10_000)]
         prod2 = Producer(m, more)
         prod2.start()
         wait_for(lambda: scheduler_counters(scheds)["execmesh_scheduler_flow_pauses_total"] > 0, 60,
