@@ -22,8 +22,8 @@
     {"kafka.instance_id", EM_CFG_STR, "", 0, 249,                                                               \
      "Static membership (group.instance.id): a restart within the session timeout keeps the partitions."},    \
     {"kafka.assignor", EM_CFG_STR, "roundrobin", 1, 255,                                                       \
-     "partition.assignment.strategy. Eager (roundrobin, range) by default: with librdkafka 2.0 a commit "      \
-     "during a cooperative-sticky rebalance can lose the assignment (librdkafka issue 4059, fixed upstream by PR 4908)."},     \
+     "partition.assignment.strategy. Eager (roundrobin, range) by default: before librdkafka 2.10 a commit "  \
+     "during a cooperative-sticky rebalance can lose the assignment (librdkafka issue 4059, fixed by PR 4908 in 2.10.0)."}, \
     {"kafka.session_timeout_ms", EM_CFG_INT, "6000", 1000, 3600000,                                            \
      "A scheduler silent this long loses its partitions to the others."},                                     \
     {"kafka.heartbeat_ms", EM_CFG_INT, "1000", 100, 3600000, "Group heartbeat interval."},                      \

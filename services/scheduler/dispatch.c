@@ -131,6 +131,8 @@ static void backoff_fire(void *arg) {
 
 static void backoff_locked(scheduler_t *s, int64_t ms) {
     s->backoff_until_ms = em_mono_ms() + ms;
+    if (s->dispatch_closed)
+        return; /* exiting: the timers may be gone */
     if (!s->backoff_armed && em_timer_after(s->svc.timers, ms, backoff_fire, s) == EM_OK)
         s->backoff_armed = 1;
 }
@@ -283,6 +285,12 @@ static grpc_slice pack_batch(const scheduler_t *s, sc_item_t **items, int n) {
     return slice;
 }
 
+void sc_dispatch_close(scheduler_t *s) {
+    pthread_mutex_lock(&s->lock);
+    s->dispatch_closed = 1;
+    pthread_mutex_unlock(&s->lock);
+}
+
 void sc_consumer_turn_locked(scheduler_t *s) {
     int64_t now = em_mono_ms();
     if (s->consumer_alive_ms && now - s->consumer_alive_ms > s->session_timeout_ms / 2 && !s->commit_stalled_since) {
@@ -294,7 +302,7 @@ void sc_consumer_turn_locked(scheduler_t *s) {
 }
 
 void sc_dispatch_locked(scheduler_t *s) {
-    if (em_mono_ms() < s->backoff_until_ms || commit_stalled_locked(s))
+    if (s->dispatch_closed || em_mono_ms() < s->backoff_until_ms || commit_stalled_locked(s))
         return;
     while (s->npending > 0 && s->inflight_calls < s->max_calls && s->inflight_items < s->max_inflight) {
         int room = s->max_inflight - s->inflight_items;

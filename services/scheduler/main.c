@@ -288,11 +288,18 @@ out:
     if (watchdog_started)
         sc_watchdog_stop(&s);
     em_rpc_server_shutdown(s.svc.server, em_mono_ms());
+    /* What fires callbacks goes first, in an order where no callback finds
+     * its target gone: the executors' channel cancels its calls (their
+     * answers put items back, dispatching and arming nothing: dispatch is
+     * closed), then the timers run what is left (dead-letter retries reach
+     * the producer, still here). */
+    sc_dispatch_close(&s);
+    em_rpc_channel_destroy(s.executors);
+    s.executors = NULL;
     if (s.svc.timers) {
-        em_timers_destroy(s.svc.timers); /* pending backoffs and retries run now */
+        em_timers_destroy(s.svc.timers);
         s.svc.timers = NULL;
     }
-    em_rpc_channel_destroy(s.executors);
     sc_items_release_all(&s); /* their records go back to the consumer before the consumer goes */
     em_consumer_destroy(s.consumer);
     em_producer_destroy(s.producer);

@@ -121,6 +121,7 @@ typedef struct scheduler {
     int backoff_armed;
     int consecutive_failures;
     int64_t drain_deadline_ms;
+    int dispatch_closed;          /* exiting: no more Execute calls, no more backoff timers */
     int64_t commit_stalled_since; /* 0, or when commits started being refused (rebalance) */
     int commit_outstanding;       /* an asynchronous commit is unanswered */
     int64_t commit_sent_ms;
@@ -148,6 +149,9 @@ void sc_pending_drop_revoking_locked(scheduler_t *s);
  * to commit for them) and the recycled items. Call before the consumer goes. */
 void sc_items_release_all(scheduler_t *s);
 void sc_dispatch_locked(scheduler_t *s);
+/* At exit, before the executors' channel and the timers go: the channel's
+ * cancelled calls and the timers' last callbacks dispatch nothing more. */
+void sc_dispatch_close(scheduler_t *s);
 /* The group confirmed the partitions (a commit accepted, an assignment):
  * dispatch may go on. */
 void sc_commit_stall_clear_locked(scheduler_t *s, const char *why);
