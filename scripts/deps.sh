@@ -43,7 +43,7 @@ build_pkgs=(
   libgrpc-dev protobuf-compiler-grpc protobuf-compiler
   libprotobuf-c-dev protobuf-c-compiler
   librdkafka-dev libconfig-dev libcmocka-dev libmicrohttpd-dev libssl-dev
-  g++ python3 libsasl2-dev libzstd-dev liblz4-dev zlib1g-dev
+  g++ python3 patch libsasl2-dev libzstd-dev liblz4-dev zlib1g-dev
 )
 test_pkgs=(
   python3-grpcio python3-protobuf python3-confluent-kafka python3-pytest

@@ -12,9 +12,10 @@
 # The source comes through apt with a private sources list, lists and cache
 # in a scratch directory, so the system's apt configuration and state are
 # left alone, and apt checks the download against trixie's signed Sources
-# index. Only the upstream .orig tarball is used (Debian's one patch is a
-# Makefile bashism that does not matter here). Needs no root; scripts/deps.sh
-# installs the compiler and the -dev packages first.
+# index. The upstream .orig tarball is used (Debian's one patch is a
+# Makefile bashism that does not matter here) with our patches from
+# scripts/patches/ (the mock cluster's commit rule, see below). Needs no
+# root; scripts/deps.sh installs the compiler and the -dev packages first.
 #
 # Quiet when the stamp in the prefix matches this script's build; one line
 # when it builds (about 40 s on 2 cores); on failure the step is named with
@@ -38,7 +39,14 @@ configure_args=(--prefix="$prefix" --disable-curl --enable-ssl --enable-gssapi -
 # config.h lines that must be there: TLS, SASL SCRAM (via OpenSSL), GSSAPI,
 # and the compression codecs from Debian's libraries.
 required_features=(WITH_SSL WITH_SASL_SCRAM WITH_SASL_CYRUS WITH_ZSTD WITH_ZLIB WITH_LZ4_EXT)
-stamp="librdkafka $version $orig_sha256 ${configure_args[*]}"
+# Our patches (scripts/patches/librdkafka-$version-*.patch, applied in name
+# order): each says in its header what it changes and why. Today one, to the
+# mock cluster only (devkafka): it accepts offset commits while a group joins,
+# as Apache Kafka does; the client code is as Debian ships it.
+patches=("$top"/scripts/patches/librdkafka-"$version"-*.patch)
+[ -e "${patches[0]}" ] || patches=()
+patch_sums=$( [ ${#patches[@]} -eq 0 ] || sha256sum "${patches[@]}" | cut -d' ' -f1 | tr '\n' ' ')
+stamp="librdkafka $version $orig_sha256 ${configure_args[*]} patches: $patch_sums"
 stamp_file="$prefix/.execmesh-build"
 
 installed() { [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$stamp" ]; }
@@ -88,6 +96,9 @@ step "check $(basename "$orig") (is $suite's librdkafka still $version?)" \
   sh -c 'ls -l "$1" && echo "$2  $1" | sha256sum -c -' sh "$orig" "$orig_sha256"
 step "unpack $(basename "$orig")" tar -xzf "$orig" -C "$work/src"
 src="$work/src/librdkafka-$version"
+for p in "${patches[@]}"; do
+  step "apply $(basename "$p")" patch -d "$src" -p1 --forward --batch -i "$p"
+done
 step "configure" env -C "$src" ./configure "${configure_args[@]}"
 check_features() {
   local f missing=()
