@@ -392,14 +392,25 @@ static rd_kafka_topic_partition_list_t *list_of(em_consumer_t *c, const int32_t 
     return l;
 }
 
-em_err_t em_consumer_committed(em_consumer_t *c, const int32_t *partitions, int n, int64_t *offsets,
-                               int timeout_ms) {
+/* Asks Kafka one offset per partition: which = RD_KAFKA_OFFSET_STORED for
+ * the group's committed offsets (OffsetFetch), RD_KAFKA_OFFSET_END or
+ * RD_KAFKA_OFFSET_BEGINNING for the leaders' end or start offsets
+ * (ListOffsets, one request per leader). -1 where unknown or none. */
+static em_err_t ask_offsets(em_consumer_t *c, const int32_t *partitions, int n, int64_t which, int64_t *offsets,
+                            int timeout_ms) {
     for (int i = 0; i < n; i++)
         offsets[i] = -1;
     if (!c->topic || n == 0)
         return n == 0 ? EM_OK : EM_EINVAL;
     rd_kafka_topic_partition_list_t *l = list_of(c, partitions, n);
-    rd_kafka_resp_err_t err = rd_kafka_committed(c->rk, l, timeout_ms);
+    rd_kafka_resp_err_t err;
+    if (which == RD_KAFKA_OFFSET_STORED) {
+        err = rd_kafka_committed(c->rk, l, timeout_ms);
+    } else {
+        for (int i = 0; i < l->cnt; i++)
+            l->elems[i].offset = which;
+        err = rd_kafka_offsets_for_times(c->rk, l, timeout_ms);
+    }
     if (!err)
         for (int i = 0; i < l->cnt && i < n; i++)
             offsets[i] = l->elems[i].err || l->elems[i].offset < 0 ? -1 : l->elems[i].offset;
@@ -407,33 +418,19 @@ em_err_t em_consumer_committed(em_consumer_t *c, const int32_t *partitions, int 
     return em_kafka_err(err);
 }
 
-/* ListOffsets with the "latest" (RD_KAFKA_OFFSET_END) or "earliest"
- * (RD_KAFKA_OFFSET_BEGINNING) timestamp, one request per leader. */
-static em_err_t list_offsets(em_consumer_t *c, const int32_t *partitions, int n, int64_t which, int64_t *offsets,
-                             int timeout_ms) {
-    for (int i = 0; i < n; i++)
-        offsets[i] = -1;
-    if (!c->topic || n == 0)
-        return n == 0 ? EM_OK : EM_EINVAL;
-    rd_kafka_topic_partition_list_t *l = list_of(c, partitions, n);
-    for (int i = 0; i < l->cnt; i++)
-        l->elems[i].offset = which;
-    rd_kafka_resp_err_t err = rd_kafka_offsets_for_times(c->rk, l, timeout_ms);
-    if (!err)
-        for (int i = 0; i < l->cnt && i < n; i++)
-            offsets[i] = l->elems[i].err || l->elems[i].offset < 0 ? -1 : l->elems[i].offset;
-    rd_kafka_topic_partition_list_destroy(l);
-    return em_kafka_err(err);
+em_err_t em_consumer_committed(em_consumer_t *c, const int32_t *partitions, int n, int64_t *offsets,
+                               int timeout_ms) {
+    return ask_offsets(c, partitions, n, RD_KAFKA_OFFSET_STORED, offsets, timeout_ms);
 }
 
 em_err_t em_consumer_end_offsets(em_consumer_t *c, const int32_t *partitions, int n, int64_t *offsets,
                                  int timeout_ms) {
-    return list_offsets(c, partitions, n, RD_KAFKA_OFFSET_END, offsets, timeout_ms);
+    return ask_offsets(c, partitions, n, RD_KAFKA_OFFSET_END, offsets, timeout_ms);
 }
 
 em_err_t em_consumer_start_offsets(em_consumer_t *c, const int32_t *partitions, int n, int64_t *offsets,
                                    int timeout_ms) {
-    return list_offsets(c, partitions, n, RD_KAFKA_OFFSET_BEGINNING, offsets, timeout_ms);
+    return ask_offsets(c, partitions, n, RD_KAFKA_OFFSET_BEGINNING, offsets, timeout_ms);
 }
 
 em_err_t em_consumer_debug_stall(em_consumer_t *c, int32_t partition, em_consumer_stall_t kind) {

@@ -509,6 +509,45 @@ class Mesh:
             raise AssertionError("\n".join(errors))
 
 
+def read_all_results(m):
+    """{id: [Result]}: every record of the results topic since the test began,
+    up to the end offsets as they are now."""
+    topic = m.topics["execmesh.results"]
+    end = m.kafka.end_offsets(topic)
+    c = m.kafka.consumer()
+    c.assign([TopicPartition(topic, p, o) for p, o in m.results_start.items()])
+    todo = {p for p, o in end.items() if o > m.results_start.get(p, 0)}
+    got = {}
+    deadline = time.monotonic() + 120
+    try:
+        while todo:
+            if time.monotonic() > deadline:
+                raise WaitTimeout(f"reading {topic} to its end: partitions {sorted(todo)} unfinished")
+            for msg in c.consume(5000, 0.5):
+                if msg.error():
+                    continue
+                r = pb.Result.FromString(msg.value())
+                got.setdefault(r.id, []).append(r)
+                if msg.offset() + 1 >= end[msg.partition()]:
+                    todo.discard(msg.partition())
+    finally:
+        c.close()
+    return got
+
+
+def check_results(m, ids):
+    """Every id has a result, and nothing ran twice: these are clean paths
+    (drains, joins, pauses, restarts; no crash), where the final commit of a
+    revoke is accepted during the rebalance (devkafka's mock too, with our
+    patch in scripts/patches/). Returns the results by id."""
+    got = read_all_results(m)
+    lost = [i for i in ids if i not in got]
+    assert not lost, f"{len(lost)} of {len(ids)} executions have no result, e.g. {lost[:5]}"
+    dups = {i: len(v) for i, v in got.items() if len(v) > 1}
+    assert not dups, f"{sum(v - 1 for v in dups.values())} duplicates on a clean path, e.g. {list(dups.items())[:5]}"
+    return got
+
+
 def probe(addr, service="", timeout_s=1):
     """grpc-health-probe's exit code for addr, as a Kubernetes exec probe sees
     it: 0 SERVING, 2 connection failure, 3 RPC failure, 4 NOT_SERVING."""

@@ -18,7 +18,7 @@ import os
 import re
 import subprocess
 
-from mesh import BIN, Mesh, execution, free_port, wait_for
+from mesh import BIN, Mesh, check_results, execution, free_port, wait_for
 
 PARTITIONS = 6
 PER_PARTITION = 10
@@ -50,12 +50,15 @@ def produce(m, tag):
     p = m.kafka.producer()
     topic = m.topics["execmesh.requests"]
     failed = []
+    ids = []
     for i in range(PER_PARTITION * PARTITIONS):
         eid = f"{tag}-{i}"
+        ids.append(eid)
         p.produce(topic, execution(eid).SerializeToString(), key=eid, partition=i % PARTITIONS,
                   on_delivery=lambda err, msg: err and failed.append(str(err)))
     left = p.flush(60)
     assert not left and not failed, f"{left} records not delivered, failures: {failed[:3]}"
+    return ids
 
 
 def by_partition(doc):
@@ -113,7 +116,7 @@ def test_status_shows_the_paused_schedulers_partitions_behind():
         scheds = [m.start_scheduler(execs, f"scheduler-{i}") for i in range(2)]
         m.wait_assigned(scheds, PARTITIONS)
 
-        produce(m, "first")
+        ids = produce(m, "first")
         m.wait_lag_zero(60)
         ends = check_caught_up(m, status(m, scheds), scheds)
 
@@ -143,7 +146,7 @@ def test_status_shows_the_paused_schedulers_partitions_behind():
         assert code == 200, body
         wait_for(lambda: scheduler_views(status(m, scheds))[paused.ports["metrics"]]["paused"] == 1, 30,
                  f"{paused.name}'s paused gauge in execmeshctl status")
-        produce(m, "second")
+        ids += produce(m, "second")
         last = {}
 
         def behind_on_paused_only():
@@ -183,6 +186,7 @@ def test_status_shows_the_paused_schedulers_partitions_behind():
             doc = status(m, scheds)
             return doc if doc["total"]["lag"] == 0 and all(v["paused"] == 0 for v in doc["schedulers"]) else None
         check_caught_up(m, wait_for(resumed, 30, "execmeshctl status to show lag 0 and no scheduler paused"), scheds)
+        check_results(m, ids)  # every execution once: the pause left nothing behind and re-ran nothing
 
         # what does not answer
         dead = f"127.0.0.1:{free_port()}"

@@ -421,7 +421,7 @@ static void destroy_abandons_what_runs(void **state) {
     while (em_child_running(sup) == 0) {
         if (em_mono_ms() > deadline)
             fail_msg("the child never started");
-        usleep(10000); /* the poll interval of a bounded wait */
+        usleep(10000); /* ok-sleep: the poll interval of a bounded wait */
     }
     em_child_sup_destroy(sup);
     assert_int_equal(chained_first.done, 1);

@@ -30,7 +30,8 @@
 #define PER_PART 50
 
 typedef struct fixture {
-    rd_kafka_t *rk; /* the producer the mock cluster lives in */
+    rd_kafka_t *host; /* the client handle the mock cluster lives in */
+    rd_kafka_t *rk;   /* a producer of records to the mock */
     rd_kafka_mock_cluster_t *mc;
     em_consumer_t *c;
     int assigned, revoked; /* partitions, summed over callbacks */
@@ -90,9 +91,9 @@ static int setup(void **state) {
     char err[512];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_conf_set(conf, "log_level", "3", err, sizeof(err));
-    f->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
-    assert_non_null(f->rk);
-    f->mc = rd_kafka_mock_cluster_new(f->rk, 1);
+    f->host = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+    assert_non_null(f->host);
+    f->mc = rd_kafka_mock_cluster_new(f->host, 1);
     assert_non_null(f->mc);
     rd_kafka_mock_group_initial_rebalance_delay_ms(f->mc, 0);
     assert_int_equal(rd_kafka_mock_topic_create(f->mc, TOPIC, NPARTS, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
@@ -101,15 +102,10 @@ static int setup(void **state) {
     rd_kafka_conf_set(pconf, "bootstrap.servers", bootstrap, err, sizeof(err));
     rd_kafka_conf_set(pconf, "linger.ms", "1", err, sizeof(err));
     rd_kafka_conf_set(pconf, "log_level", "3", err, sizeof(err));
-    /* the producer that owns the cluster only hosts it; records go through a second one */
-    rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, pconf, err, sizeof(err));
-    assert_non_null(p);
-    rd_kafka_t *host = f->rk;
-    f->rk = p;
+    f->rk = rd_kafka_new(RD_KAFKA_PRODUCER, pconf, err, sizeof(err));
+    assert_non_null(f->rk);
     for (int32_t i = 0; i < NPARTS; i++)
         produce(f, i, PER_PART);
-    f->rk = host;
-    rd_kafka_destroy(p);
 
     static const char *extra[] = {"log_level=3"};
     em_consumer_opts_t o = {
@@ -142,8 +138,9 @@ static int setup(void **state) {
 static int teardown(void **state) {
     fixture_t *f = *state;
     em_consumer_destroy(f->c);
-    rd_kafka_mock_cluster_destroy(f->mc);
     rd_kafka_destroy(f->rk);
+    rd_kafka_mock_cluster_destroy(f->mc);
+    rd_kafka_destroy(f->host);
     free(f);
     return 0;
 }
@@ -196,14 +193,6 @@ static void restart_brings_back_a_stalled_partition(void **state) {
     /* paused inside librdkafka */
     assert_int_equal(em_consumer_debug_stall(f->c, 1, EM_CONSUMER_STALL_PAUSE), EM_OK);
     int before = f->got[1];
-    rd_kafka_t *host = f->rk;
-    (void)host;
-    char err[256];
-    rd_kafka_conf_t *pconf = rd_kafka_conf_new();
-    rd_kafka_conf_set(pconf, "bootstrap.servers", rd_kafka_mock_cluster_bootstraps(f->mc), err, sizeof(err));
-    rd_kafka_conf_set(pconf, "log_level", "3", err, sizeof(err));
-    rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, pconf, err, sizeof(err));
-    f->rk = p;
     produce(f, 1, 10);
     produce(f, 2, 10);
     poll_for(f, 1500);
@@ -228,8 +217,6 @@ static void restart_brings_back_a_stalled_partition(void **state) {
     assert_string_equal(what, "re-assigned (librdkafka had dropped it)");
     assert_true(em_consumer_has_partition(f->c, 3));
     POLL_UNTIL(f, f->got[3] == 10, 20000, "partition 3 from offset 50 after its restart");
-    f->rk = host;
-    rd_kafka_destroy(p);
 }
 
 /* End offsets from the leader; committed offsets from the group. */
