@@ -39,7 +39,9 @@ grpc_slice em_rpc_take_bb(grpc_byte_buffer *bb);
 em_err_t em_rpc_status_to_err(grpc_status_code code);
 const char *em_rpc_status_name(grpc_status_code code);
 
-/* A deadline timeout_ms from now on the monotonic clock. */
+/* A deadline timeout_ms from now on the monotonic clock. timeout_ms <= 0
+ * is now (already passed); any large value is fine (24 h and far beyond;
+ * gRPC saturates it), INT64_MAX is no deadline. */
 gpr_timespec em_rpc_deadline_ms(int64_t timeout_ms);
 
 #endif

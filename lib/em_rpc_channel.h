@@ -49,11 +49,41 @@ em_rpc_channel_t *em_rpc_channel_new(em_rpc_loop_t *loop, const char *target, co
 em_rpc_method_ref_t *em_rpc_channel_method(em_rpc_channel_t *ch, const char *method);
 
 /* Starts a unary call from any thread. req is taken (also on failure). On
- * failure fn is never called. */
+ * failure fn is never called. timeout_ms <= 0 is a deadline already passed
+ * (the call fails with DEADLINE_EXCEEDED). */
 em_err_t em_rpc_channel_call(em_rpc_channel_t *ch, em_rpc_method_ref_t *method, grpc_slice req,
                              int64_t timeout_ms, em_rpc_reply_fn fn, void *arg);
 
-/* Cancels the calls still open (their callbacks run with CANCELLED), then
+/* The callbacks of a server-streaming call, all on the loop thread (they
+ * must not block), in this order: on_headers at most once, on_message for
+ * each message, on_done exactly once and last. */
+typedef struct em_rpc_stream_cb {
+    /* The response header to capture ("execmesh-accepted"), or NULL; copied. */
+    const char *header_key;
+    /* Once the response headers arrived; value is header_key's value (valid
+     * during the callback) or NULL when absent. Runs at once when the server
+     * sent headers with metadata (em_rpc_call_send_headers); headers without
+     * any cannot be told from a failed call's trailers-only answer, so then
+     * it runs just before the first message or an OK on_done. Never runs for
+     * a call that failed before headers came. May be NULL. */
+    void (*on_headers)(void *arg, const char *value);
+    /* Each response message, in order; msg valid during the callback. May be NULL. */
+    void (*on_message)(void *arg, const uint8_t *msg, size_t len);
+    /* The final status; details is the server's or gRPC's message. Required. */
+    void (*on_done)(void *arg, grpc_status_code code, const char *details);
+} em_rpc_stream_cb_t;
+
+/* Starts a server-streaming call from any thread (it also reads a unary
+ * method's answer: its one message, then OK). req is taken (also on
+ * failure); cb is copied. On failure no callback ever runs. timeout_ms <= 0
+ * means no deadline; else a deadline that far away (24 h and more are
+ * fine). The call is committed to the first server that sends headers or a
+ * message: the retry policy retries it only before that. */
+em_err_t em_rpc_channel_call_stream(em_rpc_channel_t *ch, em_rpc_method_ref_t *method, grpc_slice req,
+                                    int64_t timeout_ms, const em_rpc_stream_cb_t *cb, void *arg);
+
+/* Cancels the calls still open, unary and streaming (their on_done or reply
+ * callbacks run with CANCELLED), waits for those callbacks (bounded), then
  * frees the channel. Call from a thread other than the loop's. */
 void em_rpc_channel_destroy(em_rpc_channel_t *ch);
 

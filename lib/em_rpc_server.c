@@ -1,14 +1,17 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The server: registered-call requests kept posted per method, a catch-all
- * for unknown methods, unary calls, and the health service's Check and
- * Watch. Each tag is the first field of a typed context that owns the
- * memory its ops point into; a call is unref'd when its last batch is done.
+ * for unknown methods, unary and server-streaming answers, and the health
+ * service's Check and Watch. Each tag is the first field of a typed context
+ * that owns the memory its ops point into; a call is unref'd when its last
+ * batch is done.
  */
 #include "em_rpc_server.h"
 
+#include <grpc/slice_buffer.h>
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -59,6 +62,7 @@ struct em_rpc_server {
     em_rpc_watch_t *watches;
     em_rpc_tag_t shutdown_tag;
     atomic_int active_calls;
+    atomic_int draining; /* shutdown began: the last call gone wakes destroy */
 };
 
 /* ---- posted requests ---------------------------------------------------- */
@@ -84,6 +88,35 @@ typedef struct em_rpc_unknown {
     grpc_op ops[3];
 } em_rpc_unknown_t;
 
+/* The state of a streaming answer, allocated by the owner's first
+ * em_rpc_call_send_headers or _send_slice (a unary answer never pays for
+ * it): a queue of messages and one send batch in flight at a time, the final
+ * status riding on the last message's batch. The owner's calls and the
+ * completions on the loop thread meet under lock. */
+typedef struct em_rpc_stream {
+    em_rpc_tag_t send_tag;
+    struct em_rpc_call *call;
+    pthread_mutex_t lock;
+    grpc_slice_buffer queue; /* messages not yet sent, one slice each */
+    grpc_metadata header;    /* the extra response header */
+    size_t header_count;     /* 0 or 1 */
+    int headers_wanted;      /* em_rpc_call_send_headers was called */
+    int headers_sent;        /* SEND_INITIAL_METADATA started */
+    int send_busy;           /* a send batch is in flight */
+    int ending;              /* the owner gave the final status */
+    grpc_status_code end_code;
+    int has_details;
+    int status_sent;         /* the batch with SEND_STATUS_FROM_SERVER started */
+    int dead;                /* a send failed: the caller is gone */
+    int owner_released;      /* the owner's ref was dropped */
+} em_rpc_stream_t;
+
+/* A call to a registered method. A unary answer is one batch (reply_tag),
+ * as cheap as gRPC allows; a streaming one goes through st.
+ *
+ * refs counts the close batch, the owner's answer (for a stream: dropped
+ * when the final status batch completes, or at once when the call is dead),
+ * and each streaming batch in flight. */
 struct em_rpc_call {
     em_rpc_tag_t close_tag;
     em_rpc_tag_t reply_tag;
@@ -91,15 +124,17 @@ struct em_rpc_call {
     grpc_call *call;
     gpr_timespec deadline;
     int prev_attempts;
+    int stream_oom;       /* the stream state could not be allocated: call cancelled */
     grpc_slice req;
     atomic_int refs;
     atomic_int cancelled;
     atomic_int answered;
     int close_cancelled;
-    grpc_byte_buffer *resp;
+    grpc_byte_buffer *resp; /* the message of the batch in flight */
     grpc_slice details;
     grpc_op ops[3];
     grpc_op close_op;
+    em_rpc_stream_t *st;  /* set by the owner, before any streaming batch */
 };
 
 static void post_request(em_rpc_method_t *m);
@@ -107,16 +142,42 @@ static void post_unknown(em_rpc_server_t *srv);
 static void health_check(em_rpc_server_t *srv, em_rpc_call_t *call, const uint8_t *req, size_t len);
 static void health_watch_start(em_rpc_server_t *srv, grpc_call *gcall, grpc_byte_buffer *payload);
 
+/* A call context was freed; the caller must not touch srv after this.
+ * While draining, under srv->lock, so em_rpc_server_destroy (which waits for
+ * none to be left) cannot free srv under our feet; otherwise lock-free, the
+ * unary fast path. A decrement racing the flag only misses a wake-up, and
+ * destroy re-checks on a short period. */
+static void server_call_gone(em_rpc_server_t *srv) {
+    if (!atomic_load(&srv->draining)) {
+        atomic_fetch_sub(&srv->active_calls, 1);
+        return;
+    }
+    pthread_mutex_lock(&srv->lock);
+    if (atomic_fetch_sub(&srv->active_calls, 1) == 1)
+        pthread_cond_broadcast(&srv->cond);
+    pthread_mutex_unlock(&srv->lock);
+}
+
 static void call_unref(em_rpc_call_t *c) {
     if (atomic_fetch_sub(&c->refs, 1) != 1)
         return;
-    atomic_fetch_sub(&c->srv->active_calls, 1);
+    em_rpc_server_t *srv = c->srv;
     grpc_slice_unref(c->req);
     if (c->resp)
         grpc_byte_buffer_destroy(c->resp);
     grpc_slice_unref(c->details);
+    if (c->st) {
+        grpc_slice_buffer_destroy(&c->st->queue);
+        if (c->st->header_count) {
+            grpc_slice_unref(c->st->header.key);
+            grpc_slice_unref(c->st->header.value);
+        }
+        pthread_mutex_destroy(&c->st->lock);
+        free(c->st);
+    }
     grpc_call_unref(c->call);
     free(c);
+    server_call_gone(srv); /* last: destroy may free srv right after */
 }
 
 static void call_close_done(em_rpc_tag_t *tag, int ok) {
@@ -201,7 +262,211 @@ static void send_reply(em_rpc_call_t *c, grpc_status_code code, grpc_byte_buffer
     }
 }
 
+/* ---- streaming answers -------------------------------------------------- */
+
+/* Starts the next send batch of a streaming answer unless one is in flight:
+ * the response headers if not sent yet, the oldest queued message, and the
+ * final status once the queue is empty. Called with st->lock held; returns
+ * how many refs the caller drops after unlocking (never under the lock: the
+ * last one frees the call and its lock). */
+static int stream_pump(em_rpc_stream_t *st) {
+    em_rpc_call_t *c = st->call;
+    if (st->send_busy || st->status_sent)
+        return 0;
+    if (st->dead) {
+        grpc_slice_buffer_reset_and_unref(&st->queue);
+        if (st->ending && !st->owner_released) {
+            st->owner_released = 1;
+            return 1;
+        }
+        return 0;
+    }
+    size_t n = 0;
+    memset(c->ops, 0, sizeof(c->ops));
+    if (!st->headers_sent) {
+        if (!st->headers_wanted && st->queue.count == 0 && !st->ending)
+            return 0;
+        c->ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+        c->ops[n].data.send_initial_metadata.count = st->header_count;
+        c->ops[n].data.send_initial_metadata.metadata = st->header_count ? &st->header : NULL;
+        n++;
+        st->headers_sent = 1;
+    }
+    if (st->queue.count > 0) {
+        grpc_slice msg = grpc_slice_buffer_take_first(&st->queue);
+        if (c->resp)
+            grpc_byte_buffer_destroy(c->resp);
+        c->resp = grpc_raw_byte_buffer_create(&msg, 1);
+        grpc_slice_unref(msg);
+        c->ops[n].op = GRPC_OP_SEND_MESSAGE;
+        c->ops[n].data.send_message.send_message = c->resp;
+        n++;
+    }
+    if (st->ending && st->queue.count == 0) {
+        c->ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+        c->ops[n].data.send_status_from_server.status = st->end_code;
+        c->ops[n].data.send_status_from_server.status_details = st->has_details ? &c->details : NULL;
+        n++;
+        st->status_sent = 1;
+    }
+    if (n == 0)
+        return 0;
+    st->send_busy = 1;
+    atomic_fetch_add(&c->refs, 1); /* the owner's ref is held: this never frees */
+    grpc_call_error e = grpc_call_start_batch(c->call, c->ops, n, &st->send_tag, NULL);
+    if (e == GRPC_CALL_OK)
+        return 0;
+    EM_WARN("rpc: cannot send a streaming answer; cancelling the call", EM_F_INT("grpc_call_error", e));
+    atomic_fetch_sub(&c->refs, 1);
+    st->send_busy = 0;
+    st->status_sent = 0;
+    st->dead = 1;
+    /* ends the close batch too, so the call does not wait for its deadline */
+    grpc_call_cancel_with_status(c->call, GRPC_STATUS_INTERNAL, "server: cannot send the answer", NULL);
+    return stream_pump(st);
+}
+
+/* The loop thread: a streaming send batch completed. */
+static void stream_send_done(em_rpc_tag_t *tag, int ok) {
+    em_rpc_stream_t *st = EM_CONTAINER_OF(tag, em_rpc_stream_t, send_tag);
+    em_rpc_call_t *c = st->call;
+    int drops = 1; /* the batch's own ref */
+    pthread_mutex_lock(&st->lock);
+    st->send_busy = 0;
+    if (st->status_sent) { /* that was the last batch, whatever ok says */
+        st->owner_released = 1;
+        drops++;
+    } else {
+        if (!ok)
+            st->dead = 1; /* the caller left: drop what is queued */
+        drops += stream_pump(st);
+    }
+    pthread_mutex_unlock(&st->lock);
+    while (drops-- > 0)
+        call_unref(c);
+}
+
+/* The owner's thread: the stream state, made before the first streaming
+ * batch (nothing else touches it until a batch is started). NULL when out
+ * of memory: the call is cancelled, its streaming output dropped, and its
+ * answer (a unary one then) fails at once and frees it. */
+static em_rpc_stream_t *stream_get(em_rpc_call_t *c) {
+    if (c->st || c->stream_oom)
+        return c->st;
+    em_rpc_stream_t *st = calloc(1, sizeof(*st));
+    if (!st) {
+        EM_ERROR("rpc: out of memory for a streaming answer; cancelling the call");
+        c->stream_oom = 1;
+        grpc_call_cancel_with_status(c->call, GRPC_STATUS_RESOURCE_EXHAUSTED, "server: out of memory", NULL);
+        return NULL;
+    }
+    st->send_tag.done = stream_send_done;
+    st->call = c;
+    pthread_mutex_init(&st->lock, NULL);
+    grpc_slice_buffer_init(&st->queue);
+    c->st = st;
+    return st;
+}
+
+/* Queues the final status (and msg, when has_msg) of a streaming answer. */
+static void stream_end(em_rpc_call_t *c, grpc_status_code code, const char *details, int has_msg, grpc_slice msg) {
+    em_rpc_stream_t *st = c->st;
+    if (atomic_exchange(&c->answered, 1)) {
+        EM_ERROR("rpc: a call was answered twice (programming error)");
+        grpc_slice_unref(msg);
+        return;
+    }
+    pthread_mutex_lock(&st->lock);
+    if (has_msg && !st->dead)
+        grpc_slice_buffer_add_indexed(&st->queue, msg); /* never merged with a neighbour */
+    else
+        grpc_slice_unref(msg);
+    st->ending = 1;
+    st->end_code = code;
+    if (details) {
+        c->details = grpc_slice_from_copied_string(details);
+        st->has_details = 1;
+    }
+    int drops = stream_pump(st);
+    pthread_mutex_unlock(&st->lock);
+    while (drops-- > 0)
+        call_unref(c);
+}
+
+void em_rpc_call_send_headers(em_rpc_call_t *call, const char *key, const char *value) {
+    if (atomic_load(&call->answered)) {
+        EM_ERROR("rpc: response headers after the answer (programming error)");
+        return;
+    }
+    em_rpc_stream_t *st = stream_get(call);
+    if (!st)
+        return;
+    pthread_mutex_lock(&st->lock);
+    if (st->headers_wanted || st->headers_sent) {
+        pthread_mutex_unlock(&st->lock);
+        EM_ERROR("rpc: response headers sent twice or after a message (programming error)");
+        return;
+    }
+    st->headers_wanted = 1;
+    if (key) {
+        grpc_slice k = grpc_slice_from_copied_string(key);
+        grpc_slice v = grpc_slice_from_copied_string(value ? value : "");
+        /* gRPC would refuse the whole batch; send the headers without it */
+        if (!grpc_header_key_is_legal(k) || grpc_is_binary_header(k) || !grpc_header_nonbin_value_is_legal(v)) {
+            EM_ERROR("rpc: illegal response header left out (programming error)", EM_F_STR("key", key));
+            grpc_slice_unref(k);
+            grpc_slice_unref(v);
+        } else {
+            st->header.key = k;
+            st->header.value = v;
+            st->header_count = 1;
+        }
+    }
+    int drops = stream_pump(st);
+    pthread_mutex_unlock(&st->lock);
+    while (drops-- > 0)
+        call_unref(call);
+}
+
+void em_rpc_call_send_slice(em_rpc_call_t *call, grpc_slice msg) {
+    if (atomic_load(&call->answered)) {
+        EM_ERROR("rpc: a message after the answer (programming error)");
+        grpc_slice_unref(msg);
+        return;
+    }
+    em_rpc_stream_t *st = NULL;
+    if (atomic_load(&call->cancelled) || !(st = stream_get(call))) { /* nobody to read it */
+        grpc_slice_unref(msg);
+        return;
+    }
+    pthread_mutex_lock(&st->lock);
+    int drops = 0;
+    if (st->dead) {
+        grpc_slice_unref(msg);
+    } else {
+        grpc_slice_buffer_add_indexed(&st->queue, msg);
+        drops = stream_pump(st);
+    }
+    pthread_mutex_unlock(&st->lock);
+    while (drops-- > 0)
+        call_unref(call);
+}
+
+void em_rpc_call_finish(em_rpc_call_t *call) {
+    if (!call->st) {
+        send_reply(call, GRPC_STATUS_OK, NULL, NULL);
+        return;
+    }
+    stream_end(call, GRPC_STATUS_OK, NULL, 0, grpc_empty_slice());
+}
+
+/* ---- answers -------------------------------------------------------------- */
+
 void em_rpc_call_reply_slice(em_rpc_call_t *call, grpc_slice msg) {
+    if (call->st) {
+        stream_end(call, GRPC_STATUS_OK, NULL, 1, msg);
+        return;
+    }
     grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&msg, 1);
     grpc_slice_unref(msg);
     send_reply(call, GRPC_STATUS_OK, bb, NULL);
@@ -212,7 +477,12 @@ void em_rpc_call_reply(em_rpc_call_t *call, const ProtobufCMessage *msg) {
 }
 
 void em_rpc_call_fail(em_rpc_call_t *call, grpc_status_code code, const char *details) {
-    send_reply(call, code, NULL, details ? details : em_rpc_status_name(code));
+    const char *d = details ? details : em_rpc_status_name(code);
+    if (call->st) {
+        stream_end(call, code, d, 0, grpc_empty_slice());
+        return;
+    }
+    send_reply(call, code, NULL, d);
 }
 
 int em_rpc_call_previous_attempts(const em_rpc_call_t *call) { return call->prev_attempts; }
@@ -397,8 +667,9 @@ static void watch_free(em_rpc_watch_t *w) {
     grpc_slice_unref(w->details);
     grpc_call_unref(w->call);
     pthread_mutex_destroy(&w->lock);
-    atomic_fetch_sub(&w->srv->active_calls, 1);
+    em_rpc_server_t *srv = w->srv;
     free(w);
+    server_call_gone(srv);
 }
 
 /* Starts the next send if idle; called with w->lock held. */
@@ -578,13 +849,18 @@ em_rpc_server_t *em_rpc_server_new(em_rpc_loop_t *loop, em_health_t *health, con
     pthread_mutex_init(&srv->lock, NULL);
     em_cond_init(&srv->cond);
 
+    /* INT_MAX is gRPC's "never" for both. A grace <= 0 must not mean 0:
+     * that would close the connection right after the GOAWAY and cut every
+     * call still open on it, streams that run for hours included. */
+    int age_ms = opts->max_connection_age_ms > 0 ? opts->max_connection_age_ms : INT_MAX;
+    int grace_ms = opts->max_connection_age_grace_ms > 0 ? opts->max_connection_age_grace_ms : INT_MAX;
     grpc_arg args[] = {
         em_int_arg(GRPC_ARG_ALLOW_REUSEPORT, 0),
         em_int_arg(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, opts->min_ping_interval_ms),
         em_int_arg(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1),
         em_int_arg(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0),
-        em_int_arg(GRPC_ARG_MAX_CONNECTION_AGE_MS, opts->max_connection_age_ms),
-        em_int_arg(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, opts->max_connection_age_grace_ms),
+        em_int_arg(GRPC_ARG_MAX_CONNECTION_AGE_MS, age_ms),
+        em_int_arg(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, grace_ms),
         em_int_arg(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, opts->max_message_bytes),
         em_int_arg(GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, opts->max_message_bytes),
     };
@@ -674,6 +950,7 @@ static int wait_until(em_rpc_server_t *srv, int64_t deadline_ms) {
 }
 
 void em_rpc_server_shutdown(em_rpc_server_t *srv, int64_t deadline_ms) {
+    atomic_store(&srv->draining, 1);
     pthread_mutex_lock(&srv->lock);
     if (srv->shutting_down || !srv->started) {
         srv->shutting_down = 1;
@@ -697,17 +974,32 @@ void em_rpc_server_shutdown(em_rpc_server_t *srv, int64_t deadline_ms) {
     pthread_mutex_unlock(&srv->lock);
 }
 
+/* Waits (srv->lock held) until every call context is freed: the core's
+ * shutdown does not wait for the owners to answer their calls, and a call
+ * answered late still has a completion to run that touches srv. */
+static int wait_no_calls(em_rpc_server_t *srv, int64_t deadline_ms) {
+    while (atomic_load(&srv->active_calls) > 0) {
+        int64_t left = deadline_ms - em_mono_ms();
+        if (left <= 0)
+            return 0;
+        em_cond_wait_ms(&srv->cond, &srv->lock, left < 50 ? left : 50);
+    }
+    return 1;
+}
+
 void em_rpc_server_destroy(em_rpc_server_t *srv) {
     if (!srv)
         return;
     if (srv->started) {
         em_rpc_server_shutdown(srv, em_mono_ms());
         pthread_mutex_lock(&srv->lock);
-        if (!srv->shutdown_done) {
-            /* the core did not finish within the bound: destroying now would
-             * free memory its tags still point at, so leak it instead */
+        if (!srv->shutdown_done || !wait_no_calls(srv, em_mono_ms() + 5000)) {
+            /* the core did not finish within the bound, or a handler kept
+             * its call: destroying now would free memory their tags still
+             * point at, so leak it instead */
+            int open = atomic_load(&srv->active_calls);
             pthread_mutex_unlock(&srv->lock);
-            EM_ERROR("rpc: server did not shut down in time; leaking it");
+            EM_ERROR("rpc: server did not shut down in time; leaking it", EM_F_INT("open_calls", open));
             return;
         }
         pthread_mutex_unlock(&srv->lock);
