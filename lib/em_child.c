@@ -13,6 +13,13 @@
  * reused yet), what the pipes still hold is read, and the callback runs.
  * Children whose events arrive in the same epoll batch are only marked, and
  * finished after the batch, so no event is handled for a freed child.
+ *
+ * Reaping needs SIGCHLD not ignored: with SIG_IGN (or SA_NOCLDWAIT) the
+ * kernel reaps children itself and waitpid fails with ECHILD. A parent may
+ * start us that way (dispositions of ignored signals survive execve), so
+ * em_child_sup_new puts SIGCHLD back to SIG_DFL. Should something ignore it
+ * again later, a child whose pidfd says it exited while waitpid says ECHILD
+ * is finished at once (its status lost), never polled again.
  */
 #include "em_child.h"
 
@@ -67,6 +74,7 @@ struct child {
     int64_t start_ms, deadline_ms, kill_at_ms;
     int timed_out, over_limit, finished, abandoned;
     int wstatus;
+    int reap_errno; /* waitpid failed (ECHILD: reaped by someone else): wstatus is unknown */
     child_t *next;
 };
 
@@ -372,8 +380,17 @@ static void on_output(em_child_sup_t *s, child_t *c, int which) {
  * pipes hold, and mark it finished. */
 static void on_exit_of(em_child_sup_t *s, child_t *c) {
     group_kill(c, SIGKILL); /* before the reap, while the group id is still ours */
-    if (waitpid(c->pid, &c->wstatus, WNOHANG) != c->pid)
+    pid_t r = waitpid(c->pid, &c->wstatus, WNOHANG);
+    if (r == 0 || (r < 0 && errno == EINTR))
         return; /* not yet (a spurious wake-up): the pidfd stays readable */
+    if (r < 0) {
+        /* ECHILD: the kernel or another waitpid reaped it, so the pidfd
+         * stays readable for ever: finish it now instead of polling it again */
+        c->reap_errno = errno;
+        c->wstatus = 0;
+        EM_ERROR("child supervisor: a child's exit status is lost (is SIGCHLD ignored again?)",
+                 EM_F_INT("pid", c->pid), EM_F_STR("error", strerror(errno)));
+    }
     fd_close(s, c, FD_PID);
     fd_close(s, c, FD_IN);
     on_output(s, c, FD_OUT);
@@ -399,6 +416,8 @@ static void finish_marked(em_child_sup_t *s) {
             child_finish(s, c, EM_CHILD_TIMED_OUT, 0, NULL);
         else if (c->over_limit)
             child_finish(s, c, EM_CHILD_OUTPUT_LIMIT, 0, NULL);
+        else if (c->reap_errno)
+            child_finish(s, c, EM_CHILD_SPAWN_FAILED, c->reap_errno, "waitpid");
         else
             child_finish(s, c, EM_CHILD_EXITED, 0, NULL);
     }
@@ -455,13 +474,16 @@ static void *sup_thread(void *arg) {
                 child_spawn(s, c);
         }
         if (stopping) {
-            /* kill and reap every child; their callbacks may queue more runs,
-             * which the next turn abandons */
-            for (child_t *c = s->active; c; c = c->next) {
-                if (!c->finished) {
+            /* kill every child, then reap them; their callbacks may queue
+             * more runs, which the next turn abandons. All are killed before
+             * the first wait: were SIGCHLD ignored, a wait returns only once
+             * every child is gone. */
+            for (child_t *c = s->active; c; c = c->next)
+                if (!c->finished)
                     group_kill(c, SIGKILL);
+            for (child_t *c = s->active; c; c = c->next) {
+                if (!c->finished)
                     waitpid(c->pid, &c->wstatus, 0); /* bounded: SIGKILLed */
-                }
                 c->abandoned = c->finished = 1;
             }
             finish_marked(s);
@@ -492,6 +514,30 @@ static void *sup_thread(void *arg) {
     return NULL;
 }
 
+/* An ignored SIGCHLD (SIG_IGN or SA_NOCLDWAIT, e.g. inherited from the
+ * parent across execve) has the kernel reap our children before we can:
+ * put it back to the default, or keep the handler someone installed
+ * without SA_NOCLDWAIT. Process-wide: nothing in a service relies on
+ * children being reaped for it. */
+static void sigchld_not_ignored(void) {
+    struct sigaction sa;
+    if (sigaction(SIGCHLD, NULL, &sa) != 0)
+        return;
+    if (sa.sa_handler != SIG_IGN && !(sa.sa_flags & SA_NOCLDWAIT))
+        return;
+    int was_ignored = sa.sa_handler == SIG_IGN;
+    if (was_ignored)
+        sa.sa_handler = SIG_DFL;
+    sa.sa_flags &= ~SA_NOCLDWAIT;
+    if (sigaction(SIGCHLD, &sa, NULL) != 0) {
+        EM_ERROR("child supervisor: cannot stop ignoring SIGCHLD; exit statuses will be lost",
+                 EM_F_STR("error", strerror(errno)));
+        return;
+    }
+    EM_WARN("child supervisor: SIGCHLD was ignored (inherited from the parent?); set back so that children can be "
+            "reaped", EM_F_STR("was", was_ignored ? "SIG_IGN" : "SA_NOCLDWAIT"));
+}
+
 em_child_sup_t *em_child_sup_new(char *errstr, size_t errstr_size) {
     em_child_sup_t *s = calloc(1, sizeof(*s));
     if (!s) {
@@ -506,6 +552,7 @@ em_child_sup_t *em_child_sup_new(char *errstr, size_t errstr_size) {
         snprintf(errstr, errstr_size, "child supervisor: epoll/eventfd: %s", strerror(errno));
         goto fail;
     }
+    sigchld_not_ignored();
     /* the thread takes no process signal, and the children start from its mask */
     sigset_t all, old;
     sigfillset(&all);

@@ -6,7 +6,9 @@
  * child's process group, then SIGKILL after a grace) and reaps them. The
  * thread waits on one epoll set holding every child's pipes and a pidfd per
  * child, with the nearest deadline as the epoll timeout: no thread per child,
- * no SIGCHLD handler, no blocking read or write on a child's pipe.
+ * no SIGCHLD handler, no blocking read or write on a child's pipe. SIGCHLD
+ * must not be ignored, or the kernel reaps the children first: a supervisor
+ * sets an ignored SIGCHLD back to SIG_DFL (process-wide) when it starts.
  *
  * Each child gets its own process group, an empty signal mask with default
  * dispositions, an fd table of only 0/1/2, the environment it is given and
@@ -33,7 +35,9 @@ typedef enum em_child_outcome {
     EM_CHILD_SIGNALED,     /* killed by a signal it did not get from us: term_signal */
     EM_CHILD_TIMED_OUT,    /* past timeout_ms; killed by us (TERM, then KILL) */
     EM_CHILD_OUTPUT_LIMIT, /* wrote more than max_output bytes to stdout; killed by us */
-    EM_CHILD_SPAWN_FAILED, /* never ran: pipe/fork failed or execve failed (spawn_errno) */
+    EM_CHILD_SPAWN_FAILED, /* never ran: pipe/fork failed or execve failed (spawn_errno); or, with
+                            * spawn_step "waitpid", it ran but its exit status was lost (ECHILD:
+                            * something else reaped it, e.g. SIGCHLD ignored again after the start) */
     EM_CHILD_ABANDONED     /* the supervisor was destroyed first; killed by us */
 } em_child_outcome_t;
 
@@ -76,7 +80,9 @@ typedef struct em_child_result {
  * em_child_run (the new child is started after it returns). */
 typedef void (*em_child_done_fn)(void *arg, em_child_result_t *res);
 
-/* Starts a supervisor and its thread. NULL on failure, with the reason in errstr. */
+/* Starts a supervisor and its thread; sets SIGCHLD back to SIG_DFL when it
+ * is ignored (SIG_IGN or SA_NOCLDWAIT), for the whole process. NULL on
+ * failure, with the reason in errstr. */
 em_child_sup_t *em_child_sup_new(char *errstr, size_t errstr_size);
 
 /* Kills every child's process group (SIGKILL), reaps them, and calls the done

@@ -8,6 +8,19 @@
  * A probe thread asks the cluster for metadata every probe interval and sets
  * or clears the health blocker "kafka", so a service whose job needs the
  * producer is SERVING only while the cluster answers.
+ *
+ * A fatal error of the idempotent producer (RD_KAFKA_RESP_ERR__FATAL, after
+ * which librdkafka refuses every produce) is recovered from inside: the
+ * health blocker "kafka fatal error: NAME" is set (NAME: the underlying
+ * error, e.g. OUT_OF_ORDER_SEQUENCE_NUMBER), a new librdkafka producer
+ * replaces the dead one, and the blocker is cleared once the probe reached
+ * the cluster through the new one. Messages the dead producer still held
+ * get their delivery report with err RD_KAFKA_RESP_ERR__FATAL (or their
+ * broker's answer, when they were in flight), so callers fail or retry
+ * them; a send in the moment between the error and the replacement fails
+ * at once (EM_EKAFKA, no done()). When no new producer can be created the
+ * process exits with status 1 after an error log line: a supervisor
+ * restarts it.
  */
 #ifndef EM_PRODUCER_H
 #define EM_PRODUCER_H
@@ -71,12 +84,21 @@ em_producer_t *em_producer_new(const em_producer_opts_t *opts, char *errstr, siz
  * purged and their deliveries fail with _PURGE_QUEUE. Flush first. */
 void em_producer_destroy(em_producer_t *p);
 
-/* A topic handle, created on first use and kept for the producer's life. */
+/* The handle of topic name (copied), created on first use and valid for the
+ * producer's life, also across its recovery from a fatal error. Any thread.
+ * NULL when out of memory or past 8 topics.
+ *
+ * An escape hatch kept for the callers' types only: the handle is the
+ * producer's own token typed as rd_kafka_topic_t *, not a librdkafka
+ * handle (those die with the producer they belong to). Pass it to
+ * em_producer_send and em_producer_send_batch of the same producer, never
+ * to an rd_kafka_* function. */
 rd_kafka_topic_t *em_producer_topic(em_producer_t *p, const char *name);
 
-/* Enqueues one message. key/val are copied when copy is set, else they must
- * live until d->done runs. headers (may be NULL) is taken on success. On
- * failure d->done is never called and the caller still owns headers. */
+/* Enqueues one message for t (from em_producer_topic; EM_EINVAL for
+ * anything else). key/val are copied when copy is set, else they must live
+ * until d->done runs. headers (may be NULL) is taken on success. On failure
+ * d->done is never called and the caller still owns headers. Any thread. */
 em_err_t em_producer_send(em_producer_t *p, rd_kafka_topic_t *t, const void *key, size_t klen, const void *val,
                           size_t vlen, rd_kafka_headers_t *headers, int copy, em_delivery_t *d);
 
@@ -85,13 +107,16 @@ em_err_t em_producer_send(em_producer_t *p, rd_kafka_topic_t *t, const void *key
  * how many were enqueued; the others have msgs[i].err set and get no done(). */
 int em_producer_send_batch(em_producer_t *p, rd_kafka_topic_t *t, rd_kafka_message_t *msgs, int n);
 
-/* Waits up to timeout_ms for every queued message's delivery report. */
+/* Waits up to timeout_ms for every queued message's delivery report (also
+ * when the producer is replaced meanwhile). */
 em_err_t em_producer_flush(em_producer_t *p, int timeout_ms);
 
 /* 1 when the last probe reached the cluster. */
 int em_producer_reachable(em_producer_t *p);
 /* Messages queued and not yet reported. */
 int em_producer_outq(em_producer_t *p);
+/* The librdkafka producer in use now, for tests and diagnostics: it is
+ * destroyed when a fatal error replaces it, so do not keep it. */
 rd_kafka_t *em_producer_handle(em_producer_t *p);
 
 #endif

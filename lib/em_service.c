@@ -82,6 +82,7 @@ static void usage(const em_service_desc_t *d, FILE *out) {
             "  -h, --help                    this text\n"
             "  -V, --version                 print the version (and librdkafka's and gRPC's in use) and exit\n\n"
             "Signals: SIGTERM/SIGINT drain (NOT_SERVING, finish in-flight work, exit 0);\n"
+            "a second SIGTERM/SIGINT during the drain exits at once (exit code 128 + signal);\n"
             "SIGUSR1 sets health NOT_SERVING (reason \"admin\"), SIGUSR2 clears it.\n\n"
             "Settings (key, type, default, range):\n",
             d->summary, d->program);
@@ -230,7 +231,10 @@ static int service_init(em_service_t *svc, const em_service_desc_t *desc, int ar
         .listen = em_config_str(svc->cfg, "grpc.listen"),
         .max_message_bytes = (int)em_config_int(svc->cfg, "grpc.max_message_bytes"),
         .max_connection_age_ms = (int)em_config_int(svc->cfg, "grpc.max_connection_age_ms"),
-        .max_connection_age_grace_ms = 5000,
+        /* 0: no grace limit. GOAWAY at the age, but a call open on the
+         * connection runs to its end: an Execute may hold a long execution,
+         * and cutting it would only run it again elsewhere */
+        .max_connection_age_grace_ms = 0,
         .min_ping_interval_ms = 500,
     };
     svc->server = em_rpc_server_new(svc->loop, svc->health, &so, err, sizeof(err));
@@ -289,6 +293,31 @@ em_err_t em_service_start(em_service_t *svc) {
     return EM_OK;
 }
 
+static const char *stop_signal_name(int sig) { return sig == SIGTERM ? "SIGTERM" : "SIGINT"; }
+
+/* Runs from the first SIGTERM/SIGINT until em_service_cleanup: a second one
+ * ends the process at once, whatever the drain is waiting for. The signals
+ * stay blocked in every thread, so this sigwait is the only taker. */
+static void *second_signal_main(void *arg) {
+    em_service_t *svc = arg;
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    for (;;) {
+        int sig = 0;
+        if (sigwait(&stop, &sig) != 0)
+            continue;
+        if (atomic_load(&svc->second_signal_stop))
+            return NULL; /* em_service_cleanup's wake-up (or a signal racing it: we exit anyway) */
+        EM_ERROR("second signal during the drain: exiting now without finishing in-flight work",
+                 EM_F_STR("signal", stop_signal_name(sig)), EM_F_INT("exit_code", 128 + sig));
+        /* _exit, not exit: the drain still runs on other threads, and atexit
+         * work would race it */
+        _exit(128 + sig);
+    }
+}
+
 int em_service_wait(em_service_t *svc) {
     for (;;) {
         int sig = 0;
@@ -297,7 +326,15 @@ int em_service_wait(em_service_t *svc) {
         switch (sig) {
         case SIGTERM:
         case SIGINT:
-            EM_INFO("signal received, draining", EM_F_STR("signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"));
+            EM_INFO("signal received, draining", EM_F_STR("signal", stop_signal_name(sig)));
+            if (!svc->second_signal_started) {
+                int rc = pthread_create(&svc->second_signal, NULL, second_signal_main, svc);
+                if (rc == 0)
+                    svc->second_signal_started = 1;
+                else
+                    EM_WARN("cannot start the thread that takes a second signal; only SIGKILL cuts the drain short",
+                            EM_F_STR("error", strerror(rc)));
+            }
             return sig;
         case SIGUSR1:
             EM_INFO("SIGUSR1: admin NOT_SERVING");
@@ -324,6 +361,12 @@ int64_t em_service_drain_begin(em_service_t *svc) {
 }
 
 void em_service_cleanup(em_service_t *svc) {
+    if (svc->second_signal_started) {
+        /* the drain is over: a late signal no longer cuts anything short */
+        atomic_store(&svc->second_signal_stop, 1);
+        pthread_kill(svc->second_signal, SIGTERM); /* blocked there: its sigwait takes it */
+        pthread_join(svc->second_signal, NULL);
+    }
     /* timers first: an early-run timer may still answer a call on the loop */
     if (svc->timers)
         em_timers_destroy(svc->timers);

@@ -7,13 +7,17 @@
  * thread, then taken by sigwait), the gRPC loop and server with health, the
  * /metrics endpoint, the ports file, and the first steps of a drain.
  *
- * Signals: SIGTERM/SIGINT drain and exit 0; SIGUSR1 sets the health
+ * Signals: SIGTERM/SIGINT drain and exit 0; a second SIGTERM/SIGINT during
+ * the drain ends the process at once with 128 + that signal (an operator
+ * who does not want to wait for a stuck drain); SIGUSR1 sets the health
  * blocker "admin" (NOT_SERVING), SIGUSR2 clears it.
  */
 #ifndef EM_SERVICE_H
 #define EM_SERVICE_H
 
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 
 #include "em_config.h"
 #include "em_error.h"
@@ -31,7 +35,8 @@
     {"grpc.listen", EM_CFG_STR, grpc, 1, 255, "gRPC listen address HOST:PORT; port 0 picks a free port."},    \
     {"grpc.max_message_bytes", EM_CFG_INT, "16777216", 65536, 268435456, "Largest gRPC message sent or received."}, \
     {"grpc.max_connection_age_ms", EM_CFG_INT, "30000", 1000, 86400000,                                      \
-     "Connections are closed (GOAWAY) after this long, so clients re-resolve DNS and rebalance."},           \
+     "Connections get a GOAWAY after this long, so clients re-resolve DNS and rebalance; the calls open on "    \
+     "the connection run to their end (no grace limit), so a long execution is never cut by connection age."}, \
     {"grpc.keepalive_time_ms", EM_CFG_INT, "1000", 100, 3600000,                                               \
      "Client keepalive ping interval; a frozen peer is found within about twice this."},                    \
     {"grpc.keepalive_timeout_ms", EM_CFG_INT, "1000", 100, 3600000, "How long a keepalive ping may go unanswered."}, \
@@ -75,6 +80,10 @@ typedef struct em_service {
     int grpc_port;
     int metrics_port;
     sigset_t sigs;
+    /* After the first SIGTERM/SIGINT: the thread that waits for a second */
+    pthread_t second_signal;
+    int second_signal_started;
+    atomic_int second_signal_stop;
 } em_service_t;
 
 /* Parses argv, loads the config, starts logging and builds health, metrics,
@@ -92,7 +101,10 @@ void em_service_channel_opts(const em_service_t *svc, struct em_rpc_channel_opts
  * Health stays blocked by "starting" until em_health_block(.., "starting", 0). */
 em_err_t em_service_start(em_service_t *svc);
 
-/* Waits for SIGTERM or SIGINT (handling SIGUSR1/2 meanwhile); returns it. */
+/* Waits for SIGTERM or SIGINT (handling SIGUSR1/2 meanwhile); returns it.
+ * From then on a thread waits for a second SIGTERM/SIGINT: it logs an error
+ * and ends the process at once (_exit(128 + signal): no drain, no cleanup,
+ * in-flight work abandoned) until em_service_cleanup stops it. */
 int em_service_wait(em_service_t *svc);
 
 /* Drain, step 1: NOT_SERVING now, then wait drain.notserving_ms so

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Clocks, address parsing, atomic file writes and random ids. */
+/* Clocks, address parsing, atomic file writes, random ids and UTF-8 repair. */
 #include "em_util.h"
 
 #include <errno.h>
@@ -121,4 +121,94 @@ void em_default_replica(const char *service, char *out, size_t n) {
     gethostname(host, sizeof(host) - 1);
     host[sizeof(host) - 1] = '\0';
     snprintf(out, n, "%s-%s-%d", service, host, (int)getpid());
+}
+
+/* The length of the UTF-8 sequence lead byte c starts (2..4), with the
+ * range its second byte must be in (which rules out overlong forms,
+ * surrogates and code points beyond U+10FFFF, RFC 3629 section 4); 0 when c
+ * cannot start a multi-byte sequence. */
+static size_t utf8_lead(uint8_t c, uint8_t *lo, uint8_t *hi) {
+    *lo = 0x80;
+    *hi = 0xbf;
+    if (c >= 0xc2 && c <= 0xdf)
+        return 2;
+    if (c >= 0xe0 && c <= 0xef) {
+        if (c == 0xe0)
+            *lo = 0xa0; /* below: overlong */
+        else if (c == 0xed)
+            *hi = 0x9f; /* above: U+D800..U+DFFF, surrogates */
+        return 3;
+    }
+    if (c >= 0xf0 && c <= 0xf4) {
+        if (c == 0xf0)
+            *lo = 0x90; /* below: overlong */
+        else if (c == 0xf4)
+            *hi = 0x8f; /* above: beyond U+10FFFF */
+        return 4;
+    }
+    return 0; /* ASCII, a continuation byte, C0/C1 (always overlong) or F5..FF */
+}
+
+/* How many bytes at s[0..n) form a well-formed sequence: its length when
+ * whole, else 0 with *bad set to the length of the ill-formed prefix to
+ * replace by one '?' (at least 1). s[0] is not ASCII. */
+static size_t utf8_seq(const uint8_t *s, size_t n, size_t *bad) {
+    uint8_t lo, hi;
+    size_t len = utf8_lead(s[0], &lo, &hi);
+    size_t i = 1;
+    if (len == 0) {
+        *bad = 1;
+        return 0;
+    }
+    for (; i < len && i < n; i++) {
+        if (s[i] < lo || s[i] > hi)
+            break;
+        lo = 0x80; /* only the second byte has a narrower range */
+        hi = 0xbf;
+    }
+    if (i == len)
+        return len;
+    *bad = i; /* the lead and the continuation bytes that still fitted */
+    return 0;
+}
+
+size_t em_utf8_clean(char *dst, size_t cap, const uint8_t *src, size_t n) {
+    size_t o = 0, i = 0;
+    if (cap == 0)
+        return 0;
+    while (i < n) {
+        size_t take = 1, bad = 0;
+        if (src[i] == 0 || src[i] >= 0x80) {
+            take = src[i] ? utf8_seq(src + i, n - i, &bad) : 0;
+            if (take == 0)
+                take = 1; /* one '?' for the ill-formed part (or the NUL) */
+        }
+        if (o + take > cap - 1)
+            break; /* the whole code point does not fit: stop before it */
+        if (bad || src[i] == 0) {
+            dst[o++] = '?';
+            i += bad ? bad : 1;
+        } else {
+            memcpy(dst + o, src + i, take);
+            o += take;
+            i += take;
+        }
+    }
+    dst[o] = '\0';
+    return o;
+}
+
+void em_utf8_trim(char *s) {
+    size_t n = strlen(s);
+    size_t start = n;
+    /* back over the continuation bytes a cut sequence can end with (3 at most) */
+    while (start > 0 && n - start < 3 && ((uint8_t)s[start - 1] & 0xc0) == 0x80)
+        start--;
+    if (start == 0)
+        return;
+    start--; /* the byte before them: ASCII, a lead, or a fourth continuation byte */
+    uint8_t lo, hi;
+    size_t need = utf8_lead((uint8_t)s[start], &lo, &hi);
+    if (need > n - start)
+        s[start] = '\0';
 }

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Small helpers shared by every module: clocks, addresses, files, ids. */
+/* Small helpers shared by every module: clocks, addresses, files, ids, and
+ * making bytes valid UTF-8 for protobuf string fields. */
 #ifndef EM_UTIL_H
 #define EM_UTIL_H
 
@@ -41,5 +42,24 @@ void em_random_id(char out[33]);
 
 /* A short default replica name: "<service>-<hostname>-<pid>". */
 void em_default_replica(const char *service, char *out, size_t n);
+
+/* Copies src[0..n) into dst as valid UTF-8 (RFC 3629) for a protobuf string
+ * field: each ill-formed sequence (a stray or missing continuation byte, an
+ * overlong form, a surrogate, a code point beyond U+10FFFF, a byte never
+ * used in UTF-8; one '?' per maximal ill-formed subpart, as Unicode
+ * recommends) and each NUL byte become '?'. Writes at most cap - 1 bytes
+ * and a NUL, stopping before a code point that would not fit whole, so the
+ * output is never cut inside one. The replacement is one byte, so the
+ * output is never longer than the input: cap = n + 1 always holds all of it.
+ * dst and src must not overlap; cap 0 writes nothing. Returns the bytes
+ * written, without the NUL. Any thread. */
+size_t em_utf8_clean(char *dst, size_t cap, const uint8_t *src, size_t n);
+
+/* Cuts the NUL-terminated s back to the end of its last whole code point:
+ * a multi-byte sequence cut short at the end (as snprintf leaves one when
+ * the buffer ran out) is removed. Does nothing to a string that ends on a
+ * whole code point; does not repair ill-formed bytes elsewhere (that is
+ * em_utf8_clean's job). */
+void em_utf8_trim(char *s);
 
 #endif

@@ -4,8 +4,9 @@
  * under one supervisor: stdin to stdout, exit codes and signals, the stderr
  * tail, the output cap, the timeout (TERM to the process group, then KILL)
  * reaching a grandchild, RLIMIT_AS, a child that never reads a large stdin,
- * a missing binary, and destroy abandoning what still runs. Every wait is on
- * a condition variable with a bound.
+ * a missing binary, destroy abandoning what still runs, and SIGCHLD ignored
+ * (inherited, or set after the start) neither losing the result nor making
+ * the supervisor spin. Every wait is on a condition variable with a bound.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -21,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -436,6 +438,86 @@ static void destroy_abandons_what_runs(void **state) {
     run_cleanup(&second);
 }
 
+/* CPU time this process used so far, in ms (every thread, not the children). */
+static int64_t cpu_ms(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (int64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000 +
+           (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000;
+}
+
+static void sigchld_set(void (*handler)(int)) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = handler;
+    sigemptyset(&sa.sa_mask);
+    assert_int_equal(sigaction(SIGCHLD, &sa, NULL), 0);
+}
+
+/* Runs a child that lives for 300 ms and asserts the supervisor idled
+ * meanwhile: a spinning supervisor burns about the whole wall time. */
+static void assert_no_spin(em_child_sup_t *sup, run_t *r, const char *script) {
+    const char *const argv[] = {"/bin/sh", "-c", script, NULL};
+    em_child_spec_t sp = spec_of(argv, NULL);
+    int64_t wall0 = em_mono_ms(), cpu0 = cpu_ms();
+    run_sync(sup, &sp, r);
+    int64_t wall = em_mono_ms() - wall0, cpu = cpu_ms() - cpu0;
+    if (wall < 300 || cpu * 2 > wall)
+        fail_msg("%s: %lld ms of CPU in %lld ms: the supervisor spun", script, (long long)cpu, (long long)wall);
+}
+
+/* A parent that started us with SIGCHLD ignored (it survives execve) would
+ * have the kernel reap every child: the supervisor puts it back first. */
+static void inherited_ignored_sigchld_still_gives_exit_codes(void **state) {
+    (void)state;
+    sigchld_set(SIG_IGN);
+    em_child_sup_t *sup = sup_new();
+    struct sigaction now;
+    assert_int_equal(sigaction(SIGCHLD, NULL, &now), 0);
+    assert_true(now.sa_handler == SIG_DFL);
+
+    static const char *const argv[] = {"/bin/sh", "-c", "exit 3", NULL};
+    em_child_spec_t sp = spec_of(argv, NULL);
+    run_t r;
+    run_sync(sup, &sp, &r);
+    assert_int_equal(r.res.outcome, EM_CHILD_EXITED);
+    assert_int_equal(r.res.exit_code, 3);
+    run_cleanup(&r);
+
+    assert_no_spin(sup, &r, "sleep 0.3; exit 4"); /* ok-sleep: the child under test runs a while */
+    assert_int_equal(r.res.outcome, EM_CHILD_EXITED);
+    assert_int_equal(r.res.exit_code, 4);
+    run_cleanup(&r);
+    assert_int_equal(em_child_running(sup), 0);
+    em_child_sup_destroy(sup);
+    sigchld_set(SIG_DFL);
+}
+
+/* SIGCHLD ignored after the supervisor started: waitpid says ECHILD while
+ * the pidfd stays readable. The run ends at once, naming the lost status,
+ * and the supervisor neither spins nor stops serving. */
+static void sigchld_ignored_later_ends_the_run_without_spinning(void **state) {
+    (void)state;
+    em_child_sup_t *sup = sup_new();
+    sigchld_set(SIG_IGN);
+    run_t r;
+    assert_no_spin(sup, &r, "sleep 0.3; exit 3"); /* ok-sleep: the child under test runs a while */
+    assert_int_equal(r.res.outcome, EM_CHILD_SPAWN_FAILED);
+    assert_string_equal(r.res.spawn_step, "waitpid");
+    assert_int_equal(r.res.spawn_errno, ECHILD);
+    run_cleanup(&r);
+    assert_int_equal(em_child_running(sup), 0);
+
+    sigchld_set(SIG_DFL);
+    static const char *const argv[] = {"/bin/sh", "-c", "exit 5", NULL};
+    em_child_spec_t sp = spec_of(argv, NULL);
+    run_sync(sup, &sp, &r);
+    assert_int_equal(r.res.outcome, EM_CHILD_EXITED);
+    assert_int_equal(r.res.exit_code, 5);
+    run_cleanup(&r);
+    em_child_sup_destroy(sup);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(cat_echoes_stdin),
@@ -450,6 +532,8 @@ int main(void) {
         cmocka_unit_test(unread_stdin_blocks_nothing),
         cmocka_unit_test(missing_binary_fails_naming_errno),
         cmocka_unit_test(destroy_abandons_what_runs),
+        cmocka_unit_test(inherited_ignored_sigchld_still_gives_exit_codes),
+        cmocka_unit_test(sigchld_ignored_later_ends_the_run_without_spinning),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
