@@ -47,11 +47,12 @@ int em_utf8_valid(const uint8_t *s, size_t n) {
     return 1;
 }
 
-static const char *const field_names[] = {"", "id", "handler", "payload", "headers", "timeout_ms", "max_attempts",
-                                          "attempt", "submitted_unix_ms"};
+static const char *const field_names[] = {"",        "id",      "handler",           "payload",
+                                          "headers", "timeout_ms", "max_attempts",  "attempt",
+                                          "submitted_unix_ms", "deadline_unix_ms", "history", "executor_deaths"};
 
 static em_err_t bad(char *reason, size_t n, uint32_t field, const char *what) {
-    if (field >= 1 && field <= 8)
+    if (field >= 1 && field <= 11)
         snprintf(reason, n, "field %u (%s): %s", field, field_names[field], what);
     else
         snprintf(reason, n, "%s", what);
@@ -72,6 +73,21 @@ static em_err_t check_header(const uint8_t *p, size_t len, char *reason, size_t 
         }
     }
     return rc == EM_ENOTFOUND ? EM_OK : bad(reason, n, 4, "malformed map entry");
+}
+
+/* An Attempt entry: well-formed, its strings (executor, error) valid UTF-8. */
+static em_err_t check_attempt(const uint8_t *p, size_t len) {
+    const uint8_t *end = p + len;
+    em_pb_field_t f;
+    em_err_t rc;
+    while ((rc = em_pb_next(&p, end, &f)) == EM_OK) {
+        int is_str = f.number == 3 || f.number == 4;
+        if (is_str && (f.wire_type != EM_PB_LEN || !em_utf8_valid(f.data, f.len)))
+            return EM_EINVAL;
+        if (!is_str && f.number >= 1 && f.number <= 7 && f.wire_type != EM_PB_VARINT)
+            return EM_EINVAL;
+    }
+    return rc == EM_ENOTFOUND ? EM_OK : EM_EINVAL;
 }
 
 em_err_t em_execution_inspect(const uint8_t *buf, size_t len, em_exec_info_t *info, char *reason, size_t n) {
@@ -108,12 +124,25 @@ em_err_t em_execution_inspect(const uint8_t *buf, size_t len, em_exec_info_t *in
         case 6:
         case 7:
         case 8:
+        case 9:
+        case 11:
             if (f.wire_type != EM_PB_VARINT)
                 return bad(reason, n, f.number, "wrong wire type, expected varint");
-            if (f.number == 5)
-                info->timeout_ms = (uint32_t)f.varint;
-            else if (f.number == 8)
-                info->submitted_unix_ms = (int64_t)f.varint;
+            switch (f.number) {
+            case 5: info->timeout_ms = (uint32_t)f.varint; break;
+            case 6: info->max_attempts = (uint32_t)f.varint; break;
+            case 7: info->attempt = (uint32_t)f.varint; break;
+            case 8: info->submitted_unix_ms = (int64_t)f.varint; break;
+            case 9: info->deadline_unix_ms = (int64_t)f.varint; break;
+            default: info->executor_deaths = (uint32_t)f.varint; break;
+            }
+            break;
+        case 10:
+            if (f.wire_type != EM_PB_LEN)
+                return bad(reason, n, 10, "wrong wire type, expected length-delimited");
+            if (check_attempt(f.data, f.len) != EM_OK)
+                return bad(reason, n, 10, "malformed Attempt (or a string in it not valid UTF-8)");
+            info->nhistory++;
             break;
         default: break; /* unknown fields are skipped, as any reader would */
         }
@@ -148,4 +177,71 @@ uint8_t *em_execution_append(uint8_t *out, uint32_t attempt, const char *id, siz
         out += em_pb_put_varint(out, (uint64_t)submitted_unix_ms);
     }
     return out;
+}
+
+em_err_t em_result_read(const uint8_t *buf, size_t len, em_result_info_t *info) {
+    const uint8_t *p = buf, *end = buf + len;
+    em_pb_field_t f;
+    em_err_t rc;
+    memset(info, 0, sizeof(*info));
+    while ((rc = em_pb_next(&p, end, &f)) == EM_OK) {
+        int want_len = f.number == 1 || f.number == 4 || f.number == 5 || f.number == 7 || f.number == 11 ||
+                       f.number == 13;
+        if (f.number >= 1 && f.number <= 14 && (want_len ? f.wire_type != EM_PB_LEN : f.wire_type != EM_PB_VARINT))
+            return EM_EINVAL;
+        switch (f.number) {
+        case 1: info->id = f.data; info->id_len = f.len; break;
+        case 2: info->attempt = (uint32_t)f.varint; break;
+        case 3: info->status = (int)f.varint; break;
+        case 5: info->error = f.data; info->error_len = f.len; break;
+        case 6: info->exit_code = (int32_t)f.varint; break;
+        case 7: info->executor = f.data; info->executor_len = f.len; break;
+        case 9: info->started_unix_ms = (int64_t)f.varint; break;
+        case 10: info->finished_unix_ms = (int64_t)f.varint; break;
+        case 12: info->final = f.varint != 0; break;
+        case 14: info->retry_delay_ms = (uint32_t)f.varint; break;
+        default: break;
+        }
+    }
+    return rc == EM_ENOTFOUND ? EM_OK : EM_EINVAL;
+}
+
+static size_t attempt_body_size(const em_attempt_t *a) {
+    size_t n = em_pb_varint_field_size(1, a->attempt);
+    if (a->status)
+        n += em_pb_varint_field_size(2, (uint64_t)a->status);
+    if (a->executor_len)
+        n += em_pb_len_field_size(3, a->executor_len);
+    if (a->error_len)
+        n += em_pb_len_field_size(4, a->error_len);
+    if (a->exit_code)
+        n += em_pb_varint_field_size(5, (uint64_t)(int64_t)a->exit_code);
+    if (a->started_unix_ms)
+        n += em_pb_varint_field_size(6, (uint64_t)a->started_unix_ms);
+    if (a->finished_unix_ms)
+        n += em_pb_varint_field_size(7, (uint64_t)a->finished_unix_ms);
+    return n;
+}
+
+size_t em_attempt_field_size(uint32_t number, const em_attempt_t *a) {
+    return em_pb_len_field_size(number, attempt_body_size(a));
+}
+
+uint8_t *em_attempt_field_write(uint8_t *o, uint32_t number, const em_attempt_t *a) {
+    o = em_pb_write_raw_varint(o, ((uint64_t)number << 3) | EM_PB_LEN);
+    o = em_pb_write_raw_varint(o, attempt_body_size(a));
+    o = em_pb_write_varint_field(o, 1, a->attempt);
+    if (a->status)
+        o = em_pb_write_varint_field(o, 2, (uint64_t)a->status);
+    if (a->executor_len)
+        o = em_pb_write_len_field(o, 3, a->executor, a->executor_len);
+    if (a->error_len)
+        o = em_pb_write_len_field(o, 4, a->error, a->error_len);
+    if (a->exit_code)
+        o = em_pb_write_varint_field(o, 5, (uint64_t)(int64_t)a->exit_code);
+    if (a->started_unix_ms)
+        o = em_pb_write_varint_field(o, 6, (uint64_t)a->started_unix_ms);
+    if (a->finished_unix_ms)
+        o = em_pb_write_varint_field(o, 7, (uint64_t)a->finished_unix_ms);
+    return o;
 }

@@ -19,8 +19,27 @@ typedef struct em_exec_info {
     size_t id_len;
     size_t handler_len;
     uint32_t timeout_ms;
+    uint32_t max_attempts;
+    uint32_t attempt;          /* 0 when absent (a first attempt) */
+    uint32_t executor_deaths;
+    size_t nhistory;
     int64_t submitted_unix_ms;
+    int64_t deadline_unix_ms;
 } em_exec_info_t;
+
+/* What the scheduler reads of a Result an executor answered with. */
+typedef struct em_result_info {
+    const uint8_t *id;
+    size_t id_len;
+    uint32_t attempt;
+    int status;
+    int final;
+    uint32_t retry_delay_ms;
+    const uint8_t *error, *executor;
+    size_t error_len, executor_len;
+    int32_t exit_code;
+    int64_t started_unix_ms, finished_unix_ms;
+} em_result_info_t;
 
 /* Checks that buf is an Execution the executors can read: well-formed wire
  * format, the known fields with their wire types, strings (id, handler,
@@ -38,6 +57,25 @@ size_t em_execution_append_size(uint32_t attempt, size_t id_len, int64_t submitt
 /* Writes attempt (field 7), id (field 1) and submit time (field 8) at out;
  * returns the end. out must hold em_execution_append_size bytes. */
 uint8_t *em_execution_append(uint8_t *out, uint32_t attempt, const char *id, size_t id_len, int64_t submitted_unix_ms);
+
+/* Reads the fields of a Result the scheduler needs; EM_EINVAL when malformed. */
+em_err_t em_result_read(const uint8_t *buf, size_t len, em_result_info_t *info);
+
+/* An execmesh.v1.Attempt as a length-delimited field `number` (10 in an
+ * Execution's history, 13 in a Result's): its size, and writing it at out
+ * (returns the end). error and executor may be NULL. */
+typedef struct em_attempt {
+    uint32_t attempt;
+    int status;
+    const char *executor;
+    size_t executor_len;
+    const char *error;
+    size_t error_len;
+    int32_t exit_code;
+    int64_t started_unix_ms, finished_unix_ms;
+} em_attempt_t;
+size_t em_attempt_field_size(uint32_t number, const em_attempt_t *a);
+uint8_t *em_attempt_field_write(uint8_t *out, uint32_t number, const em_attempt_t *a);
 
 /* Bytes of a varint. */
 size_t em_varint_size(uint64_t v);

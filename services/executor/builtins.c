@@ -24,7 +24,7 @@ static void run_fail(ex_job_t *job) {
     char msg[300];
     int n = (int)(job->ex->payload.n > 200 ? 200 : job->ex->payload.n);
     snprintf(msg, sizeof(msg), "fail handler: %.*s", n, (const char *)job->ex->payload.p);
-    job_finish(job, EXECMESH__V1__STATUS__FAILED, NULL, 0, 0, msg, 1);
+    job_finish(job, EXECMESH__V1__STATUS__FAILED, NULL, 0, 0, msg, 1); /* job_finish makes it valid UTF-8 */
 }
 
 static void run_sha256(ex_job_t *job) {
@@ -96,8 +96,8 @@ static void run_sleep(ex_job_t *job) {
     }
     sj->job = job;
     sj->ms = ms;
-    sj->timed_out = job->timeout_ms > 0 && ms > job->timeout_ms;
-    if (em_timer_after(ex_env.timers, sj->timed_out ? job->timeout_ms : ms, sleep_done, sj) != EM_OK) {
+    sj->timed_out = ms > job->run_ms; /* run_ms: what is left of its timeout when it started */
+    if (em_timer_after(ex_env.timers, sj->timed_out ? job->run_ms : ms, sleep_done, sj) != EM_OK) {
         free(sj);
         job_finish(job, EXECMESH__V1__STATUS__FAILED, NULL, 0, 0, "sleep: cannot arm a timer", 1);
     }

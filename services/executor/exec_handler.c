@@ -303,7 +303,7 @@ void ex_exec_run(ex_job_t *job) {
         em_child_spec_t spec = c->base;
         spec.input = job->ex->payload.p; /* the request outlives the job */
         spec.input_len = job->ex->payload.n;
-        spec.timeout_ms = job->timeout_ms;
+        spec.timeout_ms = job->run_ms; /* what is left of its timeout */
         em_metric_add(c->m_running, 1);
         rc = sup ? em_child_run(sup, &spec, exec_done, r) : EM_ESHUTDOWN;
         if (rc == EM_OK)

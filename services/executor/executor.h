@@ -1,27 +1,43 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The executor's parts: a job is one execution of an Execute batch; a
- * handler runs jobs (builtins in-process, exec handlers as child processes;
- * each handler has a concurrency limit, and jobs beyond it wait in the
- * handler's queue); a job ends with job_finish, from any thread, exactly once.
+ * The executor's parts. One Execute call is a batch (batch.c): its
+ * executions are read in place from the request, each becomes a job run by
+ * its handler (jobs.c: the handler's queue, the deadline, the outcome and
+ * the retry decision), and results are published to a sink and streamed
+ * back to the caller in groups as they finish, so a long execution does not
+ * hold back the results of the short ones beside it.
+ *
+ *   main.c          settings, the handlers' setup, metrics, serve and drain
+ *   batch.c         Execute: read, accept, start, publish groups, answer
+ *   jobs.c          handler queues, deadlines, job_finish, retry policy
+ *   builtins.c      the in-process handlers
+ *   exec_handler.c  the exec handlers (child processes)
+ *
+ * A job ends with job_finish, from any thread, exactly once.
  */
 #ifndef EXECUTOR_H
 #define EXECUTOR_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "em_config.h"
+#include "em_journal.h"
 #include "em_metrics.h"
+#include "em_rpc_channel.h"
+#include "em_service.h"
 #include "em_timer.h"
 #include "execmesh/v1/execmesh.pb-c.h"
+
+#define EX_MAX_HANDLERS 32
 
 typedef struct ex_batch ex_batch_t;
 typedef struct ex_handler ex_handler_t;
 typedef struct ex_exec_conf ex_exec_conf_t;
 
-/* Bytes inside the request (valid until the batch is answered). */
+/* Bytes inside the request (valid until the batch is freed). */
 typedef struct ex_span {
     const uint8_t *p;
     size_t n;
@@ -32,8 +48,10 @@ typedef struct ex_exec {
     ex_span_t id, handler, payload;
     ex_span_t *headers; /* each map entry's encoded bytes, copied to the result as they are */
     size_t nheaders;
-    uint32_t timeout_ms, attempt;
-    int64_t submitted_unix_ms;
+    ex_span_t *history; /* the earlier attempts' encoded Attempt messages */
+    size_t nhistory;
+    uint32_t timeout_ms, attempt, max_attempts;
+    int64_t submitted_unix_ms, deadline_unix_ms;
 } ex_exec_t;
 
 typedef struct ex_job {
@@ -41,12 +59,27 @@ typedef struct ex_job {
     size_t idx;
     const ex_exec_t *ex;
     ex_handler_t *handler;
-    int64_t timeout_ms;
+    int64_t timeout_ms;   /* the execution's timeout (its own, else the handler's default) */
+    int64_t deadline_ms;  /* monotonic: when it must have ended (arrival + timeout, or the caller's deadline) */
+    const char *deadline_why; /* what set deadline_ms, for messages */
+    int64_t arrived_ms;   /* monotonic: when its batch arrived */
+    int64_t run_ms;       /* the time left when it started: what a handler may run */
     int64_t started_unix_ms;
-    struct ex_job *next; /* the handler's wait queue */
+    struct ex_job *next;  /* the handler's wait queue */
 } ex_job_t;
 
 typedef void (*ex_run_fn)(ex_job_t *job);
+
+/* When a FAILED or TIMED_OUT execution runs again: up to max_attempts
+ * attempts in all, the n-th retry after a random wait in
+ * [0, min(max_ms, initial_ms * factor^(n-1))] ("full jitter"). */
+typedef struct ex_retry_policy {
+    uint32_t max_attempts;
+    int64_t initial_ms, max_ms;
+    int64_t factor;
+    int no_retry_codes[32]; /* exit codes that end the execution at once */
+    size_t n_no_retry;
+} ex_retry_policy_t;
 
 struct ex_handler {
     const char *name;
@@ -54,11 +87,51 @@ struct ex_handler {
     int async;        /* finishes later, from another thread: counts against concurrency */
     int concurrency;  /* async jobs running at once */
     int64_t default_timeout_ms;
+    ex_retry_policy_t retry;
     void *ctx; /* the handler's own settings (an exec handler's ex_exec_conf_t), or NULL */
     pthread_mutex_t lock;
     int running;
     ex_job_t *wait_head, *wait_tail;
 };
+
+/* One execution's outcome, encoded into the response. */
+typedef struct ex_result {
+    int status;         /* what the result record says (EXHAUSTED when retries are used up) */
+    int attempt_status; /* what this attempt did (its history entry) */
+    uint32_t attempt;
+    int32_t exit_code;
+    int final;          /* no attempt follows */
+    uint32_t retry_delay_ms;
+    const uint8_t *output;
+    size_t output_len;
+    char *owned_output; /* output memory to free, or NULL */
+    char *error;        /* this attempt's error (malloc'd, valid UTF-8), or NULL */
+    char *final_error;  /* the record's error when it differs (EXHAUSTED), or NULL */
+    int64_t started_unix_ms, finished_unix_ms;
+} ex_result_t;
+
+/* The executor: one per process. */
+typedef struct executor {
+    em_service_t svc;
+    em_rpc_channel_t *sinks;
+    em_rpc_method_ref_t *m_publish;
+    ex_handler_t handlers[EX_MAX_HANDLERS];
+    int nhandlers;
+    char handler_list[512];
+    int max_inflight;
+    int64_t publish_timeout_ms;
+    int64_t publish_backoff_ms;
+    int64_t flush_ms;
+    atomic_int inflight;
+    atomic_int batches;
+    em_journal_t *journal;
+    size_t replica_len;
+    em_metric_t *m_in, *m_out, *m_failed, *m_inflight, *m_busy, *m_publish_failed, *m_retries, *m_exhausted;
+    em_metric_t *m_expired;
+    em_metric_t *m_status[7];
+} executor_t;
+
+extern executor_t EX;
 
 /* Process-wide context the builtins need. */
 typedef struct ex_env {
@@ -68,10 +141,27 @@ typedef struct ex_env {
 
 extern ex_env_t ex_env;
 
+/* batch.c */
+/* Executor.Execute, on the loop thread. */
+void ex_on_execute(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_t len);
+/* A job of b finished (its result is in b's results). Any thread. */
+void ex_batch_job_done(ex_batch_t *b, size_t idx);
+ex_result_t *ex_batch_result(ex_batch_t *b, size_t idx);
+
+/* jobs.c */
+/* Starts job now, or queues it behind its handler's concurrency. Past its
+ * deadline it ends TIMED_OUT without running. */
+void ex_job_start(ex_job_t *job);
 /* Ends job with its outcome. output (may be NULL) is borrowed when owned is
- * 0, or taken (free'd with the batch) when owned is 1. error may be NULL. */
+ * 0, or taken (free'd with the batch) when owned is 1. error may be NULL;
+ * it is copied as valid UTF-8. */
 void job_finish(ex_job_t *job, Execmesh__V1__Status status, const uint8_t *output, size_t len, int owned,
                 const char *error, int exit_code);
+/* Reads a handler's retry policy: the KEY_PREFIX.* keys (e.g. "exec.NAME."
+ * or "builtin.NAME."), where 0 or absent means the handlers.* default. */
+void ex_retry_policy_read(const em_config_t *cfg, const char *prefix, ex_retry_policy_t *p);
+/* Refuses (-1, naming file, line and key) a bad no_retry_exit_codes list. */
+int ex_retry_policy_check(const em_config_t *cfg, const char *prefix, const char *program);
 
 /* The builtin named name, or NULL. */
 ex_run_fn builtin_lookup(const char *name, int *async);

@@ -18,8 +18,14 @@
 #include "scheduler.h"
 
 typedef struct sc_call {
+    struct sc_call *prev, *next; /* s->calls */
     scheduler_t *s;
     int n;
+    int nanswered;
+    int hint;                /* where the next result's item probably is (results come in order) */
+    int accepted;            /* an executor said it took the batch (response header) */
+    int protocol_errors;
+    char executor[128];      /* which one */
     sc_item_t *items[];
 } sc_call_t;
 
@@ -43,6 +49,8 @@ static void item_free_locked(scheduler_t *s, sc_item_t *it) {
         grpc_slice_unref(it->body);
     free(it->dead_reason);
     it->dead_reason = NULL;
+    free(it->out_rec);
+    it->out_rec = NULL;
     if (s->nfree_items < SC_MAX_FREE_ITEMS) {
         it->next = s->free_items;
         s->free_items = it;
@@ -137,56 +145,240 @@ static void backoff_locked(scheduler_t *s, int64_t ms) {
         s->backoff_armed = 1;
 }
 
-/* Loop thread: the answer to one Execute batch. */
-static void on_execute_reply(void *arg, grpc_status_code code, const char *details, const uint8_t *resp,
-                             size_t len) {
+const uint8_t *sc_item_id(const sc_item_t *it) { return GRPC_SLICE_START_PTR(it->body) + it->body_off + it->id_rel; }
+
+/* The call's item a result belongs to: dispatched in it, not yet answered
+ * (an answered item leaves the call: its slot is NULL, the item may already
+ * serve another execution), with the id and the attempt the scheduler sent. */
+static int find_item(sc_call_t *c, const em_result_info_t *r) {
+    for (int k = 0; k < c->n; k++) {
+        int i = (c->hint + k) % c->n;
+        sc_item_t *it = c->items[i];
+        if (it && it->attempt == r->attempt && it->id_len == r->id_len &&
+            memcmp(sc_item_id(it), r->id, r->id_len) == 0) {
+            c->hint = i + 1;
+            return i;
+        }
+    }
+    return -1;
+}
+
+static void protocol_error_locked(scheduler_t *s, sc_call_t *c, const char *what) {
+    em_metric_add(s->m_protocol_errors, 1);
+    if (c->protocol_errors++ == 0)
+        EM_ERROR("protocol error in an Execute answer", EM_F_STR("error", what), EM_F_STR("executor", c->executor),
+                 EM_F_INT("executions", c->n));
+}
+
+/* One result of the call: the attempt's outcome. */
+static void take_result_locked(scheduler_t *s, sc_call_t *c, const uint8_t *buf, size_t len) {
+    em_result_info_t r;
+    if (em_result_read(buf, len, &r) != EM_OK) {
+        protocol_error_locked(s, c, "a result that is not an execmesh.v1.Result");
+        return;
+    }
+    int i = find_item(c, &r);
+    if (i < 0) {
+        protocol_error_locked(s, c, "a result whose id and attempt match no execution of the call");
+        return;
+    }
+    sc_item_t *it = c->items[i];
+    c->items[i] = NULL;
+    c->nanswered++;
+    s->inflight_items--;
+    int failed = r.status == EXECMESH__V1__STATUS__FAILED || r.status == EXECMESH__V1__STATUS__TIMED_OUT;
+    if (!r.final && failed) {
+        sc_retry_later_locked(s, it, &r);
+        return;
+    }
+    em_metric_add(s->m_out, 1);
+    sc_item_done_locked(s, it, 1);
+}
+
+/* Loop thread: the executor that took the call. */
+static void on_execute_headers(void *arg, const char *value) {
+    sc_call_t *c = arg;
+    if (!value)
+        return;
+    pthread_mutex_lock(&c->s->lock);
+    c->accepted = 1;
+    snprintf(c->executor, sizeof(c->executor), "%s", value);
+    pthread_mutex_unlock(&c->s->lock);
+}
+
+/* Loop thread: one message of the answer, results the sink has stored. */
+static void on_execute_message(void *arg, const uint8_t *msg, size_t len) {
     sc_call_t *c = arg;
     scheduler_t *s = c->s;
-    int n = c->n;
-
+    const uint8_t *p = msg, *end = msg + len;
+    em_pb_field_t f;
+    em_err_t rc;
     pthread_mutex_lock(&s->lock);
-    s->inflight_calls--;
-    s->inflight_items -= n;
-    if (code == GRPC_STATUS_OK) {
-        s->consecutive_failures = 0;
-        for (int i = 0; i < n; i++)
-            sc_item_done_locked(s, c->items[i], 1);
-        em_metric_add(s->m_out, n);
-    } else if (code == GRPC_STATUS_RESOURCE_EXHAUSTED) {
-        /* nothing ran: same attempt, after a pause */
-        em_metric_add(s->m_busy, 1);
-        EM_DEBUG("executors busy, backing off", EM_F_STR("details", details), EM_F_INT("executions", n));
-        pending_push_front(s, c->items, n);
-        backoff_locked(s, s->retry_backoff_ms);
-    } else {
-        /* the executor may have run some of it: run again as a new attempt */
-        s->consecutive_failures++;
-        em_metric_add(s->m_failed, n);
-        EM_WARN("execute batch failed, dispatching again", EM_F_STR("code", em_rpc_status_name(code)),
-                EM_F_STR("details", details), EM_F_INT("executions", n),
-                EM_F_INT("consecutive_failures", s->consecutive_failures));
-        int k = 0;
-        for (int i = 0; i < n; i++) {
-            sc_item_t *it = c->items[i];
-            if (!it->part->owned || it->part->revoking) {
-                sc_item_done_locked(s, it, 0);
-                continue;
-            }
-            it->attempt++;
-            c->items[k++] = it;
+    c->accepted = 1;
+    s->consecutive_failures = 0;
+    while ((rc = em_pb_next(&p, end, &f)) == EM_OK) {
+        if (f.number == 1 && f.wire_type == EM_PB_LEN)
+            take_result_locked(s, c, f.data, f.len);
+        else if (f.number == 2 && f.wire_type == EM_PB_LEN)
+            for (int i = 0; i < c->n; i++) /* finished, not yet stored: a death now is not its doing */
+                if (c->items[i] && c->items[i]->id_len == f.len &&
+                    memcmp(sc_item_id(c->items[i]), f.data, f.len) == 0)
+                    c->items[i]->ran = 1;
+    }
+    if (rc != EM_ENOTFOUND)
+        protocol_error_locked(s, c, "an ExecuteResponse that cannot be decoded");
+    em_metric_set(s->m_inflight, s->inflight_items);
+    sc_dispatch_locked(s);
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* Did this call's execution run alone on its executor when it died? The
+ * first failed call of a death counts our calls that were running
+ * something on that executor (accepted, with an execution neither answered
+ * nor reported finished); the calls failing after it read that count. A
+ * death is charged to an execution only when it was the one running there,
+ * so the short executions dispatched beside a poison one are not blamed. */
+static int alone_on_executor_locked(scheduler_t *s, const sc_call_t *c) {
+    int64_t now = em_mono_ms();
+    for (size_t i = 0; i < EM_ARRAY_LEN(s->deaths_seen); i++) {
+        sc_death_t *d = &s->deaths_seen[i];
+        if (d->at_ms && now - d->at_ms < 2000 && strcmp(d->executor, c->executor) == 0)
+            return d->running == 1;
+    }
+    int running = 0;
+    for (const sc_call_t *o = s->calls; o; o = o->next) {
+        if (!o->accepted || strcmp(o->executor, c->executor) != 0)
+            continue;
+        int busy = 0;
+        for (int i = 0; i < o->n && !busy; i++)
+            busy = o->items[i] && !o->items[i]->ran;
+        running += busy;
+    }
+    sc_death_t *d = &s->deaths_seen[s->deaths_next];
+    s->deaths_next = (s->deaths_next + 1) % (int)EM_ARRAY_LEN(s->deaths_seen);
+    snprintf(d->executor, sizeof(d->executor), "%s", c->executor);
+    d->at_ms = now;
+    d->running = running;
+    return running == 1;
+}
+
+static void call_link(scheduler_t *s, sc_call_t *c) {
+    c->prev = NULL;
+    c->next = s->calls;
+    if (s->calls)
+        s->calls->prev = c;
+    s->calls = c;
+}
+
+static void call_unlink(scheduler_t *s, sc_call_t *c) {
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->calls = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+}
+
+/* What becomes of the executions a failed call did not answer. */
+static void unanswered_locked(scheduler_t *s, sc_call_t *c, grpc_status_code code, const char *details, int k) {
+    sc_item_t **left = c->items; /* the unanswered, compacted in place */
+    if (!c->accepted) {
+        /* no executor took it: nothing ran; the same attempt, after a pause
+         * when executors are busy or failing */
+        if (code == GRPC_STATUS_RESOURCE_EXHAUSTED) {
+            em_metric_add(s->m_busy, 1);
+            EM_DEBUG("executors busy, backing off", EM_F_STR("details", details), EM_F_INT("executions", k));
+            pending_push_front(s, left, k);
+            backoff_locked(s, s->retry_backoff_ms);
+            return;
         }
-        em_metric_add(s->m_redispatched, k);
-        pending_push_front(s, c->items, k);
+        s->consecutive_failures++;
+        EM_WARN("execute call failed before an executor took it, dispatching again",
+                EM_F_STR("code", em_rpc_status_name(code)), EM_F_STR("details", details), EM_F_INT("executions", k),
+                EM_F_INT("consecutive_failures", s->consecutive_failures));
+        pending_push_front(s, left, k);
         if (s->consecutive_failures > 1)
             backoff_locked(s, s->retry_backoff_ms);
+        return;
     }
+    /* an executor took it and may have run some: the next attempt */
+    s->consecutive_failures++;
+    em_metric_add(s->m_failed, k);
+    int died = code != GRPC_STATUS_ABORTED; /* ABORTED: alive, gave up publishing (sink down, drain) */
+    EM_WARN(died ? "executor lost with executions in flight" : "executor gave the executions back",
+            EM_F_STR("executor", c->executor), EM_F_STR("code", em_rpc_status_name(code)),
+            EM_F_STR("details", details), EM_F_INT("executions", k), EM_F_INT("batch", c->n));
+    if (died && c->n == 1 && !left[0]->ran && alone_on_executor_locked(s, c)) {
+        /* it ran alone: the death is its own */
+        char why[512];
+        snprintf(why, sizeof(why), "executor %s died running it alone: %s: %s", c->executor[0] ? c->executor : "?",
+                 em_rpc_status_name(code), details ? details : "");
+        sc_executor_died_locked(s, left[0], c->executor, why);
+        return;
+    }
+    int m = 0;
+    for (int i = 0; i < k; i++) {
+        sc_item_t *it = left[i];
+        it->attempt++;
+        if (died) {
+            it->isolate = 1; /* its batch-mates are not blamed: each runs alone next */
+            it->suspect = 1;
+            snprintf(it->suspect_executor, sizeof(it->suspect_executor), "%s", c->executor);
+            em_metric_add(s->m_isolated, 1);
+        }
+        left[m++] = it;
+    }
+    em_metric_add(s->m_redispatched, m);
+    pending_push_front(s, left, m);
+    if (s->consecutive_failures > 1)
+        backoff_locked(s, s->retry_backoff_ms);
+}
+
+/* Loop thread: the call ended. */
+static void on_execute_done(void *arg, grpc_status_code code, const char *details) {
+    sc_call_t *c = arg;
+    scheduler_t *s = c->s;
+    pthread_mutex_lock(&s->lock);
+    s->inflight_calls--;
+    int k = 0;
+    for (int i = 0; i < c->n; i++) {
+        sc_item_t *it = c->items[i];
+        if (!it)
+            continue; /* answered */
+        if (!it->part->owned || it->part->revoking) { /* the next owner runs it */
+            sc_item_done_locked(s, it, 0);
+            s->inflight_items--;
+            continue;
+        }
+        c->items[k++] = it;
+    }
+    s->inflight_items -= k;
+    if (k > 0 && code == GRPC_STATUS_OK) {
+        char what[128];
+        snprintf(what, sizeof(what), "the call ended OK without the results of %d executions", k);
+        protocol_error_locked(s, c, what);
+        /* the executor is alive but its answer cannot be trusted: the
+         * unanswered run again (a new attempt), no death is counted */
+        code = GRPC_STATUS_ABORTED;
+        details = "protocol error: results missing from an OK answer";
+    }
+    if (k > 0)
+        unanswered_locked(s, c, code, details, k);
+    else if (code == GRPC_STATUS_OK)
+        s->consecutive_failures = 0;
+    call_unlink(s, c);
     em_metric_set(s->m_inflight, s->inflight_items);
     sc_dispatch_locked(s);
     pthread_mutex_unlock(&s->lock);
     free(c);
-    (void)resp;
-    (void)len;
 }
+
+static const em_rpc_stream_cb_t execute_cb = {
+    .header_key = "execmesh-accepted",
+    .on_headers = on_execute_headers,
+    .on_message = on_execute_message,
+    .on_done = on_execute_done,
+};
 
 /* The group refuses our commits (a rebalance is under way): work finished
  * now could not be committed and would run again on the next owner, so hold
@@ -270,6 +462,10 @@ static grpc_slice pack_batch(const scheduler_t *s, sc_item_t **items, int n) {
         uint8_t *body_start = out;
         memcpy(out, src, srclen);
         out += srclen;
+        if (idl) { /* the generated id is written first of the appended fields */
+            it->id_rel = (uint32_t)(srclen + 1 + em_varint_size(idl));
+            it->id_len = (uint32_t)idl;
+        }
         out = em_execution_append(out, it->attempt, id, idl, it->raw ? it->submitted_unix_ms : 0);
         if (it->raw) {
             rd_kafka_message_destroy(it->raw);
@@ -315,11 +511,13 @@ void sc_dispatch_locked(scheduler_t *s) {
             backoff_locked(s, s->retry_backoff_ms);
             return;
         }
+        memset(c, 0, sizeof(*c));
         c->s = s;
-        c->n = 0;
         int64_t timeout = 0;
-        for (int i = 0; i < k; i++) {
+        for (int i = 0; i < k && s->pend_head; i++) {
             sc_item_t *it = s->pend_head;
+            if (it->isolate && c->n > 0)
+                break; /* it goes alone, in the next call */
             s->pend_head = it->next;
             if (!s->pend_head)
                 s->pend_tail = NULL;
@@ -328,24 +526,31 @@ void sc_dispatch_locked(scheduler_t *s) {
                 sc_item_done_locked(s, it, 0);
                 continue;
             }
+            /* the executors enforce each execution's timeout; the call's
+             * deadline only bounds a hung executor, so it must not be
+             * shorter than any handler's default */
             int64_t t = it->timeout_ms ? (int64_t)it->timeout_ms : s->default_timeout_ms;
             if (t > timeout)
                 timeout = t;
+            it->ran = 0;
             c->items[c->n++] = it;
+            if (it->isolate)
+                break;
         }
         if (c->n == 0) {
             free(c);
             continue;
         }
         grpc_slice slice = pack_batch(s, c->items, c->n);
-        if (em_rpc_channel_call(s->executors, s->m_execute, slice, timeout + s->deadline_grace_ms, on_execute_reply,
-                                c) != EM_OK) {
+        if (em_rpc_channel_call_stream(s->executors, s->m_execute, slice, timeout + s->deadline_grace_ms, &execute_cb,
+                                       c) != EM_OK) {
             EM_WARN("cannot start an Execute call", EM_F_INT("executions", c->n));
             pending_push_front(s, c->items, c->n);
             free(c);
             backoff_locked(s, s->retry_backoff_ms);
             break;
         }
+        call_link(s, c);
         s->inflight_calls++;
         s->inflight_items += c->n;
     }

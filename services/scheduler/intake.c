@@ -135,6 +135,14 @@ void sc_accept_locked(scheduler_t *s, rd_kafka_message_t *msg) {
     }
     it->timeout_ms = info.timeout_ms;
     it->need_id = info.id_len == 0;
+    if (info.id_len) {
+        it->id_rel = (uint32_t)(info.id - (const uint8_t *)msg->payload);
+        it->id_len = (uint32_t)info.id_len;
+    }
+    if (info.attempt) /* a retry, or a record whose executor died: it carries its attempt */
+        it->attempt = info.attempt;
+    it->deaths = info.executor_deaths;
+    it->isolate = it->deaths > 0; /* it killed an executor before: it runs alone, blaming no batch-mate */
     if (info.submitted_unix_ms == 0)
         it->submitted_unix_ms = ts > 0 ? ts : em_now_unix_ms();
     sc_pending_push_back_locked(s, it);

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "em_delay.h"
 #include "em_log.h"
 #include "em_util.h"
 #include "scheduler.h"
@@ -28,12 +29,21 @@ static const em_setting_t scheduler_settings[] = {
     {"dispatch.max_calls", EM_CFG_INT, "16", 1, 10000, "Execute calls in flight at once."},
     {"dispatch.max_pending", EM_CFG_INT, "2048", 1, 10000000,
      "Executions read from Kafka and waiting for dispatch; above it consumption pauses (resumes at half)."},
-    {"dispatch.default_timeout_ms", EM_CFG_INT, "30000", 1, 86400000,
-     "Assumed execution timeout when a request sets none; the call deadline adds dispatch.deadline_grace_ms."},
+    {"dispatch.default_timeout_ms", EM_CFG_INT, "86400000", 1, 86400000,
+     "Call deadline for an execution that sets no timeout_ms: the executors enforce each handler's default "
+     "timeout, which the scheduler does not know, so this must be at least the longest handler default "
+     "(a hung executor holds such an execution this long; a dead one is found by keepalive)."},
     {"dispatch.deadline_grace_ms", EM_CFG_INT, "2000", 0, 600000,
      "Added to the longest execution timeout of a batch to make its call deadline."},
     {"dispatch.retry_backoff_ms", EM_CFG_INT, "100", 1, 60000,
      "Pause before dispatching again after executors answered RESOURCE_EXHAUSTED or failed twice in a row."},
+    {"kafka.topic_delay", EM_CFG_STR, "execmesh.delay", 1, 249,
+     "Topic where the next attempt of a failed execution waits for its backoff (durably: no scheduler memory); "
+     "every scheduler forwards due records from it back to the requests topic."},
+    {"quarantine.executor_deaths", EM_CFG_INT, "3", 1, 1000,
+     "An execution whose executor died this many times while running it alone ends EXHAUSTED and is never "
+     "dispatched again (the executions of a lost batch are re-dispatched alone, so deaths are not blamed on "
+     "batch-mates)."},
     {"revoke.timeout_ms", EM_CFG_INT, "5000", 0, 600000,
      "On losing partitions: longest wait for their in-flight executions before committing and giving them up."},
     {"input.max_bytes", EM_CFG_INT, "2097152", 16, 268435456,
@@ -53,6 +63,9 @@ static const em_setting_t scheduler_settings[] = {
      "Join the group but consume nothing until POST /admin/resume on the metrics port."},
     {"submit.max_executions", EM_CFG_INT, "10000", 1, 1000000, "Most executions in one Submit call."},
     {"submit.max_payload_bytes", EM_CFG_INT, "1048576", 0, 268435456, "Largest payload Submit accepts."},
+    {"submit.max_inflight_bytes", EM_CFG_INT, "268435456", 65536, 17179869184,
+     "Bytes of Submit requests accepted and not yet acknowledged by Kafka, over all calls; a Submit beyond it "
+     "gets RESOURCE_EXHAUSTED (each call holds about three times its size until Kafka acknowledged it)."},
 };
 
 static const em_service_desc_t scheduler_desc = {
@@ -166,6 +179,16 @@ static void register_metrics(scheduler_t *s) {
                                     "Times the intake was held because dispatch.max_pending executions waited.");
     s->m_flow_pauses = em_metrics_counter(m, "execmesh_scheduler_flow_pauses_total", NULL,
                                           "Times a hold of the intake turned into paused partitions.");
+    s->m_retries = em_metrics_counter(m, "execmesh_scheduler_retries_total", NULL,
+                                      "Next attempts of failed executions stored in the delay topic.");
+    s->m_deaths = em_metrics_counter(m, "execmesh_scheduler_executor_deaths_total", NULL,
+                                     "Executions whose executor died while running them alone.");
+    s->m_quarantined = em_metrics_counter(m, "execmesh_scheduler_quarantined_total", NULL,
+                                          "Executions ended EXHAUSTED after quarantine.executor_deaths deaths.");
+    s->m_isolated = em_metrics_counter(m, "execmesh_scheduler_isolated_total", NULL,
+                                       "Executions of a lost batch dispatched again alone.");
+    s->m_protocol_errors = em_metrics_counter(m, "execmesh_scheduler_protocol_errors_total", NULL,
+                                              "Execute answers that did not match what was dispatched.");
     sc_watchdog_register(s);
 }
 
@@ -184,11 +207,13 @@ static void read_settings(scheduler_t *s, const em_config_t *cfg) {
     s->input_max_bytes = em_config_int(cfg, "input.max_bytes");
     s->submit_max_executions = em_config_int(cfg, "submit.max_executions");
     s->submit_max_payload = em_config_int(cfg, "submit.max_payload_bytes");
+    s->submit_max_inflight_bytes = em_config_int(cfg, "submit.max_inflight_bytes");
     s->topic_requests = em_config_str(cfg, "kafka.topic_requests");
     s->admin_paused = em_config_bool(cfg, "kafka.start_paused");
     s->hold_pause_ms = em_config_int(cfg, "flow.hold_pause_ms");
     s->stall_ms = em_config_int(cfg, "watchdog.stall_ms");
     s->watchdog_interval_ms = em_config_int(cfg, "watchdog.interval_ms");
+    s->quarantine_deaths = em_config_int(cfg, "quarantine.executor_deaths");
 }
 
 int main(int argc, char **argv) {
@@ -232,6 +257,8 @@ int main(int argc, char **argv) {
     }
     s.t_requests = em_producer_topic(s.producer, s.topic_requests);
     s.t_dead = em_producer_topic(s.producer, em_config_str(cfg, "kafka.topic_dead"));
+    s.t_delay = em_producer_topic(s.producer, em_config_str(cfg, "kafka.topic_delay"));
+    s.t_results = em_producer_topic(s.producer, em_config_str(cfg, "kafka.topic_results"));
 
     em_consumer_opts_t copts;
     em_consumer_opts_from_config(cfg, s.svc.replica, extra, &copts);
@@ -246,6 +273,22 @@ int main(int argc, char **argv) {
     }
     if (em_consumer_subscribe(s.consumer, s.topic_requests, err, sizeof(err)) != EM_OK) {
         EM_ERROR("cannot subscribe", EM_F_STR("error", err));
+        goto out;
+    }
+    em_delay_opts_t dopts = {.bootstrap = copts.bootstrap,
+                             .client_id = s.svc.replica,
+                             .topic = em_config_str(cfg, "kafka.topic_delay"),
+                             .extra = copts.extra,
+                             .nextra = copts.nextra,
+                             .producer = s.producer,
+                             .commit_interval_ms = (int)s.commit_interval_ms,
+                             .metrics = s.svc.metrics};
+    char delay_group[300];
+    snprintf(delay_group, sizeof(delay_group), "%s.delay", copts.group_id);
+    dopts.group = delay_group;
+    s.delay = em_delay_new(&dopts, err, sizeof(err));
+    if (!s.delay) {
+        EM_ERROR("cannot start the delay runner", EM_F_STR("error", err));
         goto out;
     }
     if (em_rpc_server_add_method(s.svc.server, "execmesh.v1.Scheduler", "Submit", sc_on_submit, &s, 128) != EM_OK)
@@ -301,6 +344,7 @@ out:
         s.svc.timers = NULL;
     }
     sc_items_release_all(&s); /* their records go back to the consumer before the consumer goes */
+    em_delay_destroy(s.delay); /* commits what it forwarded; before the producer it uses goes */
     em_consumer_destroy(s.consumer);
     em_producer_destroy(s.producer);
     for (int i = 0; i < s.nparts; i++)

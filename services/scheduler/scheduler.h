@@ -3,13 +3,21 @@
  * The scheduler's state. One execution's path through it:
  *   Kafka record → intake (decode or dead-letter; tracked in its partition's
  *   watermark) → pending queue → dispatch (a batch in one Executor.Execute
- *   call) → reply: done in the watermark, or back to the queue (attempt + 1)
- *   → commit tick: the watermark is committed.
+ *   call) → results streamed back, each checked against what was sent:
+ *   final → done in the watermark; a failed attempt with attempts left →
+ *   the next attempt waits in the delay topic (outcome.c), done once that
+ *   is stored → commit tick: the watermark is committed. A call that fails
+ *   sends what it did not answer back to the queue: the same attempt when
+ *   no executor took it, the next attempt alone when its executor died
+ *   (isolation), and an execution whose executor died while it ran alone
+ *   counts a death, kept in the execution itself, up to the quarantine.
  *
  * The files:
  *   intake.c      records in: accept or dead-letter, the intake hold and
  *                 the partition pauses (flow control and operator)
- *   dispatch.c    items, the pending queue, Execute batches and replies
+ *   dispatch.c    items, the pending queue, Execute batches and their answers
+ *   outcome.c     what follows an attempt: retries and deaths through the
+ *                 delay topic, the mesh's own final results (quarantine)
  *   partitions.c  assign, revoke, the commit tick and commit answers
  *   watchdog.c    per-partition liveness: lag, oldest waiting, the stall
  *                 watchdog and its heals, the per-partition metrics
@@ -29,6 +37,7 @@
 #include <stdint.h>
 
 #include "em_consumer.h"
+#include "em_execution.h"
 #include "em_metrics.h"
 #include "em_producer.h"
 #include "em_rpc_channel.h"
@@ -70,11 +79,31 @@ typedef struct sc_item {
     uint32_t attempt;
     uint32_t timeout_ms;         /* from the record; 0: the default */
     int need_id;                 /* no id in the record: "<topic>/<partition>/<offset>" is appended */
+    uint32_t id_rel, id_len;     /* the id's bytes in the execution (from its start; valid once dispatched) */
+    uint32_t deaths;             /* executors that died running it alone (from the record) */
+    int isolate;                 /* dispatch it alone: an executor died running its batch, or it has deaths */
+    int suspect;                 /* it was in a batch whose executor died: charged that death too if it
+                                  * then kills an executor alone */
+    char suspect_executor[128];  /* that batch's executor */
+    int ran;                     /* its executor said it ran to its end (result not yet stored) */
+    uint8_t *out_rec;            /* a record outcome.c is storing for it (malloc'd), or NULL */
+    size_t out_len;
+    int out_kind;                /* what out_rec is: SC_OUT_DELAY or SC_OUT_RESULT */
+    int64_t out_due_unix_ms;     /* SC_OUT_DELAY: when the next attempt may run */
     int64_t submitted_unix_ms;   /* appended when the record had none (its Kafka timestamp), else 0 */
     em_delivery_t dr;
     struct scheduler *s;
     char *dead_reason;           /* a dead-lettered record's reason (malloc'd; NULL for the others) */
 } sc_item_t;
+
+/* An executor death as the first of its failed calls saw it: how many of
+ * our calls were running something on it then (the others fail moments
+ * later and read it here). */
+typedef struct sc_death {
+    char executor[128];
+    int64_t at_ms; /* monotonic */
+    int running;
+} sc_death_t;
 
 /* A debug hook's request (EM_DEBUG_HOOKS builds), applied by the consumer thread. */
 typedef struct sc_debug_req {
@@ -87,8 +116,9 @@ typedef struct scheduler {
     em_service_t svc;
     em_consumer_t *consumer;
     em_producer_t *producer;
-    rd_kafka_topic_t *t_requests, *t_dead;
+    rd_kafka_topic_t *t_requests, *t_dead, *t_delay, *t_results;
     const char *topic_requests;
+    struct em_delay *delay;   /* forwards due retries from the delay topic to the requests topic */
     em_rpc_channel_t *executors;
     em_rpc_method_ref_t *m_execute;
     pthread_t consumer_thread;
@@ -99,8 +129,13 @@ typedef struct scheduler {
     int batch_max, max_inflight, max_calls, max_pending, poll_batch;
     int64_t session_timeout_ms;
     int64_t default_timeout_ms, deadline_grace_ms, retry_backoff_ms, commit_interval_ms, revoke_timeout_ms;
-    int64_t input_max_bytes, submit_max_executions, submit_max_payload;
+    int64_t input_max_bytes, submit_max_executions, submit_max_payload, submit_max_inflight_bytes;
+    atomic_llong submit_inflight_bytes; /* Submit requests' bytes held until Kafka acknowledged them */
     int64_t hold_pause_ms, stall_ms, watchdog_interval_ms;
+    int64_t quarantine_deaths;
+    struct sc_call *calls;        /* Execute calls in flight (dispatch.c) */
+    sc_death_t deaths_seen[8];    /* recent executor deaths, a ring */
+    int deaths_next;
 
     pthread_mutex_t lock;
     pthread_cond_t cond;
@@ -135,6 +170,7 @@ typedef struct scheduler {
     em_metric_t *m_in_kafka, *m_in_submit, *m_out, *m_failed, *m_dead, *m_inflight, *m_pending, *m_assigned;
     em_metric_t *m_redispatched, *m_busy, *m_commits, *m_commit_failed, *m_submit_calls, *m_submit_failed;
     em_metric_t *m_paused, *m_holds, *m_flow_pauses, *m_rebalances, *m_stalled, *m_stalls, *m_heals;
+    em_metric_t *m_retries, *m_deaths, *m_quarantined, *m_protocol_errors, *m_isolated;
 } scheduler_t;
 
 /* dispatch.c */
@@ -157,6 +193,18 @@ void sc_dispatch_close(scheduler_t *s);
 void sc_commit_stall_clear_locked(scheduler_t *s, const char *why);
 /* The consumer loop turned (called each turn): notices a frozen process. */
 void sc_consumer_turn_locked(scheduler_t *s);
+
+/* outcome.c */
+enum { SC_OUT_DELAY = 1, SC_OUT_RESULT = 2 };
+/* The answer says the attempt failed with attempts left: the next attempt
+ * waits durably in the delay topic; the item is done once that is stored. */
+void sc_retry_later_locked(scheduler_t *s, sc_item_t *it, const em_result_info_t *r);
+/* The executor that ran it alone died: one more death in its history; the
+ * next attempt (at once, through the delay topic), or past the quarantine
+ * its final EXHAUSTED result. */
+void sc_executor_died_locked(scheduler_t *s, sc_item_t *it, const char *executor, const char *why);
+/* The id of a dispatched item. */
+const uint8_t *sc_item_id(const sc_item_t *it);
 
 /* intake.c */
 void sc_accept_locked(scheduler_t *s, rd_kafka_message_t *msg);

@@ -5,6 +5,12 @@
  * written), give empty ids a fresh unique id, produce each execution to the
  * requests topic keyed by id, and answer OK only after Kafka acknowledged
  * every one of them.
+ *
+ * Memory is bounded by an in-flight byte budget over all calls
+ * (submit.max_inflight_bytes): a call is charged before it is decoded and
+ * released when it is answered; one beyond the budget gets
+ * RESOURCE_EXHAUSTED at once, before it costs more than the request gRPC
+ * already read.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -17,6 +23,12 @@
 
 #define SUBMIT_MAX_ID 256
 #define SUBMIT_MAX_HANDLER 128
+/* What a call holds per byte of its request until Kafka acknowledged it: the
+ * request itself (the call keeps it until answered), its decoded copy
+ * (protobuf-c copies ids, handlers and payloads) and the packed executions
+ * the producer sends without copying. Headers, ids and struct overhead are
+ * small beside the payloads. */
+#define SUBMIT_BYTES_PER_BYTE 3
 
 typedef struct submit {
     em_delivery_t dr;
@@ -30,9 +42,31 @@ typedef struct submit {
     atomic_int pending;
     atomic_int failed;
     _Atomic rd_kafka_resp_err_t first_err;
+    int64_t charged; /* bytes of s->submit_inflight_bytes this call holds */
 } submit_t;
 
+/* Charges a call of len request bytes to the in-flight budget; on refusal
+ * writes the reason to msg and charges nothing. Loop thread (any thread). */
+static int budget_charge(scheduler_t *s, size_t len, int64_t *charged, char *msg, size_t n) {
+    int64_t want = (int64_t)len * SUBMIT_BYTES_PER_BYTE;
+    int64_t before = atomic_fetch_add(&s->submit_inflight_bytes, want);
+    if (before + want > s->submit_max_inflight_bytes) {
+        atomic_fetch_sub(&s->submit_inflight_bytes, want);
+        snprintf(msg, n, "submit: %" PRId64 " bytes in flight, limit %" PRId64 " (submit.max_inflight_bytes)",
+                 before + want, s->submit_max_inflight_bytes);
+        return 0;
+    }
+    *charged = want;
+    return 1;
+}
+
+static void budget_release(scheduler_t *s, int64_t charged) {
+    if (charged)
+        atomic_fetch_sub(&s->submit_inflight_bytes, charged);
+}
+
 static void submit_free(submit_t *sub) {
+    budget_release(sub->s, sub->charged);
     execmesh__v1__submit_request__free_unpacked(sub->req, NULL);
     free(sub->ids);
     free(sub->idmem);
@@ -43,6 +77,10 @@ static void submit_free(submit_t *sub) {
 static void submit_finish(submit_t *sub) {
     scheduler_t *s = sub->s;
     int failed = atomic_load(&sub->failed);
+    /* before the answer: a caller that sends its next Submit on the answer
+     * must find the budget released */
+    budget_release(s, sub->charged);
+    sub->charged = 0;
     if (failed) {
         char msg[512];
         snprintf(msg, sizeof(msg),
@@ -116,15 +154,24 @@ static const char *validate(const scheduler_t *s, const Execmesh__V1__SubmitRequ
 void sc_on_submit(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_t len) {
     scheduler_t *s = ctx;
     char msg[512];
+    int64_t charged = 0;
     em_metric_add(s->m_submit_calls, 1);
 
+    if (!budget_charge(s, len, &charged, msg, sizeof(msg))) {
+        em_metric_add(s->m_submit_failed, 1);
+        EM_DEBUG("submit refused", EM_F_STR("reason", msg));
+        em_rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
+        return;
+    }
     Execmesh__V1__SubmitRequest *in = execmesh__v1__submit_request__unpack(NULL, len, req);
     if (!in) {
+        budget_release(s, charged);
         em_metric_add(s->m_submit_failed, 1);
         em_rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "SubmitRequest: cannot decode");
         return;
     }
     if (validate(s, in, msg, sizeof(msg))) {
+        budget_release(s, charged);
         em_metric_add(s->m_submit_failed, 1);
         execmesh__v1__submit_request__free_unpacked(in, NULL);
         em_rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, msg);
@@ -134,10 +181,12 @@ void sc_on_submit(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_t len
     size_t n = in->n_executions;
     submit_t *sub = calloc(1, sizeof(*sub));
     if (!sub) {
+        budget_release(s, charged);
         execmesh__v1__submit_request__free_unpacked(in, NULL);
         em_rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "scheduler: out of memory");
         return;
     }
+    sub->charged = charged; /* from here submit_free releases it */
     sub->dr.done = on_submit_delivery;
     sub->s = s;
     sub->call = call;

@@ -19,16 +19,17 @@ def test_resource_exhausted_beyond_the_bound_then_everything_completes():
         stub = internal_pb2_grpc.ExecutorStub(ex.channel())
 
         # 4 sleeps fill the executor (2 run, 2 wait for a handler slot)
-        first = stub.Execute.future(internal_pb2.ExecuteRequest(executions=[
+        # Execute streams its results back as they finish (the call starts at once)
+        first = stub.Execute(internal_pb2.ExecuteRequest(executions=[
             execution(f"cap-{i}", "sleep", b"1500", attempt=1) for i in range(4)]), timeout=30)
         wait_for(lambda: ex.metric("execmesh_inflight") == 4, 10, "the executor to hold 4 executions")
         with pytest.raises(grpc.RpcError) as e:
-            stub.Execute(internal_pb2.ExecuteRequest(executions=[execution("cap-x", "echo", b"", attempt=1)]),
-                         timeout=10)
+            list(stub.Execute(internal_pb2.ExecuteRequest(executions=[execution("cap-x", "echo", b"", attempt=1)]),
+                              timeout=10))
         assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "limit 4" in e.value.details(), e.value.details()
-        resp = first.result(timeout=30)
-        assert [status_name(r.status) for r in resp.results] == ["SUCCEEDED"] * 4
+        results = [r for msg in first for r in msg.results]
+        assert sorted((r.id, status_name(r.status)) for r in results) == [(f"cap-{i}", "SUCCEEDED") for i in range(4)]
         assert ex.metric("execmesh_executor_busy_total") == 1
 
         # through a scheduler: it meets the bound, backs off, and still completes everything

@@ -99,6 +99,12 @@ static void inspect_refuses_with_a_reason(void **state) {
         {"\x38\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", 12, "malformed protobuf"},
         {"\x0b\x0c", 2, "malformed protobuf"}, /* group */
         {"\xff\xfe garbage", 10, "malformed protobuf"},
+        {"\x48\x01\x52\x01", 4, "malformed protobuf"},                 /* history truncated */
+        {"\x52\x02\x1a\x05", 4, "field 10 (history): malformed Attempt"},
+        {"\x52\x04\x22\x02\xc3\x28", 6, "field 10 (history): malformed Attempt"}, /* error not UTF-8 */
+        {"\x52\x02\x0a\x00", 4, "field 10 (history): malformed Attempt"},           /* attempt as bytes */
+        {"\x5a\x01\x00", 3, "field 11 (executor_deaths): wrong wire type"},
+        {"\x4a\x00", 2, "field 9 (deadline_unix_ms): wrong wire type"},
     };
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
         em_exec_info_t info;
@@ -108,10 +114,19 @@ static void inspect_refuses_with_a_reason(void **state) {
             fail_msg("row %zu: rc %d, reason \"%s\", want \"%s\"", i, rc, why, rows[i].reason);
     }
     /* unknown fields are skipped, whatever their (valid) wire type */
-    static const uint8_t unknown[] = {0x12, 0x01, 'x', 0x48, 0x05, 0x52, 0x01, 'y', 0x5d, 1, 2, 3, 4};
+    static const uint8_t unknown[] = {0x12, 0x01, 'x', 0xa0, 0x01, 0x05, 0xaa, 0x01, 0x01, 'y', 0xad, 0x01, 1, 2, 3, 4};
     em_exec_info_t info;
     char why[128];
     assert_int_equal(em_execution_inspect(unknown, sizeof(unknown), &info, why, sizeof(why)), EM_OK);
+    /* the lifecycle fields: deadline, two history entries, deaths, attempt, max_attempts */
+    static const uint8_t life[] = {0x48, 0x90, 0x4e, 0x52, 0x04, 0x08, 0x01, 0x10, 0x02, 0x52, 0x02, 0x08, 0x02,
+                                   0x58, 0x02, 0x38, 0x03, 0x30, 0x05};
+    assert_int_equal(em_execution_inspect(life, sizeof(life), &info, why, sizeof(why)), EM_OK);
+    assert_int_equal(info.deadline_unix_ms, 10000);
+    assert_int_equal(info.nhistory, 2);
+    assert_int_equal(info.executor_deaths, 2);
+    assert_int_equal(info.attempt, 3);
+    assert_int_equal(info.max_attempts, 5);
 }
 
 /* What the scheduler sends: the record's bytes + appended fields. */
@@ -172,6 +187,63 @@ static void varint_sizes(void **state) {
         assert_int_equal(em_varint_size(rows[i].v), rows[i].n);
 }
 
+/* A Result as protobuf-c writes it, read back by em_result_read; an
+ * Attempt written by em_attempt_field_write, read back by protobuf-c as a
+ * history entry of an Execution. */
+static void results_and_attempts_round_trip(void **state) {
+    (void)state;
+    Execmesh__V1__Result r = EXECMESH__V1__RESULT__INIT;
+    char id[] = "abc", error[] = "too slow", executor[] = "executor-7";
+    r.id = id;
+    r.attempt = 2;
+    r.status = EXECMESH__V1__STATUS__TIMED_OUT;
+    r.error = error;
+    r.exit_code = -3;
+    r.executor = executor;
+    r.started_unix_ms = 1000;
+    r.finished_unix_ms = 2000;
+    r.final = 0;
+    r.retry_delay_ms = 1234;
+    uint8_t buf[256];
+    size_t n = execmesh__v1__result__pack(&r, buf);
+    em_result_info_t ri;
+    assert_int_equal(em_result_read(buf, n, &ri), EM_OK);
+    assert_int_equal(ri.id_len, 3);
+    assert_memory_equal(ri.id, "abc", 3);
+    assert_int_equal(ri.attempt, 2);
+    assert_int_equal(ri.status, EXECMESH__V1__STATUS__TIMED_OUT);
+    assert_int_equal(ri.final, 0);
+    assert_int_equal(ri.retry_delay_ms, 1234);
+    assert_int_equal(ri.exit_code, -3);
+    assert_int_equal(ri.executor_len, 10);
+    assert_int_equal(ri.error_len, 8);
+    assert_int_equal(ri.started_unix_ms, 1000);
+    assert_int_equal(ri.finished_unix_ms, 2000);
+    r.final = 1;
+    n = execmesh__v1__result__pack(&r, buf);
+    assert_int_equal(em_result_read(buf, n, &ri), EM_OK);
+    assert_int_equal(ri.final, 1);
+    static const uint8_t bad[] = {0x0a, 0x05, 'x'};
+    assert_int_equal(em_result_read(bad, sizeof(bad), &ri), EM_EINVAL);
+
+    em_attempt_t a = {.attempt = 4, .status = EXECMESH__V1__STATUS__FAILED, .executor = "ex", .executor_len = 2,
+                      .error = "died", .error_len = 4, .exit_code = 9, .started_unix_ms = 5, .finished_unix_ms = 6};
+    uint8_t ex[128], *o = ex;
+    o = em_attempt_field_write(o, 10, &a);
+    assert_int_equal((size_t)(o - ex), em_attempt_field_size(10, &a));
+    o = em_attempt_field_write(o, 10, &a);
+    Execmesh__V1__Execution *e = execmesh__v1__execution__unpack(NULL, (size_t)(o - ex), ex);
+    assert_non_null(e);
+    assert_int_equal(e->n_history, 2);
+    assert_int_equal(e->history[1]->attempt, 4);
+    assert_int_equal(e->history[1]->status, EXECMESH__V1__STATUS__FAILED);
+    assert_string_equal(e->history[1]->executor, "ex");
+    assert_string_equal(e->history[1]->error, "died");
+    assert_int_equal(e->history[1]->exit_code, 9);
+    assert_int_equal(e->history[1]->finished_unix_ms, 6);
+    execmesh__v1__execution__free_unpacked(e, NULL);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(utf8_table),
@@ -179,6 +251,7 @@ int main(void) {
         cmocka_unit_test(inspect_refuses_with_a_reason),
         cmocka_unit_test(appended_fields_override_for_protobuf_c),
         cmocka_unit_test(varint_sizes),
+        cmocka_unit_test(results_and_attempts_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

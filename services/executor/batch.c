@@ -1,0 +1,565 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Executor.Execute: one call is a batch of executions.
+ *
+ *   1. count the executions and take their room in executor.max_inflight
+ *      (RESOURCE_EXHAUSTED beyond it) before allocating anything for them;
+ *   2. read them in place (views into the request, alive until the batch
+ *      is freed) and tell the caller the batch is accepted (the response
+ *      headers carry "execmesh-accepted: <replica>": from then on the
+ *      caller knows this executor had it, and gRPC retries it no more);
+ *   3. start every job; each ends with job_finish → ex_batch_job_done;
+ *   4. finished results are published to a sink in groups and, once the
+ *      sink acknowledged a group, streamed to the caller as one response
+ *      message: what finished while the first jobs ran goes out as soon
+ *      as they are started; later completions go out one publish round
+ *      trip (or execute.flush_ms) later, grouped. A long execution holds
+ *      back nothing but itself. After the last result the call ends OK.
+ *
+ * A group whose publish fails for good, or a drain past its deadline, ends
+ * the call with ABORTED (the executor is alive: the scheduler dispatches
+ * every execution not yet answered again, counting no executor death);
+ * jobs still running finish, unpublished, and the batch is freed after the
+ * last.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "em_arena.h"
+#include "em_execution.h"
+#include "em_log.h"
+#include "em_pbwire.h"
+#include "em_rpc_server.h"
+#include "em_util.h"
+#include "executor.h"
+
+struct ex_batch {
+    em_arena_t *arena; /* the batch, the views of its request and its bookkeeping */
+    em_rpc_call_t *call;
+    size_t n;
+    ex_exec_t *execs;
+    ex_job_t *jobs;
+    ex_result_t *res;
+    pthread_mutex_t lock;
+    size_t *ready, nready; /* finished and not yet published */
+    size_t *pub, npub;     /* in the publish under way */
+    size_t unfinished;     /* jobs not yet finished */
+    size_t answered;       /* results streamed to the caller */
+    size_t released;       /* of executor.max_inflight, given back */
+    int starting;          /* ex_on_execute is still starting jobs */
+    int publishing;        /* a publish (or its retry timer) is under way */
+    int flush_armed;
+    int call_ended;        /* answered for good: later results are dropped */
+    grpc_slice packed;     /* the group being published, as PublishRequest == ExecuteResponse bytes */
+    int publish_tries;
+};
+
+ex_result_t *ex_batch_result(ex_batch_t *b, size_t idx) { return &b->res[idx]; }
+
+static void release_inflight(ex_batch_t *b, size_t k) {
+    b->released += k;
+    atomic_fetch_sub(&EX.inflight, (int)k);
+    em_metric_add(EX.m_inflight, -(int64_t)k);
+}
+
+static void batch_free(ex_batch_t *b) {
+    for (size_t i = 0; i < b->n; i++) {
+        free(b->res[i].owned_output);
+        free(b->res[i].error);
+        free(b->res[i].final_error);
+    }
+    grpc_slice_unref(b->packed);
+    release_inflight(b, b->n - b->released);
+    atomic_fetch_sub(&EX.batches, 1);
+    pthread_mutex_destroy(&b->lock);
+    em_arena_destroy(b->arena); /* the request, the results' arrays and b itself */
+}
+
+/* ---- results on the wire ------------------------------------------------ */
+
+/* This attempt as an execmesh.v1.Attempt (the last history entry). */
+static em_attempt_t attempt_of(const ex_result_t *r) {
+    return (em_attempt_t){.attempt = r->attempt,
+                          .status = r->attempt_status,
+                          .executor = EX.svc.replica,
+                          .executor_len = EX.replica_len,
+                          .error = r->error,
+                          .error_len = r->error ? strlen(r->error) : 0,
+                          .exit_code = r->exit_code,
+                          .started_unix_ms = r->started_unix_ms,
+                          .finished_unix_ms = r->finished_unix_ms};
+}
+
+/* The final result of an execution that had earlier attempts carries them
+ * all, this one last. */
+static int with_history(const ex_exec_t *ex, const ex_result_t *r) { return r->final && ex->nhistory > 0; }
+
+static const char *record_error(const ex_result_t *r) { return r->final_error ? r->final_error : r->error; }
+
+/* One Result's bytes (proto3: zero and empty fields are left out). */
+static size_t result_size(const ex_batch_t *b, size_t i) {
+    const ex_exec_t *ex = &b->execs[i];
+    const ex_result_t *r = &b->res[i];
+    size_t n = 0;
+    if (ex->id.n)
+        n += em_pb_len_field_size(1, ex->id.n);
+    n += em_pb_varint_field_size(2, r->attempt);
+    if (r->status)
+        n += em_pb_varint_field_size(3, (uint64_t)r->status);
+    if (r->output_len)
+        n += em_pb_len_field_size(4, r->output_len);
+    if (record_error(r))
+        n += em_pb_len_field_size(5, strlen(record_error(r)));
+    if (r->exit_code)
+        n += em_pb_varint_field_size(6, (uint64_t)(int64_t)r->exit_code);
+    n += em_pb_len_field_size(7, EX.replica_len);
+    if (ex->submitted_unix_ms)
+        n += em_pb_varint_field_size(8, (uint64_t)ex->submitted_unix_ms);
+    n += em_pb_varint_field_size(9, (uint64_t)r->started_unix_ms) + em_pb_varint_field_size(10, (uint64_t)r->finished_unix_ms);
+    for (size_t k = 0; k < ex->nheaders; k++)
+        n += em_pb_len_field_size(11, ex->headers[k].n);
+    if (r->final)
+        n += em_pb_varint_field_size(12, 1);
+    if (with_history(ex, r)) {
+        for (size_t k = 0; k < ex->nhistory; k++)
+            n += em_pb_len_field_size(13, ex->history[k].n);
+        em_attempt_t a = attempt_of(r);
+        n += em_attempt_field_size(13, &a);
+    }
+    if (r->retry_delay_ms)
+        n += em_pb_varint_field_size(14, r->retry_delay_ms);
+    return n;
+}
+
+static uint8_t *result_write(uint8_t *o, const ex_batch_t *b, size_t i) {
+    const ex_exec_t *ex = &b->execs[i];
+    const ex_result_t *r = &b->res[i];
+    if (ex->id.n)
+        o = em_pb_write_len_field(o, 1, ex->id.p, ex->id.n);
+    o = em_pb_write_varint_field(o, 2, r->attempt);
+    if (r->status)
+        o = em_pb_write_varint_field(o, 3, (uint64_t)r->status);
+    if (r->output_len)
+        o = em_pb_write_len_field(o, 4, r->output, r->output_len);
+    if (record_error(r))
+        o = em_pb_write_len_field(o, 5, record_error(r), strlen(record_error(r)));
+    if (r->exit_code)
+        o = em_pb_write_varint_field(o, 6, (uint64_t)(int64_t)r->exit_code); /* int32: sign-extended */
+    o = em_pb_write_len_field(o, 7, EX.svc.replica, EX.replica_len);
+    if (ex->submitted_unix_ms)
+        o = em_pb_write_varint_field(o, 8, (uint64_t)ex->submitted_unix_ms);
+    o = em_pb_write_varint_field(o, 9, (uint64_t)r->started_unix_ms);
+    o = em_pb_write_varint_field(o, 10, (uint64_t)r->finished_unix_ms);
+    for (size_t k = 0; k < ex->nheaders; k++) /* the map entries, as they came */
+        o = em_pb_write_len_field(o, 11, ex->headers[k].p, ex->headers[k].n);
+    if (r->final)
+        o = em_pb_write_varint_field(o, 12, 1);
+    if (with_history(ex, r)) {
+        for (size_t k = 0; k < ex->nhistory; k++)
+            o = em_pb_write_len_field(o, 13, ex->history[k].p, ex->history[k].n);
+        em_attempt_t a = attempt_of(r);
+        o = em_attempt_field_write(o, 13, &a);
+    }
+    if (r->retry_delay_ms)
+        o = em_pb_write_varint_field(o, 14, r->retry_delay_ms);
+    return o;
+}
+
+/* The results of idx[0..n) as ExecuteResponse bytes, which are also
+ * PublishRequest bytes (both are repeated Result results = 1): written
+ * once, sent both ways. */
+static grpc_slice pack_results(const ex_batch_t *b, const size_t *idx, size_t n) {
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        total += em_pb_len_field_size(1, result_size(b, idx[i]));
+    grpc_slice s = grpc_slice_malloc(total);
+    uint8_t *o = GRPC_SLICE_START_PTR(s);
+    for (size_t i = 0; i < n; i++) {
+        o = em_pb_write_raw_varint(o, (1 << 3) | EM_PB_LEN);
+        o = em_pb_write_raw_varint(o, result_size(b, idx[i]));
+        o = result_write(o, b, idx[i]);
+    }
+    return s;
+}
+
+/* ---- publishing groups -------------------------------------------------- */
+
+typedef enum { ACT_NONE, ACT_PUBLISH, ACT_ARM_FLUSH, ACT_FREE } action_t;
+
+/* What the batch does next, with b->lock held. */
+static action_t next_action_locked(ex_batch_t *b) {
+    if (b->publishing || b->starting)
+        return ACT_NONE;
+    if (b->call_ended)
+        return b->unfinished == 0 && !b->flush_armed ? ACT_FREE : ACT_NONE;
+    if (b->nready == 0)
+        return ACT_NONE;
+    if (b->unfinished == 0 || EX.flush_ms == 0)
+        return ACT_PUBLISH;
+    if (b->flush_armed)
+        return ACT_NONE;
+    b->flush_armed = 1;
+    return ACT_ARM_FLUSH;
+}
+
+static void publish_start(ex_batch_t *b);
+static void flush_fire(void *arg);
+
+static void act(ex_batch_t *b, action_t a) {
+    switch (a) {
+    case ACT_NONE: break;
+    case ACT_PUBLISH: publish_start(b); break;
+    case ACT_FREE: batch_free(b); break;
+    case ACT_ARM_FLUSH:
+        if (em_timer_after(ex_env.timers, EX.flush_ms, flush_fire, b) != EM_OK)
+            flush_fire(b); /* no timers (exiting): what the timer would do, now */
+        break;
+    }
+}
+
+/* Takes the next group (b->lock held): ready becomes the publish set. */
+static void take_group_locked(ex_batch_t *b) {
+    size_t *t = b->pub;
+    b->pub = b->ready;
+    b->npub = b->nready;
+    b->ready = t;
+    b->nready = 0;
+    b->publishing = 1;
+    b->publish_tries = 0;
+}
+
+static void flush_fire(void *arg) {
+    ex_batch_t *b = arg;
+    pthread_mutex_lock(&b->lock);
+    b->flush_armed = 0;
+    action_t a = ACT_NONE;
+    if (b->call_ended)
+        a = next_action_locked(b);
+    else if (!b->publishing && b->nready)
+        a = ACT_PUBLISH;
+    if (a == ACT_PUBLISH)
+        take_group_locked(b);
+    pthread_mutex_unlock(&b->lock);
+    act(b, a);
+}
+
+/* Journal: D for each execution answered (its result is durable), X for
+ * each that gets no result (the scheduler dispatches it again). */
+static void journal_group(ex_batch_t *b, const size_t *idx, size_t n, char tag) {
+    for (size_t i = 0; EX.journal && i < n; i++)
+        em_journal_write(EX.journal, "%c %.*s %u", tag, (int)b->execs[idx[i]].id.n,
+                         (const char *)b->execs[idx[i]].id.p, b->res[idx[i]].attempt);
+}
+
+/* Ends the call with an error: every execution not yet answered gets no
+ * result from this call. Jobs still running finish unpublished. */
+static void batch_fail(ex_batch_t *b, grpc_status_code code, const char *msg) {
+    pthread_mutex_lock(&b->lock);
+    b->call_ended = 1;
+    b->publishing = 0;
+    journal_group(b, b->pub, b->npub, 'X');
+    journal_group(b, b->ready, b->nready, 'X');
+    b->npub = b->nready = 0;
+    em_rpc_call_fail(b->call, code, msg);
+    action_t a = next_action_locked(b);
+    pthread_mutex_unlock(&b->lock);
+    act(b, a);
+}
+
+static void publish_send(ex_batch_t *b);
+
+static void publish_retry(void *arg) {
+    ex_batch_t *b = arg;
+    if (ex_env.abandon) {
+        batch_fail(b, GRPC_STATUS_ABORTED, "executor draining: results not published");
+        return;
+    }
+    publish_send(b);
+}
+
+/* Runs on the loop thread. */
+static void on_published(void *arg, grpc_status_code code, const char *details, const uint8_t *resp, size_t len) {
+    ex_batch_t *b = arg;
+    (void)resp;
+    (void)len;
+    if (code == GRPC_STATUS_OK) {
+        em_metric_add(EX.m_out, (int64_t)b->npub);
+        journal_group(b, b->pub, b->npub, 'D');
+        pthread_mutex_lock(&b->lock);
+        b->answered += b->npub;
+        release_inflight(b, b->npub);
+        b->npub = 0;
+        b->publishing = 0;
+        grpc_slice group = b->packed;
+        b->packed = grpc_empty_slice();
+        if (b->answered == b->n) {
+            b->call_ended = 1;
+            em_rpc_call_reply_slice(b->call, group); /* the last message and OK in one batch */
+        } else {
+            em_rpc_call_send_slice(b->call, group);
+        }
+        action_t a = next_action_locked(b);
+        if (a == ACT_PUBLISH)
+            take_group_locked(b);
+        pthread_mutex_unlock(&b->lock);
+        act(b, a);
+        return;
+    }
+    em_metric_add(EX.m_publish_failed, 1);
+    int64_t left = em_rpc_call_remaining_ms(b->call);
+    EM_WARN("publish to sink failed", EM_F_STR("code", em_rpc_status_name(code)), EM_F_STR("details", details),
+            EM_F_INT("results", b->npub), EM_F_INT("try", b->publish_tries), EM_F_INT("call_ms_left", left));
+    if (left > 2 * EX.publish_backoff_ms + 100 && !ex_env.abandon && !em_rpc_call_cancelled(b->call) &&
+        em_timer_after(ex_env.timers, EX.publish_backoff_ms, publish_retry, b) == EM_OK)
+        return;
+    char msg[512];
+    snprintf(msg, sizeof(msg), "result sink: %s: %s", em_rpc_status_name(code), details);
+    batch_fail(b, GRPC_STATUS_ABORTED, msg);
+}
+
+static void publish_send(ex_batch_t *b) {
+    int64_t timeout = EX.publish_timeout_ms;
+    int64_t left = em_rpc_call_remaining_ms(b->call);
+    if (left - 50 < timeout)
+        timeout = left - 50 > 100 ? left - 50 : 100;
+    b->publish_tries++;
+    if (em_rpc_channel_call(EX.sinks, EX.m_publish, grpc_slice_ref(b->packed), timeout, on_published, b) != EM_OK)
+        batch_fail(b, GRPC_STATUS_ABORTED, "executor: cannot call a result sink");
+}
+
+/* Publishes the group taken by take_group_locked. */
+static void publish_start(ex_batch_t *b) {
+    if (ex_env.abandon) {
+        batch_fail(b, GRPC_STATUS_ABORTED, "executor draining: results not published");
+        return;
+    }
+    grpc_slice_unref(b->packed);
+    b->packed = pack_results(b, b->pub, b->npub);
+    publish_send(b);
+}
+
+/* An ExecuteResponse naming an execution that ran to its end. */
+static grpc_slice finished_msg(const ex_batch_t *b, size_t idx) {
+    const ex_span_t *id = &b->execs[idx].id;
+    grpc_slice s = grpc_slice_malloc(em_pb_len_field_size(2, id->n));
+    em_pb_write_len_field(GRPC_SLICE_START_PTR(s), 2, id->p, id->n);
+    return s;
+}
+
+void ex_batch_job_done(ex_batch_t *b, size_t idx) {
+    pthread_mutex_lock(&b->lock);
+    b->unfinished--;
+    action_t a = ACT_NONE;
+    if (b->n == 1 && !b->call_ended) /* the caller may charge a death to it: say it ended */
+        em_rpc_call_send_slice(b->call, finished_msg(b, idx));
+    if (!b->call_ended) {
+        b->ready[b->nready++] = idx;
+        a = next_action_locked(b);
+        if (a == ACT_PUBLISH)
+            take_group_locked(b);
+    } else {
+        journal_group(b, &idx, 1, 'X');
+        a = next_action_locked(b);
+    }
+    pthread_mutex_unlock(&b->lock);
+    act(b, a);
+}
+
+/* ---- reading the request ------------------------------------------------ */
+
+/* Reads one Execution's fields (the last value of a field wins); headers
+ * and history are kept as their encoded entries. EM_EINVAL when malformed. */
+static em_err_t read_execution(em_arena_t *a, const uint8_t *buf, size_t len, ex_exec_t *ex) {
+    const uint8_t *p = buf, *end = buf + len;
+    em_pb_field_t f;
+    em_err_t rc;
+    size_t nh = 0, nhist = 0;
+    while ((rc = em_pb_next(&p, end, &f)) == EM_OK) {
+        int want_len = (f.number >= 1 && f.number <= 4) || f.number == 10;
+        int want_varint = (f.number >= 5 && f.number <= 9) || f.number == 11;
+        if ((want_len && f.wire_type != EM_PB_LEN) || (want_varint && f.wire_type != EM_PB_VARINT))
+            return EM_EINVAL;
+        switch (f.number) {
+        case 1: ex->id = (ex_span_t){f.data, f.len}; break;
+        case 2: ex->handler = (ex_span_t){f.data, f.len}; break;
+        case 3: ex->payload = (ex_span_t){f.data, f.len}; break;
+        case 4: nh++; break;
+        case 5: ex->timeout_ms = (uint32_t)f.varint; break;
+        case 6: ex->max_attempts = (uint32_t)f.varint; break;
+        case 7: ex->attempt = (uint32_t)f.varint; break;
+        case 8: ex->submitted_unix_ms = (int64_t)f.varint; break;
+        case 9: ex->deadline_unix_ms = (int64_t)f.varint; break;
+        case 10: nhist++; break;
+        default: break;
+        }
+    }
+    if (rc != EM_ENOTFOUND)
+        return EM_EINVAL;
+    if (nh == 0 && nhist == 0) /* the common case: one pass */
+        return EM_OK;
+    if ((nh && !(ex->headers = em_arena_alloc(a, nh * sizeof(*ex->headers), 0))) ||
+        (nhist && !(ex->history = em_arena_alloc(a, nhist * sizeof(*ex->history), 0))))
+        return EM_ENOMEM;
+    for (p = buf; em_pb_next(&p, end, &f) == EM_OK;) {
+        if (f.number == 4)
+            ex->headers[ex->nheaders++] = (ex_span_t){f.data, f.len};
+        else if (f.number == 10)
+            ex->history[ex->nhistory++] = (ex_span_t){f.data, f.len};
+    }
+    return EM_OK;
+}
+
+static ex_handler_t *handler_find(const uint8_t *name, size_t n) {
+    for (int i = 0; i < EX.nhandlers; i++)
+        if (strlen(EX.handlers[i].name) == n && memcmp(EX.handlers[i].name, name, n) == 0)
+            return &EX.handlers[i];
+    return NULL;
+}
+
+/* The job's deadline: its timeout from now, or the caller's absolute
+ * deadline when sooner, both made monotonic here. */
+static void set_deadline(ex_job_t *job, int64_t now_mono, int64_t now_unix) {
+    const ex_exec_t *ex = job->ex;
+    job->timeout_ms = ex->timeout_ms ? (int64_t)ex->timeout_ms : job->handler->default_timeout_ms;
+    job->deadline_ms = now_mono + job->timeout_ms;
+    job->deadline_why = ex->timeout_ms ? "its timeout_ms" : "its handler's default timeout";
+    if (ex->deadline_unix_ms && now_mono + (ex->deadline_unix_ms - now_unix) < job->deadline_ms) {
+        job->deadline_ms = now_mono + (ex->deadline_unix_ms - now_unix);
+        job->deadline_why = "the caller's deadline (deadline_unix_ms)";
+    }
+}
+
+/* Refuses the call before anything is allocated for it. */
+static int refuse(em_rpc_call_t *call, grpc_status_code code, const char *msg) {
+    em_rpc_call_fail(call, code, msg);
+    return -1;
+}
+
+/* Counts the executions and takes their room; 0 on success. */
+static int admit(em_rpc_call_t *call, const uint8_t *req, size_t len, size_t *nout) {
+    char msg[256];
+    const uint8_t *p = req, *end = req + len;
+    em_pb_field_t f;
+    em_err_t rc;
+    size_t n = 0;
+    while ((rc = em_pb_next(&p, end, &f)) == EM_OK)
+        n += f.number == 1;
+    if (rc != EM_ENOTFOUND)
+        return refuse(call, GRPC_STATUS_INVALID_ARGUMENT, "ExecuteRequest: cannot decode");
+    if (n == 0)
+        return refuse(call, GRPC_STATUS_INVALID_ARGUMENT, "executions: empty");
+    int now_inflight = n > (size_t)EX.max_inflight ? atomic_load(&EX.inflight) : atomic_fetch_add(&EX.inflight, (int)n);
+    if (n > (size_t)EX.max_inflight || now_inflight + (int)n > EX.max_inflight) {
+        if (n <= (size_t)EX.max_inflight)
+            atomic_fetch_sub(&EX.inflight, (int)n);
+        snprintf(msg, sizeof(msg), "executor at capacity: %d executions in flight, limit %d, batch of %zu",
+                 now_inflight, EX.max_inflight, n);
+        em_metric_add(EX.m_busy, 1);
+        return refuse(call, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
+    }
+    *nout = n;
+    return 0;
+}
+
+static ex_batch_t *batch_new(size_t n, size_t len) {
+    em_arena_t *arena = em_arena_new(len + 4096);
+    if (!arena)
+        return NULL;
+    ex_batch_t *b = em_arena_alloc(arena, sizeof(*b), 1);
+    if (b) {
+        b->arena = arena;
+        b->execs = em_arena_alloc(arena, n * sizeof(*b->execs), 1);
+        b->jobs = em_arena_alloc(arena, n * sizeof(*b->jobs), 1);
+        b->res = em_arena_alloc(arena, n * sizeof(*b->res), 1);
+        b->ready = em_arena_alloc(arena, n * sizeof(*b->ready), 0);
+        b->pub = em_arena_alloc(arena, n * sizeof(*b->pub), 0);
+    }
+    if (!b || !b->execs || !b->jobs || !b->res || !b->ready || !b->pub) {
+        em_arena_destroy(arena);
+        return NULL;
+    }
+    b->n = n;
+    b->packed = grpc_empty_slice();
+    pthread_mutex_init(&b->lock, NULL);
+    return b;
+}
+
+/* Runs on the loop thread. */
+void ex_on_execute(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_t len) {
+    char msg[1024];
+    size_t n;
+    (void)ctx;
+    if (admit(call, req, len, &n) != 0)
+        return;
+    ex_batch_t *b = batch_new(n, len);
+    if (!b) {
+        atomic_fetch_sub(&EX.inflight, (int)n);
+        em_rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "executor: out of memory");
+        return;
+    }
+    const uint8_t *p = req, *end = req + len;
+    em_pb_field_t f;
+    em_err_t rc = EM_OK;
+    size_t i = 0;
+    while (em_pb_next(&p, end, &f) == EM_OK) {
+        if (f.number != 1)
+            continue;
+        if (f.wire_type != EM_PB_LEN || (rc = read_execution(b->arena, f.data, f.len, &b->execs[i])) != EM_OK) {
+            snprintf(msg, sizeof(msg), "executions[%zu]: %s", i,
+                     rc == EM_ENOMEM ? "out of memory" : "not a valid execmesh.v1.Execution");
+            atomic_fetch_sub(&EX.inflight, (int)n);
+            pthread_mutex_destroy(&b->lock);
+            em_arena_destroy(b->arena);
+            em_rpc_call_fail(call, rc == EM_ENOMEM ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_INVALID_ARGUMENT,
+                             msg);
+            return;
+        }
+        i++;
+    }
+    em_metric_add(EX.m_in, (int64_t)n);
+    em_metric_add(EX.m_inflight, (int64_t)n);
+    atomic_fetch_add(&EX.batches, 1);
+    b->call = call;
+    b->unfinished = n;
+    b->starting = 1;
+    em_rpc_call_send_headers(call, "execmesh-accepted", EX.svc.replica);
+
+    /* attempts first: a job may finish as soon as it starts */
+    int64_t now_mono = em_mono_ms(), now_unix = em_now_unix_ms();
+    for (size_t k = 0; k < n; k++) {
+        b->res[k].attempt = b->execs[k].attempt ? b->execs[k].attempt : 1;
+        b->jobs[k].batch = b;
+        b->jobs[k].idx = k;
+        b->jobs[k].ex = &b->execs[k];
+        b->jobs[k].arrived_ms = now_mono;
+    }
+    for (size_t k = 0; k < n; k++) {
+        ex_job_t *job = &b->jobs[k];
+        const ex_exec_t *ex = job->ex;
+        ex_handler_t *hd = handler_find(ex->handler.p, ex->handler.n);
+        if (!hd) {
+            if (!ex->handler.n)
+                snprintf(msg, sizeof(msg), "handler is required");
+            else
+                snprintf(msg, sizeof(msg), "unknown handler '%.*s' (configured: %s)",
+                         (int)(ex->handler.n > 100 ? 100 : ex->handler.n), (const char *)ex->handler.p,
+                         EX.handler_list);
+            job_finish(job, EXECMESH__V1__STATUS__REJECTED, NULL, 0, 0, msg, 0);
+            continue;
+        }
+        job->handler = hd;
+        set_deadline(job, now_mono, now_unix);
+        ex_job_start(job);
+    }
+    /* what finished already goes out now, the rest as it finishes */
+    pthread_mutex_lock(&b->lock);
+    b->starting = 0;
+    action_t a = ACT_NONE;
+    if (b->nready) {
+        take_group_locked(b);
+        a = ACT_PUBLISH;
+    }
+    pthread_mutex_unlock(&b->lock);
+    act(b, a);
+}

@@ -1,0 +1,246 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Jobs: one execution of a batch, from its start to its outcome.
+ *
+ * A job starts at once, or waits in its handler's queue while the handler
+ * runs `concurrency` jobs; it never starts past its deadline (the time it
+ * waited in the executor counts), and then ends TIMED_OUT saying so. The
+ * deadline is monotonic: the execution's timeout counted from its arrival
+ * here, or sooner the caller's absolute deadline turned into "so many ms
+ * from now" on arrival, so a wall-clock jump fires nothing early or late.
+ *
+ * job_finish records the outcome and decides what follows: FAILED and
+ * TIMED_OUT run again (the scheduler makes the retry wait durably in Kafka)
+ * while attempts are left, after a backoff with full jitter chosen here,
+ * where the handler's policy is configured; the last failing attempt ends
+ * EXHAUSTED when the execution had more than one attempt allowed. REJECTED
+ * and the exit codes an exec handler names as final never run again.
+ *
+ * When a job ends, the next queued job of its handler starts on the same
+ * thread. A queued job that ends at once (past its deadline, a spawn
+ * failure) would start the next from inside job_finish, and a long queue of
+ * those would overflow the stack: jobs started from inside job_finish go
+ * to a per-thread list that the outermost call runs in a loop.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "em_log.h"
+#include "em_util.h"
+#include "executor.h"
+
+/* ---- the retry policy --------------------------------------------------- */
+
+void ex_retry_policy_read(const em_config_t *cfg, const char *prefix, ex_retry_policy_t *p) {
+    char key[160];
+#define OR_DEFAULT(k, def) (snprintf(key, sizeof(key), "%s%s", prefix, k), em_config_int(cfg, key) ? em_config_int(cfg, key) : em_config_int(cfg, def))
+    p->max_attempts = (uint32_t)OR_DEFAULT("max_attempts", "handlers.max_attempts");
+    p->initial_ms = OR_DEFAULT("retry_initial_ms", "handlers.retry_initial_ms");
+    p->max_ms = OR_DEFAULT("retry_max_ms", "handlers.retry_max_ms");
+    p->factor = OR_DEFAULT("retry_factor", "handlers.retry_factor");
+#undef OR_DEFAULT
+    p->n_no_retry = 0;
+    if (strncmp(prefix, "exec.", 5) != 0)
+        return; /* exit codes are an exec handler's */
+    snprintf(key, sizeof(key), "%sno_retry_exit_codes", prefix);
+    size_t n = em_config_list_len(cfg, key);
+    for (size_t i = 0; i < n && p->n_no_retry < EM_ARRAY_LEN(p->no_retry_codes); i++)
+        p->no_retry_codes[p->n_no_retry++] = atoi(em_config_list_get(cfg, key, i));
+}
+
+int ex_retry_policy_check(const em_config_t *cfg, const char *prefix, const char *program) {
+    char key[160];
+    snprintf(key, sizeof(key), "%sno_retry_exit_codes", prefix);
+    size_t n = em_config_list_len(cfg, key);
+    ex_retry_policy_t p;
+    if (n > EM_ARRAY_LEN(p.no_retry_codes)) {
+        fprintf(stderr, "%s: config refused: %s: key '%s': at most %zu exit codes\n", program,
+                em_config_source(cfg, key), key, EM_ARRAY_LEN(p.no_retry_codes));
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *v = em_config_list_get(cfg, key, i);
+        char *end;
+        long code = strtol(v, &end, 10);
+        if (!*v || *end || code < 1 || code > 255) {
+            fprintf(stderr, "%s: config refused: %s: key '%s': '%s' is not an exit code (1 to 255)\n", program,
+                    em_config_source(cfg, key), key, v);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The wait before attempt `attempt + 1`: full jitter over the capped
+ * exponential backoff of the attempt-th retry. */
+static uint32_t backoff_ms(const ex_retry_policy_t *p, uint32_t attempt) {
+    int64_t cap = p->initial_ms;
+    for (uint32_t i = 1; i < attempt && cap < p->max_ms; i++)
+        cap = cap * p->factor;
+    if (cap > p->max_ms)
+        cap = p->max_ms;
+    uint64_t r = 0;
+    if (getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r))
+        r = (uint64_t)em_mono_ms() * 2654435761u;
+    return (uint32_t)(r % (uint64_t)(cap + 1));
+}
+
+static int no_retry_code(const ex_retry_policy_t *p, int code) {
+    for (size_t i = 0; i < p->n_no_retry; i++)
+        if (p->no_retry_codes[i] == code)
+            return 1;
+    return 0;
+}
+
+/* Decides whether the execution runs again, and the record's status. */
+static void decide(ex_job_t *job, ex_result_t *r) {
+    const ex_exec_t *ex = job->ex;
+    const ex_handler_t *h = job->handler;
+    r->final = 1;
+    if (!h || (r->status != EXECMESH__V1__STATUS__FAILED && r->status != EXECMESH__V1__STATUS__TIMED_OUT))
+        return;
+    uint32_t max = ex->max_attempts ? ex->max_attempts : h->retry.max_attempts;
+    if (r->status == EXECMESH__V1__STATUS__FAILED && r->exit_code && no_retry_code(&h->retry, r->exit_code))
+        return; /* the handler says this exit is final */
+    if (ex->deadline_unix_ms && em_now_unix_ms() >= ex->deadline_unix_ms)
+        return; /* the caller's deadline passed: another attempt could not start */
+    if (r->attempt < max) {
+        r->final = 0;
+        r->retry_delay_ms = backoff_ms(&h->retry, r->attempt);
+        em_metric_add(EX.m_retries, 1);
+        return;
+    }
+    if (max > 1) {
+        char msg[1200];
+        snprintf(msg, sizeof(msg), "exhausted: %u attempts; the last: %s", r->attempt,
+                 r->error ? r->error : (r->status == EXECMESH__V1__STATUS__TIMED_OUT ? "timed out" : "failed"));
+        em_utf8_trim(msg);
+        r->final_error = strdup(msg);
+        r->status = EXECMESH__V1__STATUS__EXHAUSTED;
+        em_metric_add(EX.m_exhausted, 1);
+    }
+}
+
+/* ---- the handler queue -------------------------------------------------- */
+
+static __thread int in_finish;                    /* inside job_finish on this thread */
+static __thread ex_job_t *deferred_head, *deferred_tail; /* jobs to start when it returns */
+
+/* Starts a job that holds a slot of its handler (or needs none). */
+static void job_begin(ex_job_t *job) {
+    int64_t now = em_mono_ms();
+    int64_t left = job->deadline_ms - now;
+    if (left <= 0) {
+        char msg[256];
+        int64_t queued = now - job->arrived_ms;
+        snprintf(msg, sizeof(msg), "not started: %s passed before it could start (waited %" PRId64 " ms in the executor)",
+                 job->deadline_why, queued);
+        em_metric_add(EX.m_expired, 1);
+        job_finish(job, EXECMESH__V1__STATUS__TIMED_OUT, NULL, 0, 0, msg, 0);
+        return;
+    }
+    job->run_ms = left;
+    job->started_unix_ms = em_now_unix_ms();
+    em_journal_write(EX.journal, "S %.*s %u", (int)job->ex->id.n, (const char *)job->ex->id.p,
+                     ex_batch_result(job->batch, job->idx)->attempt);
+    job->handler->run(job);
+}
+
+/* Starts a dequeued job, or defers it when called from inside job_finish. */
+static void job_begin_queued(ex_job_t *job) {
+    if (in_finish) {
+        job->next = NULL;
+        if (deferred_tail)
+            deferred_tail->next = job;
+        else
+            deferred_head = job;
+        deferred_tail = job;
+        return;
+    }
+    job_begin(job);
+}
+
+void ex_job_start(ex_job_t *job) {
+    ex_handler_t *h = job->handler;
+    if (h->async) {
+        pthread_mutex_lock(&h->lock);
+        if (h->running >= h->concurrency) {
+            job->next = NULL;
+            if (h->wait_tail)
+                h->wait_tail->next = job;
+            else
+                h->wait_head = job;
+            h->wait_tail = job;
+            pthread_mutex_unlock(&h->lock);
+            return;
+        }
+        h->running++;
+        pthread_mutex_unlock(&h->lock);
+    }
+    job_begin_queued(job);
+}
+
+/* The handler slot job held goes to the next queued job, or is freed. */
+static ex_job_t *handler_release(ex_handler_t *h) {
+    ex_job_t *next = NULL;
+    pthread_mutex_lock(&h->lock);
+    if (h->wait_head) {
+        next = h->wait_head;
+        h->wait_head = next->next;
+        if (!h->wait_head)
+            h->wait_tail = NULL;
+    } else {
+        h->running--;
+    }
+    pthread_mutex_unlock(&h->lock);
+    return next;
+}
+
+void job_finish(ex_job_t *job, Execmesh__V1__Status status, const uint8_t *output, size_t len, int owned,
+                const char *error, int exit_code) {
+    ex_batch_t *b = job->batch;
+    ex_result_t *r = ex_batch_result(b, job->idx);
+    r->status = (int)status;
+    r->attempt_status = (int)status;
+    r->output = output;
+    r->output_len = output ? len : 0;
+    if (owned)
+        r->owned_output = (char *)(uintptr_t)output;
+    if (error) {
+        size_t n = strlen(error);
+        r->error = malloc(n + 1); /* NULL when out of memory: the status still says what happened */
+        if (r->error)
+            em_utf8_clean(r->error, n + 1, (const uint8_t *)error, n);
+    }
+    r->exit_code = exit_code;
+    r->started_unix_ms = job->started_unix_ms ? job->started_unix_ms : em_now_unix_ms();
+    r->finished_unix_ms = em_now_unix_ms();
+    decide(job, r);
+    em_journal_write(EX.journal, "E %.*s %u %d", (int)job->ex->id.n, (const char *)job->ex->id.p, r->attempt,
+                     r->status);
+    if ((unsigned)r->status < EM_ARRAY_LEN(EX.m_status))
+        em_metric_add(EX.m_status[r->status], 1);
+    if (r->status != EXECMESH__V1__STATUS__SUCCEEDED)
+        em_metric_add(EX.m_failed, 1);
+
+    ex_handler_t *h = job->handler;
+    ex_job_t *next = h && h->async ? handler_release(h) : NULL; /* a job with a handler held a slot */
+    int outer = !in_finish;
+    in_finish = 1;
+    ex_batch_job_done(b, job->idx); /* b and job may be gone after this */
+    if (next)
+        job_begin_queued(next);
+    if (!outer)
+        return;
+    while (deferred_head) {
+        ex_job_t *j = deferred_head;
+        deferred_head = j->next;
+        if (!deferred_head)
+            deferred_tail = NULL;
+        job_begin(j); /* may finish at once and defer more: this loop takes them */
+    }
+    in_finish = 0;
+}

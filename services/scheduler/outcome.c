@@ -1,0 +1,253 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * What follows an attempt that did not end its execution.
+ *
+ * A retry waits durably in Kafka, never in this process: the next attempt
+ * is written to the delay topic (the execution's bytes as dispatched, with
+ * attempt + 1 and the failed attempt appended to its history), due after
+ * the backoff the executor chose from the handler's policy; the delay
+ * runner (lib/em_delay) hands it back to the requests topic when due, and
+ * it comes in again as a new record. The original record's offset is done
+ * once the delay record is stored, so a crash or a rebalance in between
+ * runs the attempt again (at least once), and nothing is lost.
+ *
+ * An executor that died while running an execution alone is a death in
+ * that execution's history, counted in the execution itself
+ * (executor_deaths), so it survives a scheduler crash: the next attempt
+ * goes through the delay topic at once, and runs alone again; at
+ * quarantine.executor_deaths the execution ends EXHAUSTED with a result the
+ * scheduler writes itself, and is never dispatched again. The death of a
+ * batch is charged to no one at first (its executions run again, each
+ * alone); it is charged to an execution that then kills an executor alone
+ * too, so a poison execution costs quarantine.executor_deaths executors in
+ * all, not one more.
+ *
+ * Storing fails rarely (Kafka down): the record is kept with the item and
+ * sent again after dispatch.retry_backoff_ms; the partition's watermark
+ * waits for it. Every function named *_locked runs with s->lock held.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "em_delay.h"
+#include "em_log.h"
+#include "em_pbwire.h"
+#include "em_util.h"
+#include "execmesh/v1/execmesh.pb-c.h"
+#include "scheduler.h"
+
+static void store_locked(scheduler_t *s, sc_item_t *it);
+
+static void store_retry(void *arg) {
+    sc_item_t *it = arg;
+    scheduler_t *s = it->s;
+    pthread_mutex_lock(&s->lock);
+    if (!it->part->owned || it->part->revoking)
+        sc_item_done_locked(s, it, 0); /* the next owner runs the attempt again */
+    else
+        store_locked(s, it);
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* Producer poll thread. */
+static void on_stored(em_delivery_t *d, const rd_kafka_message_t *msg) {
+    sc_item_t *it = EM_CONTAINER_OF(d, sc_item_t, dr);
+    scheduler_t *s = it->s;
+    if (msg->err) {
+        EM_WARN(it->out_kind == SC_OUT_DELAY ? "next attempt not stored in the delay topic, retrying"
+                                             : "final result not stored, retrying",
+                EM_F_STR("error", rd_kafka_err2name(msg->err)), EM_F_INT("partition", it->part->id),
+                EM_F_INT("offset", it->offset));
+        if (em_timer_after(s->svc.timers, s->retry_backoff_ms, store_retry, it) == EM_OK)
+            return;
+        pthread_mutex_lock(&s->lock); /* exiting: the next owner runs it again */
+        sc_item_done_locked(s, it, 0);
+        pthread_mutex_unlock(&s->lock);
+        return;
+    }
+    pthread_mutex_lock(&s->lock);
+    em_metric_add(it->out_kind == SC_OUT_DELAY ? s->m_retries : s->m_out, 1);
+    sc_item_done_locked(s, it, 1);
+    pthread_mutex_unlock(&s->lock);
+}
+
+static void store_locked(scheduler_t *s, sc_item_t *it) {
+    const uint8_t *id = sc_item_id(it);
+    em_err_t rc;
+    it->dr.done = on_stored;
+    if (it->out_kind == SC_OUT_DELAY)
+        rc = em_delay_send(s->producer, s->t_delay, id, it->id_len, it->out_rec, it->out_len, NULL,
+                           it->out_due_unix_ms, s->topic_requests, &it->dr);
+    else
+        rc = em_producer_send(s->producer, s->t_results, id, it->id_len, it->out_rec, it->out_len, NULL, 0, &it->dr);
+    if (rc != EM_OK && em_timer_after(s->svc.timers, s->retry_backoff_ms, store_retry, it) != EM_OK)
+        sc_item_done_locked(s, it, 0);
+}
+
+/* The execution as dispatched, with the next attempt's fields appended
+ * (the last value of a field wins; a history entry adds to the list). */
+static uint8_t *next_attempt_record(const sc_item_t *it, const em_attempt_t *a, int na, uint32_t deaths,
+                                    size_t *len) {
+    const uint8_t *body = GRPC_SLICE_START_PTR(it->body) + it->body_off;
+    size_t n = it->body_len + em_pb_varint_field_size(7, it->attempt + 1);
+    for (int i = 0; i < na; i++)
+        n += em_attempt_field_size(10, &a[i]);
+    if (deaths)
+        n += em_pb_varint_field_size(11, deaths);
+    uint8_t *rec = malloc(n), *o = rec;
+    if (!rec)
+        return NULL;
+    memcpy(o, body, it->body_len);
+    o += it->body_len;
+    o = em_pb_write_varint_field(o, 7, it->attempt + 1);
+    for (int i = 0; i < na; i++)
+        o = em_attempt_field_write(o, 10, &a[i]);
+    if (deaths)
+        o = em_pb_write_varint_field(o, 11, deaths);
+    *len = (size_t)(o - rec);
+    return rec;
+}
+
+void sc_retry_later_locked(scheduler_t *s, sc_item_t *it, const em_result_info_t *r) {
+    if (!it->part->owned || it->part->revoking) {
+        sc_item_done_locked(s, it, 0); /* the next owner runs this attempt again */
+        return;
+    }
+    em_attempt_t a = {.attempt = r->attempt,
+                      .status = r->status,
+                      .executor = (const char *)r->executor,
+                      .executor_len = r->executor_len,
+                      .error = (const char *)r->error,
+                      .error_len = r->error_len,
+                      .exit_code = r->exit_code,
+                      .started_unix_ms = r->started_unix_ms,
+                      .finished_unix_ms = r->finished_unix_ms};
+    it->out_rec = next_attempt_record(it, &a, 1, it->deaths, &it->out_len);
+    if (!it->out_rec) {
+        EM_ERROR("out of memory writing a retry; the attempt runs again", EM_F_INT("partition", it->part->id));
+        sc_item_done_locked(s, it, 0);
+        return;
+    }
+    it->out_kind = SC_OUT_DELAY;
+    it->out_due_unix_ms = em_now_unix_ms() + r->retry_delay_ms;
+    EM_DEBUG("attempt failed; the next waits in the delay topic", EM_F_INT("attempt", r->attempt),
+             EM_F_INT("retry_delay_ms", r->retry_delay_ms), EM_F_INT("partition", it->part->id));
+    store_locked(s, it);
+}
+
+/* The final result the scheduler writes itself: EXHAUSTED after the
+ * quarantine, with the execution's whole history and this last attempt. */
+static uint8_t *quarantine_result(const sc_item_t *it, const em_attempt_t *add, int nadd, const char *error,
+                                  size_t *len) {
+    const em_attempt_t *last = &add[nadd - 1];
+    const uint8_t *body = GRPC_SLICE_START_PTR(it->body) + it->body_off;
+    Execmesh__V1__Execution *ex = execmesh__v1__execution__unpack(NULL, it->body_len, body);
+    if (!ex)
+        return NULL;
+    Execmesh__V1__Result r = EXECMESH__V1__RESULT__INIT;
+    Execmesh__V1__Attempt la[2];
+    for (int i = 0; i < nadd && i < 2; i++) {
+        execmesh__v1__attempt__init(&la[i]);
+        la[i].attempt = add[i].attempt;
+        la[i].status = (Execmesh__V1__Status)add[i].status;
+        la[i].executor = (char *)(uintptr_t)(add[i].executor ? add[i].executor : "");
+        la[i].error = (char *)(uintptr_t)add[i].error; /* NUL-terminated: ours */
+        la[i].finished_unix_ms = add[i].finished_unix_ms;
+    }
+    Execmesh__V1__Attempt **hist = calloc(ex->n_history + 2, sizeof(*hist));
+    Execmesh__V1__Result__HeadersEntry *hv = calloc(ex->n_headers + 1, sizeof(*hv));
+    Execmesh__V1__Result__HeadersEntry **hp = calloc(ex->n_headers + 1, sizeof(*hp));
+    uint8_t *out = NULL;
+    if (hist && hv && hp) {
+        for (size_t i = 0; i < ex->n_history; i++)
+            hist[i] = ex->history[i];
+        for (int i = 0; i < nadd && i < 2; i++)
+            hist[ex->n_history + (size_t)i] = &la[i];
+        for (size_t i = 0; i < ex->n_headers; i++) {
+            execmesh__v1__result__headers_entry__init(&hv[i]);
+            hv[i].key = ex->headers[i]->key;
+            hv[i].value = ex->headers[i]->value;
+            hp[i] = &hv[i];
+        }
+        r.id = ex->id;
+        r.attempt = last->attempt;
+        r.status = EXECMESH__V1__STATUS__EXHAUSTED;
+        r.error = (char *)(uintptr_t)error;
+        r.executor = la[nadd - 1].executor;
+        r.submitted_unix_ms = ex->submitted_unix_ms;
+        r.finished_unix_ms = last->finished_unix_ms;
+        r.n_headers = ex->n_headers;
+        r.headers = hp;
+        r.final = 1;
+        r.n_history = ex->n_history + (size_t)nadd;
+        r.history = hist;
+        *len = execmesh__v1__result__get_packed_size(&r);
+        if ((out = malloc(*len ? *len : 1)))
+            execmesh__v1__result__pack(&r, out);
+    }
+    free(hist);
+    free(hv);
+    free(hp);
+    execmesh__v1__execution__free_unpacked(ex, NULL);
+    return out;
+}
+
+void sc_executor_died_locked(scheduler_t *s, sc_item_t *it, const char *executor, const char *why) {
+    em_metric_add(s->m_deaths, 1);
+    if (!it->part->owned || it->part->revoking) {
+        sc_item_done_locked(s, it, 0);
+        return;
+    }
+    /* a batch death before this one is charged now that it killed alone */
+    uint32_t deaths = it->deaths + 1 + (uint32_t)it->suspect;
+    int64_t now = em_now_unix_ms();
+    char batch_why[256];
+    em_attempt_t a[2];
+    int na = 0;
+    if (it->suspect) {
+        snprintf(batch_why, sizeof(batch_why),
+                 "executor %s died running its batch (charged once it killed an executor alone too)",
+                 it->suspect_executor[0] ? it->suspect_executor : "?");
+        a[na++] = (em_attempt_t){.attempt = it->attempt - 1,
+                                 .status = EXECMESH__V1__STATUS__FAILED,
+                                 .executor = it->suspect_executor,
+                                 .executor_len = strlen(it->suspect_executor),
+                                 .error = batch_why,
+                                 .error_len = strlen(batch_why)};
+        it->suspect = 0;
+    }
+    a[na++] = (em_attempt_t){.attempt = it->attempt,
+                             .status = EXECMESH__V1__STATUS__FAILED,
+                             .executor = executor,
+                             .executor_len = executor ? strlen(executor) : 0,
+                             .error = why,
+                             .error_len = strlen(why),
+                             .finished_unix_ms = now};
+    if (deaths >= (uint32_t)s->quarantine_deaths) {
+        char error[768];
+        snprintf(error, sizeof(error),
+                 "quarantined: %u executors died running it (quarantine.executor_deaths = %" PRId64 "); the last: %s",
+                 deaths, s->quarantine_deaths, why);
+        em_utf8_trim(error);
+        it->out_rec = quarantine_result(it, a, na, error, &it->out_len);
+        it->out_kind = SC_OUT_RESULT;
+        em_metric_add(s->m_quarantined, 1);
+        EM_ERROR("execution quarantined: it ends EXHAUSTED", EM_F_INT("deaths", deaths), EM_F_STR("last", why),
+                 EM_F_INT("partition", it->part->id), EM_F_INT("offset", it->offset));
+    } else {
+        it->out_rec = next_attempt_record(it, a, na, deaths, &it->out_len);
+        it->out_kind = SC_OUT_DELAY;
+        it->out_due_unix_ms = now;
+        EM_WARN("executor died running an execution alone", EM_F_INT("deaths", deaths), EM_F_STR("why", why),
+                EM_F_INT("partition", it->part->id), EM_F_INT("offset", it->offset));
+    }
+    if (!it->out_rec) {
+        EM_ERROR("cannot write what follows an executor death; the attempt runs again",
+                 EM_F_INT("partition", it->part->id));
+        sc_item_done_locked(s, it, 0);
+        return;
+    }
+    store_locked(s, it);
+}
