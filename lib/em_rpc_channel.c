@@ -219,16 +219,25 @@ static void call_release(em_rpc_channel_t *ch) {
     pthread_mutex_unlock(&ch->lock);
 }
 
+/* What a client call (unary or streaming) holds from the core. */
+static void call_parts_free(grpc_call *call, grpc_byte_buffer *send, grpc_byte_buffer *recv,
+                            grpc_metadata_array *md_initial, grpc_metadata_array *md_trailing, grpc_slice details,
+                            const char *error_string) {
+    if (send)
+        grpc_byte_buffer_destroy(send);
+    if (recv)
+        grpc_byte_buffer_destroy(recv);
+    grpc_metadata_array_destroy(md_initial);
+    grpc_metadata_array_destroy(md_trailing);
+    grpc_slice_unref(details);
+    if (error_string)
+        gpr_free((void *)(uintptr_t)error_string);
+    if (call)
+        grpc_call_unref(call);
+}
+
 static void ccall_free(em_rpc_ccall_t *c) {
-    if (c->send)
-        grpc_byte_buffer_destroy(c->send);
-    grpc_metadata_array_destroy(&c->md_initial);
-    grpc_metadata_array_destroy(&c->md_trailing);
-    grpc_slice_unref(c->details);
-    if (c->error_string)
-        gpr_free((void *)(uintptr_t)c->error_string);
-    if (c->call)
-        grpc_call_unref(c->call);
+    call_parts_free(c->call, c->send, c->recv, &c->md_initial, &c->md_trailing, c->details, c->error_string);
     free(c);
 }
 
@@ -370,17 +379,7 @@ typedef struct em_rpc_scall {
 } em_rpc_scall_t;
 
 static void scall_free(em_rpc_scall_t *s) {
-    if (s->send)
-        grpc_byte_buffer_destroy(s->send);
-    if (s->recv)
-        grpc_byte_buffer_destroy(s->recv);
-    grpc_metadata_array_destroy(&s->md_initial);
-    grpc_metadata_array_destroy(&s->md_trailing);
-    grpc_slice_unref(s->details);
-    if (s->error_string)
-        gpr_free((void *)(uintptr_t)s->error_string);
-    if (s->call)
-        grpc_call_unref(s->call);
+    call_parts_free(s->call, s->send, s->recv, &s->md_initial, &s->md_trailing, s->details, s->error_string);
     free(s->key_copy);
     free(s);
 }

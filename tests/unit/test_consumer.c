@@ -24,6 +24,7 @@
 
 #include "em_consumer.h"
 #include "em_util.h"
+#include "unit_wait.h"
 
 #define TOPIC "liveness"
 #define NPARTS 4
@@ -76,15 +77,7 @@ static int poll_for(fixture_t *f, int timeout_ms) {
     return total;
 }
 
-/* Polls until cond holds, at most timeout_ms; fails naming what it waited for. */
-#define POLL_UNTIL(f, cond, timeout_ms, what)                                                      \
-    do {                                                                                           \
-        int64_t until_ = em_mono_ms() + (timeout_ms);                                              \
-        while (!(cond) && em_mono_ms() < until_)                                                   \
-            poll_for((f), 50);                                                                     \
-        if (!(cond))                                                                               \
-            fail_msg("timed out after %d ms waiting for %s", (int)(timeout_ms), (what));           \
-    } while (0)
+#define POLL_UNTIL(f, cond, timeout_ms, what) UNIT_WAIT_UNTIL(poll_for((f), 50), cond, timeout_ms, what)
 
 static int setup(void **state) {
     fixture_t *f = calloc(1, sizeof(*f));

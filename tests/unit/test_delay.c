@@ -28,6 +28,7 @@
 #include "em_metrics.h"
 #include "em_producer.h"
 #include "em_util.h"
+#include "unit_wait.h"
 
 #define DELAY_TOPIC "execmesh.delay"
 #define TARGET "execmesh.requests"
@@ -186,15 +187,7 @@ static int64_t metric(em_metrics_t *m, const char *name) {
     return v;
 }
 
-/* Reads the target until cond holds, at most timeout_ms; fails naming what it waited for. */
-#define POLL_UNTIL(f, cond, timeout_ms, what)                                                      \
-    do {                                                                                           \
-        int64_t until_ = em_mono_ms() + (timeout_ms);                                              \
-        while (!(cond) && em_mono_ms() < until_)                                                   \
-            read_target((f), 50);                                                                  \
-        if (!(cond))                                                                               \
-            fail_msg("timed out after %d ms waiting for %s", (int)(timeout_ms), (what));           \
-    } while (0)
+#define POLL_UNTIL(f, cond, timeout_ms, what) UNIT_WAIT_UNTIL(read_target((f), 50), cond, timeout_ms, what)
 
 static em_delay_t *runner(fixture_t *f, em_metrics_t *m, int max_inflight) {
     /* a short session: a runner that stopped is out of the group soon */
@@ -340,8 +333,10 @@ static void forwards_each_record_once_when_due(void **state) {
     assert_int_equal(target_end(f), N); /* stored once each: no duplicate */
     for (int i = 0; i < N; i++) {
         const rec_t *r = got_key(f, w[i].key);
-        if (!r)
+        if (!r) {
             fail_msg("%s was not forwarded", w[i].key);
+            return; /* not reached: fail_msg ends the test */
+        }
         char val[64], from[128];
         snprintf(val, sizeof(val), "value of %s", w[i].key);
         snprintf(from, sizeof(from), DELAY_TOPIC "/%d/%lld", (int)s[i].partition, (long long)s[i].offset);
@@ -417,10 +412,14 @@ static void records_without_a_target_are_skipped(void **state) {
     f->d = runner(f, f->m, 1);
     POLL_UNTIL(f, f->ngot >= 2 && committed_is(f, 3, 2), 15000, "the valid records forwarded, all committed");
     assert_int_equal(f->ngot, 2);
-    assert_non_null(got_key(f, "bad-due"));
+    const rec_t *bad_due = got_key(f, "bad-due");
     assert_non_null(got_key(f, "good"));
-    assert_false(got_key(f, "bad-due")->has_due);
-    assert_false(got_key(f, "bad-due")->has_target);
+    if (!bad_due) {
+        fail_msg("bad-due was not forwarded");
+        return;
+    }
+    assert_false(bad_due->has_due);
+    assert_false(bad_due->has_target);
     assert_int_equal(metric(f->m, "execmesh_delay_skipped_total"), 3);
     assert_int_equal(metric(f->m, "execmesh_delay_forwarded_total"), 2);
 
