@@ -49,6 +49,20 @@ def wait_results(m, want, timeout, what):
     return last
 
 
+def report(name, got, ids):
+    """One line of figures per test: executions, attempts (records), final statuses, lost, and
+    duplicates: final records beyond one per execution (a re-run after a crash)."""
+    records = [r for i in ids for r in got.get(i, [])]
+    finals = {}
+    for r in records:
+        if r.final:
+            finals[pb.Status.Name(r.status)] = finals.get(pb.Status.Name(r.status), 0) + 1
+    lost = sum(1 for i in ids if not any(r.final for r in got.get(i, [])))
+    dups = sum(max(0, sum(1 for r in got.get(i, []) if r.final) - 1) for i in ids)
+    print(f"\nLIFECYCLE {name}: executions={len(ids)} attempts={len(records)} finals={dict(sorted(finals.items()))} "
+          f"lost={lost} duplicates={dups}")
+
+
 def wait_delay_drained(m, timeout=60):
     """The delay runners' group committed the end of the delay topic: no
     retry is left waiting or half forwarded."""
@@ -95,6 +109,7 @@ def test_failed_attempts_retry_then_exhausted_with_history():
         assert sched.metric("execmesh_scheduler_retries_total") == 40
         m.wait_lag_zero(60)
         wait_delay_drained(m)
+        report("retries", got, fails + echoes + once + rejected)
     finally:
         m.close()
 
@@ -126,6 +141,7 @@ def test_a_waiting_retry_survives_a_scheduler_crash():
         m.wait_lag_zero(60)
         wait_delay_drained(m)
         assert sched2.alive()
+        report("retry_survives_crash", read_all_results(m), ids)
     finally:
         m.close()
 
@@ -170,6 +186,7 @@ def test_a_long_job_runs_once_and_holds_back_nothing():
                 starts = [line for line in f if line.split()[1:3] == ["S", "long"]]  # "<ms> S <id> <attempt>"
             assert len(starts) == 1, starts  # ran once: no connection age, deadline or retry repeated it
             m.wait_lag_zero(30)
+            report(f"long_job_{ms}ms", read_all_results(m), echoes + ["long"])
         finally:
             m.close()
 
@@ -222,9 +239,8 @@ def test_a_poison_execution_is_quarantined_and_the_rest_complete():
         bad = {i: [(r.status, r.attempt) for r in got[i]] for i in ids
                if not got[i] or any(r.status != SUCCEEDED for r in got[i]) or len(got[i]) > 1 + len(restarts)}
         assert not bad, f"{len(bad)} ordinary executions did not end SUCCEEDED: {list(bad.items())[:5]}"
-        dups = sum(len(got[i]) - 1 for i in ids)
-        print(f"poison: {len(restarts)} executor deaths, {len(final[0].history)} attempts of the poison, "
-              f"{len(ids)} ordinary executions all SUCCEEDED, {dups} duplicates")
+        report("poison", got, ids + ["poison"])
+        print(f"LIFECYCLE poison: executor_deaths={len(restarts)} poison_attempts={len(final[0].history)}")
         assert sched.metric("execmesh_scheduler_quarantined_total") == 1
         m.wait_lag_zero(60)
         wait_delay_drained(m)
