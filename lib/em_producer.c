@@ -340,18 +340,39 @@ void em_producer_opts_from_config(const em_config_t *cfg, const char *client_id,
     o->message_timeout_ms = (int)em_config_int(cfg, "kafka.message_timeout_ms");
     o->queue_max_messages = (int)em_config_int(cfg, "kafka.queue_max_messages");
     o->queue_max_kbytes = (int)em_config_int(cfg, "kafka.queue_max_kbytes");
+    o->max_message_bytes = (int)em_config_int(cfg, "kafka.max_message_bytes");
     o->probe_interval_ms = (int)em_config_int(cfg, "kafka.probe_interval_ms");
     o->nextra = em_kafka_extra_from_config(cfg, extra);
     o->extra = extra;
 }
 
+int em_producer_check_config(const em_config_t *cfg, const char *program) {
+    size_t n = em_config_list_len(cfg, "kafka.properties");
+    for (size_t i = 0; i < n; i++) {
+        const char *prop = em_config_list_get(cfg, "kafka.properties", i);
+        size_t kl = strcspn(prop, "=");
+        while (kl > 0 && prop[kl - 1] == ' ')
+            kl--;
+        if (kl == strlen("message.max.bytes") && strncmp(prop, "message.max.bytes", kl) == 0) {
+            fprintf(stderr,
+                    "%s: config refused: %s: key 'kafka.properties': '%s': set kafka.max_message_bytes instead "
+                    "(every size limit of the mesh derives from it)\n",
+                    program, em_config_source(cfg, "kafka.properties"), prop);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 em_producer_t *em_producer_new(const em_producer_opts_t *o, char *errstr, size_t errstr_size) {
-    char linger[32], batch[32], timeout[32], qmsgs[32], qkb[32];
+    char linger[32], batch[32], timeout[32], qmsgs[32], qkb[32], maxmsg[32];
     snprintf(linger, sizeof(linger), "%d", o->linger_ms);
     snprintf(batch, sizeof(batch), "%d", o->batch_size);
     snprintf(timeout, sizeof(timeout), "%d", o->message_timeout_ms);
     snprintf(qmsgs, sizeof(qmsgs), "%d", o->queue_max_messages);
     snprintf(qkb, sizeof(qkb), "%d", o->queue_max_kbytes);
+    snprintf(maxmsg, sizeof(maxmsg), "%d",
+             o->max_message_bytes > 0 ? o->max_message_bytes : EM_KAFKA_MAX_MESSAGE_DEFAULT);
     const em_kafka_prop_t props[] = {
         {"enable.idempotence", "true"},
         {"acks", "all"},
@@ -360,6 +381,7 @@ em_producer_t *em_producer_new(const em_producer_opts_t *o, char *errstr, size_t
         {"message.timeout.ms", timeout},
         {"queue.buffering.max.messages", qmsgs},
         {"queue.buffering.max.kbytes", qkb},
+        {"message.max.bytes", maxmsg},
         {"compression.type", "none"},
         {"socket.nagle.disable", "true"},
         {"reconnect.backoff.ms", "50"},

@@ -33,9 +33,16 @@
 #include "em_health.h"
 #include "em_kafka.h"
 
+#include "em_sizes.h"
+
 /* The Kafka settings of a service that produces (see em_producer_opts_from_config). */
 #define EM_KAFKA_SETTINGS                                                                                    \
     {"kafka.bootstrap", EM_CFG_STR, "127.0.0.1:9092", 1, 4095, "Kafka bootstrap servers, HOST:PORT[,HOST:PORT...]."}, \
+    {"kafka.max_message_bytes", EM_CFG_INT, "1000000", 131072, 100000000,                                     \
+     "The producer's message.max.bytes, the one limit every size of the mesh derives from (the largest "       \
+     "execution is this minus 65536). Must not exceed the topics' max.message.bytes minus 588 (the broker "    \
+     "default 1048588 allows up to 1048000); set it alike on every scheduler and sink, and set the "          \
+     "executors' publish.max_result_bytes to it. Not settable through kafka.properties."},                   \
     {"kafka.properties", EM_CFG_STRLIST, "", 0, EM_KAFKA_MAX_EXTRA,                                                             \
      "Extra librdkafka properties as \"key=value\" strings, applied last (security.protocol, sasl.* ...)."},   \
     {"kafka.topic_requests", EM_CFG_STR, "execmesh.requests", 1, 249, "Topic of incoming executions."},        \
@@ -67,6 +74,7 @@ typedef struct em_producer_opts {
     int message_timeout_ms;
     int queue_max_messages;
     int queue_max_kbytes;
+    int max_message_bytes;       /* message.max.bytes; 0: librdkafka's default (1000000) */
     int probe_interval_ms;
     const char *const *extra;    /* "key=value" librdkafka properties */
     size_t nextra;
@@ -78,6 +86,12 @@ typedef struct em_producer_opts {
  * EM_KAFKA_MAX_EXTRA are used). probe_topic and health are left for the caller. */
 void em_producer_opts_from_config(const em_config_t *cfg, const char *client_id, const char *extra[EM_KAFKA_MAX_EXTRA],
                                   em_producer_opts_t *opts);
+
+/* Refuses (-1, after printing "PROGRAM: config refused: FILE:LINE: key 'K':
+ * REASON" on stderr) what would break the size model: message.max.bytes in
+ * kafka.properties (kafka.max_message_bytes sets it). For a service's
+ * validate hook. */
+int em_producer_check_config(const em_config_t *cfg, const char *program);
 
 em_producer_t *em_producer_new(const em_producer_opts_t *opts, char *errstr, size_t errstr_size);
 /* Stops the threads and destroys the handle; messages still queued are

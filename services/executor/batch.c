@@ -13,10 +13,13 @@
  *      sink acknowledged a group, streamed to the caller as one response
  *      message: what finished while the first jobs ran goes out as soon
  *      as they are started; later completions go out one publish round
- *      trip (or execute.flush_ms) later, grouped. A long execution holds
+ *      trip (or execute.flush_ms) later, grouped. A group holds at most
+ *      publish.group_max_bytes (a larger one is split, the rest following
+ *      at once), so no message passes gRPC's cap. A long execution holds
  *      back nothing but itself. After the last result the call ends OK.
  *
- * A group whose publish fails for good, or a drain past its deadline, ends
+ * A group whose publish fails for good (a sink answering INVALID_ARGUMENT
+ * at once: it would refuse it again), or a drain past its deadline, ends
  * the call with ABORTED (the executor is alive: the scheduler dispatches
  * every execution not yet answered again, counting no executor death);
  * jobs still running finish, unpublished, and the batch is freed after the
@@ -51,6 +54,7 @@ struct ex_batch {
     int publishing;        /* a publish (or its retry timer) is under way */
     int flush_armed;
     int call_ended;        /* answered for good: later results are dropped */
+    int split;             /* the last group left ready results behind (publish.group_max_bytes): next at once */
     grpc_slice packed;     /* the group being published, as PublishRequest == ExecuteResponse bytes */
     int publish_tries;
 };
@@ -93,7 +97,9 @@ static em_attempt_t attempt_of(const ex_result_t *r) {
 
 /* The final result of an execution that had earlier attempts carries them
  * all, this one last. */
-static int with_history(const ex_exec_t *ex, const ex_result_t *r) { return r->final && ex->nhistory > 0; }
+static int with_history(const ex_exec_t *ex, const ex_result_t *r) {
+    return r->final && ex->nhistory > 0 && !r->bare;
+}
 
 static const char *record_error(const ex_result_t *r) { return r->final_error ? r->final_error : r->error; }
 
@@ -117,7 +123,7 @@ static size_t result_size(const ex_batch_t *b, size_t i) {
     if (ex->submitted_unix_ms)
         n += em_pb_varint_field_size(8, (uint64_t)ex->submitted_unix_ms);
     n += em_pb_varint_field_size(9, (uint64_t)r->started_unix_ms) + em_pb_varint_field_size(10, (uint64_t)r->finished_unix_ms);
-    for (size_t k = 0; k < ex->nheaders; k++)
+    for (size_t k = 0; k < ex->nheaders && !r->bare; k++)
         n += em_pb_len_field_size(11, ex->headers[k].n);
     if (r->final)
         n += em_pb_varint_field_size(12, 1);
@@ -151,7 +157,7 @@ static uint8_t *result_write(uint8_t *o, const ex_batch_t *b, size_t i) {
         o = em_pb_write_varint_field(o, 8, (uint64_t)ex->submitted_unix_ms);
     o = em_pb_write_varint_field(o, 9, (uint64_t)r->started_unix_ms);
     o = em_pb_write_varint_field(o, 10, (uint64_t)r->finished_unix_ms);
-    for (size_t k = 0; k < ex->nheaders; k++) /* the map entries, as they came */
+    for (size_t k = 0; k < ex->nheaders && !r->bare; k++) /* the map entries, as they came */
         o = em_pb_write_len_field(o, 11, ex->headers[k].p, ex->headers[k].n);
     if (r->final)
         o = em_pb_write_varint_field(o, 12, 1);
@@ -165,6 +171,8 @@ static uint8_t *result_write(uint8_t *o, const ex_batch_t *b, size_t i) {
         o = em_pb_write_varint_field(o, 14, r->retry_delay_ms);
     return o;
 }
+
+size_t ex_batch_result_bytes(const ex_batch_t *b, size_t idx) { return result_size(b, idx); }
 
 /* The results of idx[0..n) as ExecuteResponse bytes, which are also
  * PublishRequest bytes (both are repeated Result results = 1): written
@@ -195,7 +203,7 @@ static action_t next_action_locked(ex_batch_t *b) {
         return b->unfinished == 0 && !b->flush_armed ? ACT_FREE : ACT_NONE;
     if (b->nready == 0)
         return ACT_NONE;
-    if (b->unfinished == 0 || EX.flush_ms == 0)
+    if (b->unfinished == 0 || EX.flush_ms == 0 || b->split)
         return ACT_PUBLISH;
     if (b->flush_armed)
         return ACT_NONE;
@@ -218,13 +226,26 @@ static void act(ex_batch_t *b, action_t a) {
     }
 }
 
-/* Takes the next group (b->lock held): ready becomes the publish set. */
+/* Takes the next group (b->lock held): the ready results, in order, up to
+ * publish.group_max_bytes (one at least: a result fits, validate_sizes saw
+ * to it), so no Publish and no Execute answer message passes gRPC's cap.
+ * What is left goes in the next group, at once. */
 static void take_group_locked(ex_batch_t *b) {
-    size_t *t = b->pub;
-    b->pub = b->ready;
-    b->npub = b->nready;
-    b->ready = t;
-    b->nready = 0;
+    size_t k = 0, bytes = 0;
+    while (k < b->nready) {
+        size_t w = em_pb_len_field_size(1, result_size(b, b->ready[k]));
+        if (k > 0 && (int64_t)(bytes + w) > EX.group_max_bytes)
+            break;
+        bytes += w;
+        k++;
+    }
+    memcpy(b->pub, b->ready, k * sizeof(*b->pub));
+    memmove(b->ready, b->ready + k, (b->nready - k) * sizeof(*b->ready));
+    b->npub = k;
+    b->nready -= k;
+    b->split = b->nready > 0;
+    if (b->split)
+        em_metric_add(EX.m_group_splits, 1);
     b->publishing = 1;
     b->publish_tries = 0;
 }
@@ -307,6 +328,18 @@ static void on_published(void *arg, grpc_status_code code, const char *details, 
         return;
     }
     em_metric_add(EX.m_publish_failed, 1);
+    if (code == GRPC_STATUS_INVALID_ARGUMENT) {
+        /* the sink will refuse these results however often they are sent
+         * (a result over its Kafka limit: publish.max_result_bytes is above
+         * the sinks' kafka.max_message_bytes); the scheduler decides what
+         * runs again */
+        char msg[512];
+        EM_ERROR("a sink refused results as invalid; the batch ends ABORTED, not published again",
+                 EM_F_STR("details", details), EM_F_INT("results", b->npub));
+        snprintf(msg, sizeof(msg), "result sink refused the results: %s", details);
+        batch_fail(b, GRPC_STATUS_ABORTED, msg);
+        return;
+    }
     int64_t left = em_rpc_call_remaining_ms(b->call);
     EM_WARN("publish to sink failed", EM_F_STR("code", em_rpc_status_name(code)), EM_F_STR("details", details),
             EM_F_INT("results", b->npub), EM_F_INT("try", b->publish_tries), EM_F_INT("call_ms_left", left));
@@ -396,6 +429,7 @@ static em_err_t read_execution(em_arena_t *a, const uint8_t *buf, size_t len, ex
     }
     if (rc != EM_ENOTFOUND)
         return EM_EINVAL;
+    ex->wire_len = len;
     if (nh == 0 && nhist == 0) /* the common case: one pass */
         return EM_OK;
     if ((nh && !(ex->headers = em_arena_alloc(a, nh * sizeof(*ex->headers), 0))) ||

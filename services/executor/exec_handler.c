@@ -4,7 +4,9 @@
  * execution (lib/em_child): the payload on its stdin, its stdout as the
  * output, its exit code in the result; past max_output_bytes of stdout the
  * execution FAILS (output is never truncated: a cut result would look whole
- * to its reader). A non-zero exit or a signal FAILS with the tail of stderr
+ * to its reader). max_output_bytes defaults to publish.max_result_bytes -
+ * EM_SIZE_RESERVE, so an output within it leaves room for the rest of its
+ * result (the size model in lib/em_sizes.h). A non-zero exit or a signal FAILS with the tail of stderr
  * in the error; past the execution's timeout it is TIMED_OUT (SIGTERM to the
  * child's process group, SIGKILL after kill_grace_ms).
  *
@@ -189,6 +191,8 @@ ex_exec_conf_t *ex_exec_conf_new(const em_config_t *cfg, const char *name, em_me
     c->base.argv = (const char *const *)c->argv;
     c->base.envp = (const char *const *)c->envp;
     c->base.max_output = (size_t)em_config_int(cfg, KEY("max_output_bytes"));
+    if (!c->base.max_output) /* the size model: the output and the rest of its result fit (lib/em_sizes.h) */
+        c->base.max_output = (size_t)(em_config_int(cfg, "publish.max_result_bytes") - EM_SIZE_RESERVE);
     c->base.kill_grace_ms = em_config_int(cfg, KEY("kill_grace_ms"));
     c->base.limits.cpu_seconds = em_config_int(cfg, KEY("cpu_seconds"));
     c->base.limits.memory_mb = em_config_int(cfg, KEY("memory_mb"));

@@ -26,6 +26,7 @@
 #include "em_config.h"
 #include "em_journal.h"
 #include "em_metrics.h"
+#include "em_sizes.h"
 #include "em_rpc_channel.h"
 #include "em_service.h"
 #include "em_timer.h"
@@ -52,6 +53,7 @@ typedef struct ex_exec {
     size_t nhistory;
     uint32_t timeout_ms, attempt, max_attempts;
     int64_t submitted_unix_ms, deadline_unix_ms;
+    size_t wire_len; /* its encoded size as received: a retry's record is this plus one history entry */
 } ex_exec_t;
 
 typedef struct ex_job {
@@ -108,6 +110,8 @@ typedef struct ex_result {
     char *error;        /* this attempt's error (malloc'd, valid UTF-8), or NULL */
     char *final_error;  /* the record's error when it differs (EXHAUSTED), or NULL */
     int64_t started_unix_ms, finished_unix_ms;
+    int too_large;      /* it ended FAILED because it would have exceeded publish.max_result_bytes */
+    int bare;           /* too large even without its output: headers and history left out too */
 } ex_result_t;
 
 /* The executor: one per process. */
@@ -122,12 +126,14 @@ typedef struct executor {
     int64_t publish_timeout_ms;
     int64_t publish_backoff_ms;
     int64_t flush_ms;
+    int64_t max_result_bytes; /* publish.max_result_bytes: a result's Kafka record, key included */
+    int64_t group_max_bytes;  /* publish.group_max_bytes: one Publish / one Execute answer message */
     atomic_int inflight;
     atomic_int batches;
     em_journal_t *journal;
     size_t replica_len;
     em_metric_t *m_in, *m_out, *m_failed, *m_inflight, *m_busy, *m_publish_failed, *m_retries, *m_exhausted;
-    em_metric_t *m_expired;
+    em_metric_t *m_expired, *m_too_large, *m_history_full, *m_group_splits;
     em_metric_t *m_status[7];
 } executor_t;
 
@@ -147,6 +153,9 @@ void ex_on_execute(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_t le
 /* A job of b finished (its result is in b's results). Any thread. */
 void ex_batch_job_done(ex_batch_t *b, size_t idx);
 ex_result_t *ex_batch_result(ex_batch_t *b, size_t idx);
+/* The bytes of result idx encoded as it stands now (the Result message,
+ * without its Kafka key). Any thread, before ex_batch_job_done. */
+size_t ex_batch_result_bytes(const ex_batch_t *b, size_t idx);
 
 /* jobs.c */
 /* Starts job now, or queues it behind its handler's concurrency. Past its

@@ -16,6 +16,14 @@
  * EXHAUSTED when the execution had more than one attempt allowed. REJECTED
  * and the exit codes an exec handler names as final never run again.
  *
+ * Sizes (the model in lib/em_sizes.h): an error is kept to
+ * EM_SIZE_ERROR_MAX bytes; a result that would exceed
+ * publish.max_result_bytes ends FAILED, final, its output dropped; a failed
+ * attempt is not retried once the next attempt's record (this execution
+ * plus this attempt's history entry) would pass publish.max_result_bytes -
+ * EM_SIZE_RETRY_ROOM: the execution ends EXHAUSTED saying the history is
+ * full.
+ *
  * When a job ends, the next queued job of its handler starts on the same
  * thread. A queued job that ends at once (past its deadline, a spawn
  * failure) would start the next from inside job_finish, and a long queue of
@@ -28,6 +36,7 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "em_execution.h"
 #include "em_log.h"
 #include "em_util.h"
 #include "executor.h"
@@ -95,11 +104,28 @@ static int no_retry_code(const ex_retry_policy_t *p, int code) {
     return 0;
 }
 
+/* This attempt as the history entry the scheduler appends to the next
+ * attempt's record (and the last one of a final result's history). */
+static size_t history_entry_bytes(const ex_result_t *r) {
+    em_attempt_t a = {.attempt = r->attempt,
+                      .status = r->attempt_status,
+                      .executor = EX.svc.replica,
+                      .executor_len = EX.replica_len,
+                      .error = r->error,
+                      .error_len = r->error ? strlen(r->error) : 0,
+                      .exit_code = r->exit_code,
+                      .started_unix_ms = r->started_unix_ms,
+                      .finished_unix_ms = r->finished_unix_ms};
+    return em_attempt_field_size(10, &a);
+}
+
 /* Decides whether the execution runs again, and the record's status. */
 static void decide(ex_job_t *job, ex_result_t *r) {
     const ex_exec_t *ex = job->ex;
     const ex_handler_t *h = job->handler;
     r->final = 1;
+    if (r->too_large) /* it would be as large again */
+        return;
     if (!h || (r->status != EXECMESH__V1__STATUS__FAILED && r->status != EXECMESH__V1__STATUS__TIMED_OUT))
         return;
     uint32_t max = ex->max_attempts ? ex->max_attempts : h->retry.max_attempts;
@@ -107,15 +133,28 @@ static void decide(ex_job_t *job, ex_result_t *r) {
         return; /* the handler says this exit is final */
     if (ex->deadline_unix_ms && em_now_unix_ms() >= ex->deadline_unix_ms)
         return; /* the caller's deadline passed: another attempt could not start */
-    if (r->attempt < max) {
+    /* The next attempt's record is this execution plus this attempt's
+     * history entry (and two varints): it must stay within the size model's
+     * room for a retry (lib/em_sizes.h), so the history cannot grow
+     * without bound however many attempts are allowed. */
+    size_t next = ex->wire_len + history_entry_bytes(r) + 24;
+    int history_full = (int64_t)next > EX.max_result_bytes - EM_SIZE_RETRY_ROOM;
+    if (r->attempt < max && !history_full) {
         r->final = 0;
         r->retry_delay_ms = backoff_ms(&h->retry, r->attempt);
         em_metric_add(EX.m_retries, 1);
         return;
     }
+    if (r->attempt < max)
+        em_metric_add(EX.m_history_full, 1);
     if (max > 1) {
-        char msg[1200];
-        snprintf(msg, sizeof(msg), "exhausted: %u attempts; the last: %s", r->attempt,
+        char msg[1200], full[200] = "";
+        if (r->attempt < max)
+            snprintf(full, sizeof(full),
+                     " of %u allowed: the attempt history is full (the next attempt would be %zu bytes, limit %" PRId64
+                     " = publish.max_result_bytes - %d)",
+                     max, next, EX.max_result_bytes - EM_SIZE_RETRY_ROOM, EM_SIZE_RETRY_ROOM);
+        snprintf(msg, sizeof(msg), "exhausted: %u attempts%s; the last: %s", r->attempt, full,
                  r->error ? r->error : (r->status == EXECMESH__V1__STATUS__TIMED_OUT ? "timed out" : "failed"));
         em_utf8_trim(msg);
         r->final_error = strdup(msg);
@@ -199,6 +238,69 @@ static ex_job_t *handler_release(ex_handler_t *h) {
     return next;
 }
 
+/* A copy of error[0..n) as valid UTF-8, cut to EM_SIZE_ERROR_MAX - 1 bytes
+ * (never inside a code point); NULL when out of memory. */
+static char *error_copy(const char *error) {
+    size_t n = strlen(error);
+    if (n > EM_SIZE_ERROR_MAX - 1)
+        n = EM_SIZE_ERROR_MAX - 1;
+    char *e = malloc(n + 1);
+    if (e)
+        em_utf8_clean(e, n + 1, (const uint8_t *)error, n);
+    return e;
+}
+
+/* The record of result r at its largest: the Result final, with the
+ * history and an EXHAUSTED error (at most 1200 bytes), its key and Kafka's
+ * framing. */
+static size_t record_bytes(ex_job_t *job, ex_result_t *r) {
+    int final = r->final;
+    r->final = 1;
+    size_t bytes = ex_batch_result_bytes(job->batch, job->idx) + job->ex->id.n + EM_SIZE_RECORD_OVERHEAD + 1200 + 16;
+    r->final = final;
+    return bytes;
+}
+
+/* A result that would not fit the sinks' Kafka limit ends FAILED, final,
+ * with its output dropped and the sizes named: never published oversize.
+ * When even that does not fit (publish.max_result_bytes set below the
+ * schedulers' kafka.max_message_bytes), its headers and history are left
+ * out too. */
+static void check_size(ex_job_t *job, ex_result_t *r) {
+    size_t bytes = record_bytes(job, r);
+    if ((int64_t)bytes <= EX.max_result_bytes)
+        return;
+    char msg[EM_SIZE_ERROR_MAX];
+    size_t output_len = r->output_len;
+    EM_WARN("result too large: it ends FAILED with its output dropped", EM_F_UINT("bytes", bytes),
+            EM_F_INT("limit", EX.max_result_bytes), EM_F_UINT("output_bytes", output_len),
+            EM_F_INT("handler_status", r->status));
+    free(r->owned_output);
+    r->owned_output = NULL;
+    r->output = NULL;
+    r->output_len = 0;
+    r->status = EXECMESH__V1__STATUS__FAILED;
+    r->attempt_status = EXECMESH__V1__STATUS__FAILED;
+    r->too_large = 1;
+    em_metric_add(EX.m_too_large, 1);
+    char *was = r->error; /* the attempt's own error, quoted */
+    r->error = NULL;
+    for (int pass = 0; pass < 2; pass++) {
+        snprintf(msg, sizeof(msg),
+                 "result too large: %zu bytes, limit %" PRId64 " (publish.max_result_bytes); its output of %zu bytes "
+                 "was dropped%s%s%s",
+                 bytes, EX.max_result_bytes, output_len, r->bare ? ", and its headers and history" : "",
+                 was ? "; the attempt's error: " : "", was ? was : "");
+        em_utf8_trim(msg);
+        free(r->error);
+        r->error = error_copy(msg);
+        if (r->bare || (int64_t)record_bytes(job, r) <= EX.max_result_bytes)
+            break;
+        r->bare = 1;
+    }
+    free(was);
+}
+
 void job_finish(ex_job_t *job, Execmesh__V1__Status status, const uint8_t *output, size_t len, int owned,
                 const char *error, int exit_code) {
     ex_batch_t *b = job->batch;
@@ -209,15 +311,12 @@ void job_finish(ex_job_t *job, Execmesh__V1__Status status, const uint8_t *outpu
     r->output_len = output ? len : 0;
     if (owned)
         r->owned_output = (char *)(uintptr_t)output;
-    if (error) {
-        size_t n = strlen(error);
-        r->error = malloc(n + 1); /* NULL when out of memory: the status still says what happened */
-        if (r->error)
-            em_utf8_clean(r->error, n + 1, (const uint8_t *)error, n);
-    }
+    if (error)
+        r->error = error_copy(error); /* NULL when out of memory: the status still says what happened */
     r->exit_code = exit_code;
     r->started_unix_ms = job->started_unix_ms ? job->started_unix_ms : em_now_unix_ms();
     r->finished_unix_ms = em_now_unix_ms();
+    check_size(job, r);
     decide(job, r);
     em_journal_write(EX.journal, "E %.*s %u %d", (int)job->ex->id.n, (const char *)job->ex->id.p, r->attempt,
                      r->status);

@@ -7,6 +7,7 @@
  * the sink acknowledged is streamed back to the caller (batch.c, jobs.c).
  * Never talks to Kafka, so it stays SERVING through a broker outage.
  */
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,8 +63,10 @@ static const em_setting_t executor_settings[] = {
      "Exec handler NAME: exit codes (1 to 255) that end the execution FAILED at once, never retried."},
     {"exec.*.kill_grace_ms", EM_CFG_INT, "2000", 0, 600000,
      "Exec handler NAME: wait between SIGTERM and SIGKILL to the child's process group on a timeout."},
-    {"exec.*.max_output_bytes", EM_CFG_INT, "1048576", 0, 16777216,
-     "Exec handler NAME: stdout beyond this many bytes FAILS the execution (the child is killed; output is never truncated)."},
+    {"exec.*.max_output_bytes", EM_CFG_INT, "0", 0, 16777216,
+     "Exec handler NAME: stdout beyond this many bytes FAILS the execution (the child is killed; output is never "
+     "truncated). 0: publish.max_result_bytes - 65536, which leaves room for the rest of the result; more lets a "
+     "larger output through to the result size check (publish.max_result_bytes)."},
     {"exec.*.cpu_seconds", EM_CFG_INT, "0", 0, 604800,
      "Exec handler NAME: RLIMIT_CPU of the child (SIGXCPU, then SIGKILL a second later); 0: the executor's own."},
     {"exec.*.memory_mb", EM_CFG_INT, "0", 0, 4194304,
@@ -76,6 +79,16 @@ static const em_setting_t executor_settings[] = {
     {"executor.journal", EM_CFG_STR, "", 0, 4095,
      "If set, a line per execution started (S), finished (E), answered after its result was stored (D) or answered with an error (X) is appended here (for fault tests)."},
     {"publish.timeout_ms", EM_CFG_INT, "10000", 100, 600000, "Deadline of one Publish call to a sink."},
+    {"publish.max_result_bytes", EM_CFG_INT, "1000000", 131072, 100000000,
+     "Largest result published, counted as its Kafka record (the Result, its id as the key, framing): a result "
+     "that would be larger ends FAILED, final, naming its size and this limit, its output dropped (never "
+     "published oversize). Must not exceed the sinks' kafka.max_message_bytes (set it equal); a failed attempt "
+     "is retried only while its next record stays within this - 24576 (the attempt history cannot grow "
+     "without bound)."},
+    {"publish.group_max_bytes", EM_CFG_INT, "4194304", 131072, 268435456,
+     "Most bytes of results in one Publish call and one Execute answer message (a larger group of finished "
+     "results is split). At least publish.max_result_bytes and at most grpc.max_message_bytes - 65536, else "
+     "refused at start; the sinks' and schedulers' grpc.max_message_bytes must be at least this + 65536."},
     {"publish.retry_backoff_ms", EM_CFG_INT, "50", 1, 60000,
      "Wait before publishing a batch's results again after a failed Publish."},
     {"execute.flush_ms", EM_CFG_INT, "5", 0, 10000,
@@ -84,6 +97,7 @@ static const em_setting_t executor_settings[] = {
 };
 
 static int validate_handlers(const em_config_t *cfg);
+static int validate_sizes(const em_config_t *cfg);
 
 static const em_service_desc_t executor_desc = {
     .name = "executor",
@@ -97,6 +111,39 @@ static const em_service_desc_t executor_desc = {
 ex_env_t ex_env;
 
 executor_t EX;
+
+/* Refuses a pair of settings that disagree, naming the one the file (or
+ * --set) gave: key when it was set, else other. Returns -1. */
+static int refuse_sizes(const em_config_t *cfg, const char *key, const char *other, const char *why) {
+    const char *blame = strcmp(em_config_source(cfg, key), "default") != 0 ? key : other;
+    fprintf(stderr, "execmesh-executor: config refused: %s: key '%s': %s\n", em_config_source(cfg, blame), blame,
+            why);
+    return -1;
+}
+
+/* The size model (lib/em_sizes.h): a result always fits a group, and a
+ * group one gRPC message. */
+static int validate_sizes(const em_config_t *cfg) {
+    char why[512];
+    int64_t result = em_config_int(cfg, "publish.max_result_bytes");
+    int64_t group = em_config_int(cfg, "publish.group_max_bytes");
+    int64_t grpc_max = em_config_int(cfg, "grpc.max_message_bytes");
+    if (group < result) {
+        snprintf(why, sizeof(why),
+                 "publish.group_max_bytes %" PRId64 " is less than publish.max_result_bytes %" PRId64
+                 ": one result must fit in a group",
+                 group, result);
+        return refuse_sizes(cfg, "publish.group_max_bytes", "publish.max_result_bytes", why);
+    }
+    if (group > grpc_max - EM_SIZE_GRPC_MARGIN) {
+        snprintf(why, sizeof(why),
+                 "publish.group_max_bytes %" PRId64 " is more than grpc.max_message_bytes %" PRId64
+                 " - %d: a group must fit in one gRPC message",
+                 group, grpc_max, EM_SIZE_GRPC_MARGIN);
+        return refuse_sizes(cfg, "publish.group_max_bytes", "grpc.max_message_bytes", why);
+    }
+    return 0;
+}
 
 /* Adds handler name to the list EX.handler_list shows in errors. */
 static void list_handler(const char *name) {
@@ -161,6 +208,8 @@ static int validate_handlers(const em_config_t *cfg) {
             return -1;
         }
     }
+    if (validate_sizes(cfg) != 0)
+        return -1;
     if (ex_exec_check(cfg, executor_desc.program) != 0) /* names first: the policy keys are per name */
         return -1;
     for (size_t i = 0; i < ne; i++) {
@@ -262,6 +311,15 @@ static void register_metrics(void) {
                                         "Executions whose last allowed attempt failed (ended EXHAUSTED).");
     EX.m_expired = em_metrics_counter(m, "execmesh_executor_expired_total", NULL,
                                       "Executions not started because their deadline passed first (TIMED_OUT).");
+    EX.m_too_large = em_metrics_counter(m, "execmesh_executor_results_too_large_total", NULL,
+                                        "Results that would have exceeded publish.max_result_bytes: ended FAILED "
+                                        "with their output dropped.");
+    EX.m_history_full = em_metrics_counter(m, "execmesh_executor_history_full_total", NULL,
+                                           "Failed attempts not retried although attempts were left: the next "
+                                           "attempt's record would have passed publish.max_result_bytes - 24576.");
+    EX.m_group_splits = em_metrics_counter(m, "execmesh_executor_group_splits_total", NULL,
+                                           "Groups of finished results split to stay within "
+                                           "publish.group_max_bytes.");
     static const char *const names[] = {"unspecified", "succeeded", "failed",   "timed_out",
                                         "rejected",    "exhausted", "cancelled"};
     for (size_t i = 0; i < EM_ARRAY_LEN(names); i++) {
@@ -300,6 +358,8 @@ int main(int argc, char **argv) {
     EX.publish_timeout_ms = em_config_int(cfg, "publish.timeout_ms");
     EX.publish_backoff_ms = em_config_int(cfg, "publish.retry_backoff_ms");
     EX.flush_ms = em_config_int(cfg, "execute.flush_ms");
+    EX.max_result_bytes = em_config_int(cfg, "publish.max_result_bytes");
+    EX.group_max_bytes = em_config_int(cfg, "publish.group_max_bytes");
     em_rpc_channel_opts_t co;
     em_service_channel_opts(&EX.svc, &co);
     EX.sinks = em_rpc_channel_new(EX.svc.loop, em_config_str(cfg, "sinks.target"), "execmesh.v1.ResultSink", &co, err,

@@ -285,6 +285,24 @@ static void unanswered_locked(scheduler_t *s, sc_call_t *c, grpc_status_code cod
     if (!c->accepted) {
         /* no executor took it: nothing ran; the same attempt, after a pause
          * when executors are busy or failing */
+        if (code == GRPC_STATUS_RESOURCE_EXHAUSTED && details && strstr(details, "larger than max")) {
+            /* not busy: an executor's grpc.max_message_bytes is below our
+             * dispatch.batch_max_bytes. Smaller batches from now on (one
+             * execution per call at least: those fit when the executors'
+             * cap is at least kafka.max_message_bytes + 65536) */
+            em_metric_add(s->m_too_large_refused, 1);
+            int64_t was = s->batch_bytes_now;
+            if (c->n > 1 && s->batch_bytes_now > 1)
+                s->batch_bytes_now /= 2;
+            EM_ERROR("an executor refused an Execute batch as larger than its gRPC limit: set the executors' "
+                     "grpc.max_message_bytes to at least dispatch.batch_max_bytes + 65536; dispatching smaller "
+                     "batches meanwhile",
+                     EM_F_STR("details", details), EM_F_INT("executions", c->n), EM_F_INT("batch_bytes_was", was),
+                     EM_F_INT("batch_bytes_now", s->batch_bytes_now));
+            pending_push_front(s, left, k);
+            backoff_locked(s, s->retry_backoff_ms);
+            return;
+        }
         if (code == GRPC_STATUS_RESOURCE_EXHAUSTED) {
             em_metric_add(s->m_busy, 1);
             EM_DEBUG("executors busy, backing off", EM_F_STR("details", details), EM_F_INT("executions", k));
@@ -322,9 +340,12 @@ static void unanswered_locked(scheduler_t *s, sc_call_t *c, grpc_status_code cod
         it->attempt++;
         if (died) {
             it->isolate = 1; /* its batch-mates are not blamed: each runs alone next */
-            it->suspect = 1;
-            snprintf(it->suspect_executor, sizeof(it->suspect_executor), "%s", c->executor);
             em_metric_add(s->m_isolated, 1);
+            if (!it->ran && it->nsuspect < SC_MAX_SUSPECTS) { /* it was running there: a suspect */
+                it->suspect[it->nsuspect].attempt = it->attempt - 1;
+                snprintf(it->suspect[it->nsuspect].executor, sizeof(it->suspect[0].executor), "%.63s", c->executor);
+                it->nsuspect++;
+            }
         }
         left[m++] = it;
     }
@@ -421,6 +442,22 @@ static size_t generated_id(const scheduler_t *s, const sc_item_t *it, char *buf,
     return w > 0 && (size_t)w < n ? (size_t)w : 0;
 }
 
+/* The bytes of one execution as dispatched (its record or its last
+ * dispatch's bytes, plus the fields appended now). A generated id counts
+ * as the longest one: no id is written here. */
+static size_t item_body_size(const sc_item_t *it, size_t generated_id_len) {
+    if (it->raw)
+        return it->raw->len +
+               em_execution_append_size(it->attempt, it->need_id ? generated_id_len : 0, it->submitted_unix_ms);
+    return it->body_len + em_execution_append_size(it->attempt, 0, 0);
+}
+
+/* Its bytes in the ExecuteRequest: the field's tag, length and body. */
+static size_t item_wire_size(const sc_item_t *it) {
+    size_t body = item_body_size(it, 299);
+    return 1 + em_varint_size(body) + body;
+}
+
 /* The ExecuteRequest for items, written straight into one slice: each
  * execution is its bytes plus the appended mesh fields (repeated Execution
  * executions = 1 is a sequence of length-delimited field 1s). A first
@@ -433,13 +470,7 @@ static grpc_slice pack_batch(const scheduler_t *s, sc_item_t **items, int n) {
     char id[300];
     for (int i = 0; i < n; i++) {
         const sc_item_t *it = items[i];
-        size_t body;
-        if (it->raw) {
-            size_t idl = it->need_id ? generated_id(s, it, id, sizeof(id)) : 0;
-            body = it->raw->len + em_execution_append_size(it->attempt, idl, it->submitted_unix_ms);
-        } else {
-            body = it->body_len + em_execution_append_size(it->attempt, 0, 0);
-        }
+        size_t body = item_body_size(it, it->raw && it->need_id ? generated_id(s, it, id, sizeof(id)) : 0);
         total += 1 + em_varint_size(body) + body;
     }
     grpc_slice slice = grpc_slice_malloc(total);
@@ -514,10 +545,18 @@ void sc_dispatch_locked(scheduler_t *s) {
         memset(c, 0, sizeof(*c));
         c->s = s;
         int64_t timeout = 0;
+        size_t bytes = 0;
         for (int i = 0; i < k && s->pend_head; i++) {
             sc_item_t *it = s->pend_head;
             if (it->isolate && c->n > 0)
                 break; /* it goes alone, in the next call */
+            /* one gRPC message: the batch stays within the byte cap (one
+             * execution always fits, validate_sizes saw to it) */
+            size_t w = item_wire_size(it);
+            if (c->n > 0 && (int64_t)(bytes + w) > s->batch_bytes_now) {
+                em_metric_add(s->m_byte_cuts, 1);
+                break;
+            }
             s->pend_head = it->next;
             if (!s->pend_head)
                 s->pend_tail = NULL;
@@ -533,6 +572,7 @@ void sc_dispatch_locked(scheduler_t *s) {
             if (t > timeout)
                 timeout = t;
             it->ran = 0;
+            bytes += w;
             c->items[c->n++] = it;
             if (it->isolate)
                 break;
@@ -551,6 +591,7 @@ void sc_dispatch_locked(scheduler_t *s) {
             break;
         }
         call_link(s, c);
+        em_metric_add(s->m_calls, 1);
         s->inflight_calls++;
         s->inflight_items += c->n;
     }

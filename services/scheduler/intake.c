@@ -3,11 +3,12 @@
  * Records in: each record taken from Kafka is tracked in its partition's
  * watermark and either joins the pending queue or, when it is too large or
  * not an Execution, goes to the dead-letter topic (its offset is done once
- * that is stored). And the two ways the intake stops: the hold (pending is
- * full: the consumer takes nothing, librdkafka's prefetch fills and stops
- * fetching) and the pause of every assigned partition (an operator asked,
- * or a hold lasted too long, or a hold would keep a rebalance from being
- * served). The pause itself is em_consumer's: it applies it to partitions
+ * that is stored; a record too large to dead-letter whole goes cut to fit,
+ * so no dead letter is retried forever). And the two ways the intake
+ * stops: the hold (pending is full: the consumer takes nothing,
+ * librdkafka's prefetch fills and stops fetching) and the pause of every
+ * assigned partition (an operator asked, or a hold lasted too long, or a
+ * hold would keep a rebalance from being served). The pause itself is em_consumer's: it applies it to partitions
  * assigned later and clears it from partitions revoked, so librdkafka's
  * pause flags always match this file's one `paused`.
  */
@@ -23,6 +24,13 @@
 
 /* ---- dead letters ------------------------------------------------------- */
 
+/* A dead letter's key is kept whole up to this many bytes when its value
+ * must be cut anyway. */
+#define DEAD_KEY_KEEP 1024
+/* Below this record size a refused dead letter is given up (never seen: a
+ * broker that refuses a record this small refuses everything). */
+#define DEAD_MIN_BYTES 1024
+
 static void dead_send_locked(scheduler_t *s, sc_item_t *it);
 
 static void dead_retry(void *arg) {
@@ -36,6 +44,25 @@ static void dead_retry(void *arg) {
     pthread_mutex_unlock(&s->lock);
 }
 
+/* Kafka refused the dead letter as too large although it fit
+ * kafka.max_message_bytes (the dead-letter topic's max.message.bytes is
+ * smaller): the next try is cut to half as many bytes, so this ends. 0 when
+ * there is nothing left to cut: the record is given up. */
+static int dead_shrink_locked(scheduler_t *s, sc_item_t *it) {
+    size_t was = it->dead_max ? it->dead_max : (size_t)s->kafka_max_message_bytes;
+    if (!it->dead_max)
+        EM_ERROR("the dead-letter topic refused a record as too large: its max.message.bytes is below "
+                 "kafka.max_message_bytes; sending it cut to fit half as many bytes",
+                 EM_F_INT("partition", it->part->id), EM_F_INT("offset", it->offset), EM_F_UINT("limit", was));
+    it->dead_max = was / 2;
+    if (it->dead_max >= DEAD_MIN_BYTES)
+        return 1;
+    EM_ERROR("dead letter refused as too large even cut to its headers; the record is given up and its offset "
+             "moves on",
+             EM_F_INT("partition", it->part->id), EM_F_INT("offset", it->offset), EM_F_UINT("bytes", it->raw->len));
+    return 0;
+}
+
 /* Producer poll thread. */
 static void on_dead_delivery(em_delivery_t *d, const rd_kafka_message_t *msg) {
     sc_item_t *it = EM_CONTAINER_OF(d, sc_item_t, dr);
@@ -43,6 +70,15 @@ static void on_dead_delivery(em_delivery_t *d, const rd_kafka_message_t *msg) {
     if (msg->err) {
         EM_WARN("dead letter not stored, retrying", EM_F_STR("error", rd_kafka_err2name(msg->err)),
                 EM_F_INT("partition", it->part->id), EM_F_INT("offset", it->offset));
+        if (msg->err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE) {
+            pthread_mutex_lock(&s->lock);
+            int again = dead_shrink_locked(s, it);
+            if (!again)
+                sc_item_done_locked(s, it, 1); /* given up: logged; nothing would ever store it */
+            pthread_mutex_unlock(&s->lock);
+            if (!again)
+                return;
+        }
         if (em_timer_after(s->svc.timers, s->retry_backoff_ms, dead_retry, it) == EM_OK)
             return;
         /* shutting down: leave the offset uncommitted, the next owner retries */
@@ -57,19 +93,58 @@ static void on_dead_delivery(em_delivery_t *d, const rd_kafka_message_t *msg) {
     pthread_mutex_unlock(&s->lock);
 }
 
+/* Writes the record to the dead-letter topic with its reason (header
+ * execmesh-error) and where it came from (execmesh-source): whole when it
+ * fits kafka.max_message_bytes, else with its value cut to fit, the reason
+ * saying so and the value's size before in header execmesh-original-bytes. */
 static void dead_send_locked(scheduler_t *s, sc_item_t *it) {
     const rd_kafka_message_t *m = it->raw;
-    char source[300];
+    const char *reason = it->dead_reason ? it->dead_reason : "unreadable";
+    char source[300], why[768], orig[24];
     snprintf(source, sizeof(source), "%s/%" PRId32 "/%" PRId64, s->topic_requests, it->part->id, it->offset);
-    rd_kafka_headers_t *h = rd_kafka_headers_new(2);
-    rd_kafka_header_add(h, "execmesh-error", -1, it->dead_reason ? it->dead_reason : "unreadable", -1);
-    rd_kafka_header_add(h, "execmesh-source", -1, source, -1);
-    em_err_t rc = em_producer_send(s->producer, s->t_dead, m->key, m->key_len, m->payload, m->len, h, 0, &it->dr);
-    if (rc != EM_OK) {
+    for (;;) {
+        size_t limit = it->dead_max ? it->dead_max : (size_t)s->kafka_max_message_bytes;
+        /* each header: its name, its value and two length varints */
+        size_t hdrs = strlen("execmesh-error") + strlen(reason) + strlen("execmesh-source") + strlen(source) + 20;
+        size_t klen = m->key_len, vlen = m->len;
+        int cut = EM_SIZE_RECORD_OVERHEAD + hdrs + klen + vlen > limit;
+        if (cut) {
+            /* the longer reason and the size header, at most this much more */
+            hdrs += sizeof(why) + strlen(EM_HDR_ORIGINAL_BYTES) + sizeof(orig) + 20;
+            if (klen > DEAD_KEY_KEEP)
+                klen = DEAD_KEY_KEEP;
+            size_t fixed = EM_SIZE_RECORD_OVERHEAD + hdrs + klen;
+            vlen = limit > fixed ? limit - fixed : 0;
+            if (vlen > m->len)
+                vlen = m->len;
+            snprintf(why, sizeof(why), "%s; truncated: value cut from %zu to %zu bytes%s to fit %s %zu", reason,
+                     m->len, vlen, klen < m->key_len ? " and key to 1024" : "",
+                     it->dead_max ? "the dead-letter topic's max.message.bytes, below" : "kafka.max_message_bytes",
+                     it->dead_max ? (size_t)s->kafka_max_message_bytes : limit);
+            em_utf8_trim(why);
+            snprintf(orig, sizeof(orig), "%zu", m->len);
+        }
+        rd_kafka_headers_t *h = rd_kafka_headers_new(3);
+        rd_kafka_header_add(h, "execmesh-error", -1, cut ? why : reason, -1);
+        rd_kafka_header_add(h, "execmesh-source", -1, source, -1);
+        if (cut)
+            rd_kafka_header_add(h, EM_HDR_ORIGINAL_BYTES, -1, orig, -1);
+        em_err_t rc = em_producer_send(s->producer, s->t_dead, m->key, klen, m->payload, vlen, h, 0, &it->dr);
+        if (rc == EM_OK) {
+            if (cut)
+                em_metric_add(s->m_dead_truncated, 1);
+            return;
+        }
         rd_kafka_headers_destroy(h);
-        if (em_timer_after(s->svc.timers, s->retry_backoff_ms, dead_retry, it) != EM_OK)
-            sc_item_done_locked(s, it, 0);
+        if (rc != EM_ETOOBIG)
+            break;
+        if (!dead_shrink_locked(s, it)) { /* never seen: the sizes above leave room */
+            sc_item_done_locked(s, it, 1);
+            return;
+        }
     }
+    if (em_timer_after(s->svc.timers, s->retry_backoff_ms, dead_retry, it) != EM_OK)
+        sc_item_done_locked(s, it, 0);
 }
 
 static void dead_letter_locked(scheduler_t *s, sc_item_t *it, const char *reason) {
@@ -119,15 +194,29 @@ void sc_accept_locked(scheduler_t *s, rd_kafka_message_t *msg) {
     em_metric_add(s->m_in_kafka, 1);
 
     char reason[256];
+    em_exec_info_t info;
+    char why[128];
     if ((int64_t)msg->len > s->input_max_bytes) {
-        snprintf(reason, sizeof(reason), "too_large: %zu bytes, limit %" PRId64, msg->len, s->input_max_bytes);
-        dead_letter_locked(s, it, reason);
-        return;
+        /* a retry (written by the mesh: it carries its attempt, 2 or more,
+         * and its history) may have grown past input.max_bytes, up to
+         * what still leaves room for its result (lib/em_sizes.h) */
+        int retry = em_execution_inspect(msg->payload, msg->len, &info, why, sizeof(why)) == EM_OK &&
+                    info.attempt >= 2;
+        int64_t limit = retry ? s->kafka_max_message_bytes - EM_SIZE_RESULT_ROOM : s->input_max_bytes;
+        if ((int64_t)msg->len > limit) {
+            if (retry)
+                snprintf(reason, sizeof(reason),
+                         "too_large: %zu bytes, limit %" PRId64 " (a retry: kafka.max_message_bytes - %d)", msg->len,
+                         limit, EM_SIZE_RESULT_ROOM);
+            else
+                snprintf(reason, sizeof(reason), "too_large: %zu bytes, limit %" PRId64 " (input.max_bytes)",
+                         msg->len, limit);
+            dead_letter_locked(s, it, reason);
+            return;
+        }
     }
     /* One pass over the bytes: checked and read, not decoded; they go to the
      * executor as they are, with the mesh's fields appended at dispatch. */
-    em_exec_info_t info;
-    char why[128];
     if (em_execution_inspect(msg->payload, msg->len, &info, why, sizeof(why)) != EM_OK) {
         snprintf(reason, sizeof(reason), "undecodable: not an execmesh.v1.Execution: %s", why);
         dead_letter_locked(s, it, reason);

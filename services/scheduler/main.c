@@ -8,6 +8,7 @@
  * reaches the cluster); its group assignment is a metric and a log line,
  * not health.
  */
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,11 @@ static const em_setting_t scheduler_settings[] = {
     {"executors.target", EM_CFG_STR, "ipv4:127.0.0.1:7200", 1, 4095,
      "gRPC target of the executors: ipv4:H:P,H:P... or dns:///name:port (round_robin over all)."},
     {"dispatch.batch_max", EM_CFG_INT, "64", 1, 100000, "Most executions in one Execute call."},
+    {"dispatch.batch_max_bytes", EM_CFG_INT, "4194304", 131072, 268435456,
+     "Most bytes of executions in one Execute call (a batch closes at dispatch.batch_max executions or at this "
+     "many bytes, whichever comes first). At least kafka.max_message_bytes (one execution always fits) and at "
+     "most grpc.max_message_bytes - 65536, else refused at start; the executors' grpc.max_message_bytes must be "
+     "at least this + 65536."},
     {"dispatch.max_inflight", EM_CFG_INT, "256", 1, 10000000,
      "Executions dispatched and not yet answered, over all executors."},
     {"dispatch.max_calls", EM_CFG_INT, "16", 1, 10000, "Execute calls in flight at once."},
@@ -40,14 +46,18 @@ static const em_setting_t scheduler_settings[] = {
     {"kafka.topic_delay", EM_CFG_STR, "execmesh.delay", 1, 249,
      "Topic where the next attempt of a failed execution waits for its backoff (durably: no scheduler memory); "
      "every scheduler forwards due records from it back to the requests topic."},
-    {"quarantine.executor_deaths", EM_CFG_INT, "3", 1, 1000,
+    {"quarantine.executor_deaths", EM_CFG_INT, "3", 1, 6,
      "An execution whose executor died this many times while running it alone ends EXHAUSTED and is never "
      "dispatched again (the executions of a lost batch are re-dispatched alone, so deaths are not blamed on "
-     "batch-mates)."},
+     "batch-mates). Each death adds up to 1280 bytes of history to the execution, within the size reserve: "
+     "at most 6."},
     {"revoke.timeout_ms", EM_CFG_INT, "5000", 0, 600000,
      "On losing partitions: longest wait for their in-flight executions before committing and giving them up."},
-    {"input.max_bytes", EM_CFG_INT, "2097152", 16, 268435456,
-     "Records on the requests topic larger than this go to the dead-letter topic unread (too_large)."},
+    {"input.max_bytes", EM_CFG_INT, "0", 0, 268435456,
+     "Records on the requests topic larger than this go to the dead-letter topic (too_large; a record too large "
+     "to dead-letter whole is cut to fit, its size in header execmesh-original-bytes). 0: the largest "
+     "execution, kafka.max_message_bytes - 65536; a larger value is refused at start. A retry (a record "
+     "carrying attempt 2 or more and its history) may be up to kafka.max_message_bytes - 16384."},
     {"flow.hold_pause_ms", EM_CFG_INT, "5000", 0, 600000,
      "A hold of the intake (dispatch.max_pending executions waiting) lasting this long turns into paused "
      "partitions (librdkafka drops their prefetch). A hold while the group refuses commits (a rebalance) "
@@ -62,11 +72,16 @@ static const em_setting_t scheduler_settings[] = {
     {"kafka.start_paused", EM_CFG_BOOL, "false", 0, 0,
      "Join the group but consume nothing until POST /admin/resume on the metrics port."},
     {"submit.max_executions", EM_CFG_INT, "10000", 1, 1000000, "Most executions in one Submit call."},
-    {"submit.max_payload_bytes", EM_CFG_INT, "1048576", 0, 268435456, "Largest payload Submit accepts."},
+    {"submit.max_payload_bytes", EM_CFG_INT, "0", 0, 268435456,
+     "Largest payload Submit accepts. 0: the largest execution, kafka.max_message_bytes - 65536, which also "
+     "bounds each whole execution as written to Kafka (INVALID_ARGUMENT naming its index, size and the limit); "
+     "a larger value is refused at start."},
     {"submit.max_inflight_bytes", EM_CFG_INT, "268435456", 65536, 17179869184,
      "Bytes of Submit requests accepted and not yet acknowledged by Kafka, over all calls; a Submit beyond it "
      "gets RESOURCE_EXHAUSTED (each call holds about three times its size until Kafka acknowledged it)."},
 };
+
+static int validate_sizes(const em_config_t *cfg);
 
 static const em_service_desc_t scheduler_desc = {
     .name = "scheduler",
@@ -74,7 +89,61 @@ static const em_service_desc_t scheduler_desc = {
     .summary = "takes executions from Kafka and Submit, dispatches them to executors, commits durable offsets",
     .settings = scheduler_settings,
     .nsettings = EM_ARRAY_LEN(scheduler_settings),
+    .validate = validate_sizes,
 };
+
+/* Refuses a pair of settings that disagree, naming the one the file (or
+ * --set) gave: key when it was set, else other (a default cannot be wrong
+ * alone). Returns -1. */
+static int refuse_sizes(const em_config_t *cfg, const char *key, const char *other, const char *why) {
+    const char *blame = strcmp(em_config_source(cfg, key), "default") != 0 ? key : other;
+    fprintf(stderr, "execmesh-scheduler: config refused: %s: key '%s': %s\n", em_config_source(cfg, blame), blame,
+            why);
+    return -1;
+}
+
+/* quarantine.executor_deaths (at most 6) deaths add at most this much
+ * history, within what the executors leave for them (lib/em_sizes.h). */
+_Static_assert(6 * EM_SIZE_DEATH_MAX <= EM_SIZE_RETRY_ROOM - EM_SIZE_RESULT_ROOM,
+               "the deaths' history entries must fit between the retry room and the result room");
+
+/* The size model (lib/em_sizes.h): the byte limits derive from
+ * kafka.max_message_bytes and must agree with it and with gRPC's cap. */
+static int validate_sizes(const em_config_t *cfg) {
+    char why[512];
+    if (em_producer_check_config(cfg, scheduler_desc.program) != 0)
+        return -1;
+    int64_t L = em_config_int(cfg, "kafka.max_message_bytes");
+    int64_t E = em_size_max_execution(L);
+    int64_t grpc_max = em_config_int(cfg, "grpc.max_message_bytes");
+    int64_t batch = em_config_int(cfg, "dispatch.batch_max_bytes");
+    static const char *const limits[] = {"input.max_bytes", "submit.max_payload_bytes"};
+    for (size_t i = 0; i < EM_ARRAY_LEN(limits); i++) {
+        int64_t v = em_config_int(cfg, limits[i]);
+        if (v > E) {
+            snprintf(why, sizeof(why),
+                     "%" PRId64 " is more than the largest execution, %" PRId64 " (kafka.max_message_bytes %" PRId64
+                     " - %d kept for what the mesh adds to its result); 0 means that limit",
+                     v, E, L, EM_SIZE_RESERVE);
+            return refuse_sizes(cfg, limits[i], "kafka.max_message_bytes", why);
+        }
+    }
+    if (batch < L) {
+        snprintf(why, sizeof(why),
+                 "dispatch.batch_max_bytes %" PRId64 " is less than kafka.max_message_bytes %" PRId64
+                 ": one execution must fit in an Execute batch",
+                 batch, L);
+        return refuse_sizes(cfg, "dispatch.batch_max_bytes", "kafka.max_message_bytes", why);
+    }
+    if (batch > grpc_max - EM_SIZE_GRPC_MARGIN) {
+        snprintf(why, sizeof(why),
+                 "dispatch.batch_max_bytes %" PRId64 " is more than grpc.max_message_bytes %" PRId64
+                 " - %d: an Execute batch must fit in one gRPC message",
+                 batch, grpc_max, EM_SIZE_GRPC_MARGIN);
+        return refuse_sizes(cfg, "dispatch.batch_max_bytes", "grpc.max_message_bytes", why);
+    }
+    return 0;
+}
 
 static void *consumer_main(void *arg) {
     scheduler_t *s = arg;
@@ -189,11 +258,24 @@ static void register_metrics(scheduler_t *s) {
                                        "Executions of a lost batch dispatched again alone.");
     s->m_protocol_errors = em_metrics_counter(m, "execmesh_scheduler_protocol_errors_total", NULL,
                                               "Execute answers that did not match what was dispatched.");
+    s->m_calls = em_metrics_counter(m, "execmesh_scheduler_execute_calls_total", NULL, "Execute calls started.");
+    s->m_byte_cuts = em_metrics_counter(m, "execmesh_scheduler_batch_byte_cuts_total", NULL,
+                                        "Execute batches closed early because the next execution would have "
+                                        "passed dispatch.batch_max_bytes.");
+    s->m_dead_truncated = em_metrics_counter(m, "execmesh_scheduler_dead_truncated_total", NULL,
+                                             "Dead letters written with their value cut to fit Kafka's limit "
+                                             "(header execmesh-original-bytes).");
+    s->m_too_large_refused = em_metrics_counter(m, "execmesh_scheduler_batches_refused_too_large_total", NULL,
+                                                "Execute batches an executor refused as larger than its "
+                                                "grpc.max_message_bytes (the byte cap is halved).");
     sc_watchdog_register(s);
 }
 
 static void read_settings(scheduler_t *s, const em_config_t *cfg) {
     s->batch_max = (int)em_config_int(cfg, "dispatch.batch_max");
+    s->batch_max_bytes = em_config_int(cfg, "dispatch.batch_max_bytes");
+    s->batch_bytes_now = s->batch_max_bytes;
+    s->kafka_max_message_bytes = em_config_int(cfg, "kafka.max_message_bytes");
     s->max_inflight = (int)em_config_int(cfg, "dispatch.max_inflight");
     s->max_calls = (int)em_config_int(cfg, "dispatch.max_calls");
     s->max_pending = (int)em_config_int(cfg, "dispatch.max_pending");
@@ -204,9 +286,14 @@ static void read_settings(scheduler_t *s, const em_config_t *cfg) {
     s->commit_interval_ms = em_config_int(cfg, "kafka.commit_interval_ms");
     s->revoke_timeout_ms = em_config_int(cfg, "revoke.timeout_ms");
     s->session_timeout_ms = em_config_int(cfg, "kafka.session_timeout_ms");
+    /* 0: the largest execution (validate_sizes refused anything larger) */
     s->input_max_bytes = em_config_int(cfg, "input.max_bytes");
+    if (!s->input_max_bytes)
+        s->input_max_bytes = em_size_max_execution(s->kafka_max_message_bytes);
     s->submit_max_executions = em_config_int(cfg, "submit.max_executions");
     s->submit_max_payload = em_config_int(cfg, "submit.max_payload_bytes");
+    if (!s->submit_max_payload)
+        s->submit_max_payload = em_size_max_execution(s->kafka_max_message_bytes);
     s->submit_max_inflight_bytes = em_config_int(cfg, "submit.max_inflight_bytes");
     s->topic_requests = em_config_str(cfg, "kafka.topic_requests");
     s->admin_paused = em_config_bool(cfg, "kafka.start_paused");

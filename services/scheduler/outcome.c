@@ -16,11 +16,12 @@
  * (executor_deaths), so it survives a scheduler crash: the next attempt
  * goes through the delay topic at once, and runs alone again; at
  * quarantine.executor_deaths the execution ends EXHAUSTED with a result the
- * scheduler writes itself, and is never dispatched again. The death of a
- * batch is charged to no one at first (its executions run again, each
- * alone); it is charged to an execution that then kills an executor alone
- * too, so a poison execution costs quarantine.executor_deaths executors in
- * all, not one more.
+ * scheduler writes itself, and is never dispatched again. A death while
+ * other executions ran on that executor too (a batch, or calls beside it)
+ * is charged to no one at first: each of them runs again, alone; the
+ * deaths an execution was running in are charged to it all at once when it
+ * then kills an executor alone, so a poison execution costs
+ * quarantine.executor_deaths executors in all, not more.
  *
  * Storing fails rarely (Kafka down): the record is kept with the item and
  * sent again after dispatch.retry_backoff_ms; the partition's watermark
@@ -147,8 +148,8 @@ static uint8_t *quarantine_result(const sc_item_t *it, const em_attempt_t *add, 
     if (!ex)
         return NULL;
     Execmesh__V1__Result r = EXECMESH__V1__RESULT__INIT;
-    Execmesh__V1__Attempt la[2];
-    for (int i = 0; i < nadd && i < 2; i++) {
+    Execmesh__V1__Attempt la[SC_MAX_SUSPECTS + 1];
+    for (int i = 0; i < nadd && i < SC_MAX_SUSPECTS + 1; i++) {
         execmesh__v1__attempt__init(&la[i]);
         la[i].attempt = add[i].attempt;
         la[i].status = (Execmesh__V1__Status)add[i].status;
@@ -156,14 +157,14 @@ static uint8_t *quarantine_result(const sc_item_t *it, const em_attempt_t *add, 
         la[i].error = (char *)(uintptr_t)add[i].error; /* NUL-terminated: ours */
         la[i].finished_unix_ms = add[i].finished_unix_ms;
     }
-    Execmesh__V1__Attempt **hist = calloc(ex->n_history + 2, sizeof(*hist));
+    Execmesh__V1__Attempt **hist = calloc(ex->n_history + (size_t)nadd, sizeof(*hist));
     Execmesh__V1__Result__HeadersEntry *hv = calloc(ex->n_headers + 1, sizeof(*hv));
     Execmesh__V1__Result__HeadersEntry **hp = calloc(ex->n_headers + 1, sizeof(*hp));
     uint8_t *out = NULL;
     if (hist && hv && hp) {
         for (size_t i = 0; i < ex->n_history; i++)
             hist[i] = ex->history[i];
-        for (int i = 0; i < nadd && i < 2; i++)
+        for (int i = 0; i < nadd && i < SC_MAX_SUSPECTS + 1; i++)
             hist[ex->n_history + (size_t)i] = &la[i];
         for (size_t i = 0; i < ex->n_headers; i++) {
             execmesh__v1__result__headers_entry__init(&hv[i]);
@@ -200,24 +201,25 @@ void sc_executor_died_locked(scheduler_t *s, sc_item_t *it, const char *executor
         sc_item_done_locked(s, it, 0);
         return;
     }
-    /* a batch death before this one is charged now that it killed alone */
-    uint32_t deaths = it->deaths + 1 + (uint32_t)it->suspect;
+    /* the deaths it was running in before, not charged then (others ran
+     * there too), are charged now that it killed an executor alone */
+    uint32_t deaths = it->deaths + 1 + it->nsuspect;
     int64_t now = em_now_unix_ms();
-    char batch_why[256];
-    em_attempt_t a[2];
+    char suspect_why[SC_MAX_SUSPECTS][160];
+    em_attempt_t a[SC_MAX_SUSPECTS + 1];
     int na = 0;
-    if (it->suspect) {
-        snprintf(batch_why, sizeof(batch_why),
-                 "executor %s died running its batch (charged once it killed an executor alone too)",
-                 it->suspect_executor[0] ? it->suspect_executor : "?");
-        a[na++] = (em_attempt_t){.attempt = it->attempt - 1,
+    for (uint32_t i = 0; i < it->nsuspect; i++) {
+        snprintf(suspect_why[i], sizeof(suspect_why[i]),
+                 "executor %s died while it ran there (charged once it killed an executor alone)",
+                 it->suspect[i].executor[0] ? it->suspect[i].executor : "?");
+        a[na++] = (em_attempt_t){.attempt = it->suspect[i].attempt,
                                  .status = EXECMESH__V1__STATUS__FAILED,
-                                 .executor = it->suspect_executor,
-                                 .executor_len = strlen(it->suspect_executor),
-                                 .error = batch_why,
-                                 .error_len = strlen(batch_why)};
-        it->suspect = 0;
+                                 .executor = it->suspect[i].executor,
+                                 .executor_len = strlen(it->suspect[i].executor),
+                                 .error = suspect_why[i],
+                                 .error_len = strlen(suspect_why[i])};
     }
+    it->nsuspect = 0;
     a[na++] = (em_attempt_t){.attempt = it->attempt,
                              .status = EXECMESH__V1__STATUS__FAILED,
                              .executor = executor,

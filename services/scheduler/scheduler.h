@@ -67,6 +67,10 @@ typedef struct sc_part {
     int heals;                /* restarts since it stalled */
 } sc_part_t;
 
+/* The most uncharged executor deaths an execution keeps (at least the
+ * largest quarantine.executor_deaths). */
+#define SC_MAX_SUSPECTS 6
+
 typedef struct sc_item {
     struct sc_item *next;
     sc_part_t *part;
@@ -82,9 +86,12 @@ typedef struct sc_item {
     uint32_t id_rel, id_len;     /* the id's bytes in the execution (from its start; valid once dispatched) */
     uint32_t deaths;             /* executors that died running it alone (from the record) */
     int isolate;                 /* dispatch it alone: an executor died running its batch, or it has deaths */
-    int suspect;                 /* it was in a batch whose executor died: charged that death too if it
-                                  * then kills an executor alone */
-    char suspect_executor[128];  /* that batch's executor */
+    uint32_t nsuspect;           /* executor deaths it was running in, not yet charged (others ran there
+                                  * too): charged all at once if it then kills an executor alone */
+    struct {
+        uint32_t attempt;
+        char executor[64];
+    } suspect[SC_MAX_SUSPECTS];  /* those deaths, for its history */
     int ran;                     /* its executor said it ran to its end (result not yet stored) */
     uint8_t *out_rec;            /* a record outcome.c is storing for it (malloc'd), or NULL */
     size_t out_len;
@@ -94,6 +101,7 @@ typedef struct sc_item {
     em_delivery_t dr;
     struct scheduler *s;
     char *dead_reason;           /* a dead-lettered record's reason (malloc'd; NULL for the others) */
+    size_t dead_max;             /* 0, or the record size a broker's refusal lowered its dead letter to */
 } sc_item_t;
 
 /* An executor death as the first of its failed calls saw it: how many of
@@ -127,6 +135,9 @@ typedef struct scheduler {
 
     /* settings */
     int batch_max, max_inflight, max_calls, max_pending, poll_batch;
+    int64_t batch_max_bytes;      /* dispatch.batch_max_bytes */
+    int64_t batch_bytes_now;      /* the byte cap in use: halved when an executor refused a batch as too large */
+    int64_t kafka_max_message_bytes; /* the size model's L (lib/em_sizes.h) */
     int64_t session_timeout_ms;
     int64_t default_timeout_ms, deadline_grace_ms, retry_backoff_ms, commit_interval_ms, revoke_timeout_ms;
     int64_t input_max_bytes, submit_max_executions, submit_max_payload, submit_max_inflight_bytes;
@@ -171,6 +182,7 @@ typedef struct scheduler {
     em_metric_t *m_redispatched, *m_busy, *m_commits, *m_commit_failed, *m_submit_calls, *m_submit_failed;
     em_metric_t *m_paused, *m_holds, *m_flow_pauses, *m_rebalances, *m_stalled, *m_stalls, *m_heals;
     em_metric_t *m_retries, *m_deaths, *m_quarantined, *m_protocol_errors, *m_isolated;
+    em_metric_t *m_calls, *m_byte_cuts, *m_dead_truncated, *m_too_large_refused;
 } scheduler_t;
 
 /* dispatch.c */

@@ -2,9 +2,10 @@
 /*
  * Scheduler.Submit: validate every execution (an invalid one fails the whole
  * call with INVALID_ARGUMENT naming its index and field, and nothing is
- * written), give empty ids a fresh unique id, produce each execution to the
- * requests topic keyed by id, and answer OK only after Kafka acknowledged
- * every one of them.
+ * written; so does one larger, as written to Kafka, than the largest
+ * execution of the size model in lib/em_sizes.h), give empty ids a fresh
+ * unique id, produce each execution to the requests topic keyed by id, and
+ * answer OK only after Kafka acknowledged every one of them.
  *
  * Memory is bounded by an in-flight byte budget over all calls
  * (submit.max_inflight_bytes): a call is charged before it is decoded and
@@ -138,8 +139,8 @@ static const char *validate(const scheduler_t *s, const Execmesh__V1__SubmitRequ
             return msg;
         }
         if ((int64_t)ex->payload.len > s->submit_max_payload) {
-            snprintf(msg, n, "executions[%zu].payload: %zu bytes, at most %" PRId64, i, ex->payload.len,
-                     s->submit_max_payload);
+            snprintf(msg, n, "executions[%zu].payload: %zu bytes, at most %" PRId64 " (submit.max_payload_bytes)", i,
+                     ex->payload.len, s->submit_max_payload);
             return msg;
         }
         if (strlen(ex->id) > SUBMIT_MAX_ID) {
@@ -195,6 +196,7 @@ void sc_on_submit(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_t len
     sub->ids = calloc(n, sizeof(char *));
     sub->idmem = calloc(n, 33);
     int64_t now = em_now_unix_ms();
+    int64_t max_exec = em_size_max_execution(s->kafka_max_message_bytes);
     size_t total = 0;
     size_t *sizes = calloc(n, sizeof(size_t));
     if (!sub->ids || !sub->idmem || !sizes) {
@@ -216,6 +218,19 @@ void sc_on_submit(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_t len
         e.submitted_unix_ms = now;
         sizes[i] = execmesh__v1__execution__get_packed_size(&e);
         total += sizes[i];
+        if ((int64_t)sizes[i] > max_exec) {
+            /* its result could not be stored: refused before anything is written */
+            char why[512];
+            snprintf(why, sizeof(why),
+                     "executions[%zu]: %zu bytes as written to Kafka, at most %" PRId64
+                     " (the largest execution: kafka.max_message_bytes %" PRId64 " - %d kept for its result)",
+                     i, sizes[i], max_exec, s->kafka_max_message_bytes, EM_SIZE_RESERVE);
+            free(sizes);
+            submit_free(sub);
+            em_metric_add(s->m_submit_failed, 1);
+            em_rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, why);
+            return;
+        }
     }
     sub->buf = malloc(total ? total : 1);
     if (!sub->buf) {

@@ -4,8 +4,12 @@
  * carries a batch of results, which are produced to the results topic
  * without being decoded or copied (the gRPC buffer is the Kafka payload),
  * and the call is answered only after Kafka's delivery report for every one
- * of them. SERVING only while its producer reaches the cluster.
+ * of them. SERVING only while its producer reaches the cluster. A result
+ * Kafka would refuse as too large (over kafka.max_message_bytes, or refused
+ * by the broker as MSG_SIZE_TOO_LARGE) is answered INVALID_ARGUMENT, not
+ * UNAVAILABLE: sending it again could never succeed.
  */
+#include <inttypes.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,12 +34,15 @@ static const em_setting_t sink_settings[] = {
      "Results accepted and awaiting Kafka's delivery report; beyond it Publish answers RESOURCE_EXHAUSTED."},
 };
 
+static int validate_sizes(const em_config_t *cfg) { return em_producer_check_config(cfg, "execmesh-sink"); }
+
 static const em_service_desc_t sink_desc = {
     .name = "sink",
     .program = "execmesh-sink",
     .summary = "writes execution results durably to Kafka (ResultSink.Publish)",
     .settings = sink_settings,
     .nsettings = EM_ARRAY_LEN(sink_settings),
+    .validate = validate_sizes,
 };
 
 typedef struct sink {
@@ -43,9 +50,10 @@ typedef struct sink {
     em_producer_t *producer;
     rd_kafka_topic_t *results;
     int max_inflight;
+    int64_t max_message_bytes; /* kafka.max_message_bytes: the producer's message.max.bytes */
     atomic_int inflight;
     em_journal_t *journal;
-    em_metric_t *m_in, *m_out, *m_failed, *m_inflight, *m_calls, *m_calls_failed, *m_latency;
+    em_metric_t *m_in, *m_out, *m_failed, *m_inflight, *m_calls, *m_calls_failed, *m_latency, *m_too_large;
 } sink_t;
 
 /* One Publish call waiting for its delivery reports. */
@@ -59,6 +67,7 @@ typedef struct publish {
     int n;
     atomic_int pending; /* reports still due, plus one held while producing */
     atomic_int failed;
+    atomic_int too_large; /* results Kafka refused as too large: sending them again cannot help */
     _Atomic rd_kafka_resp_err_t first_err;
 } publish_t;
 
@@ -85,7 +94,24 @@ static void publish_finish(publish_t *p) {
     em_metric_add(s->m_out, p->n - failed);
     em_metric_add(s->m_failed, failed);
 #ifndef EM_TEST_EARLY_ACK
-    if (failed) {
+    int too_large = atomic_load(&p->too_large);
+    if (too_large) {
+        /* not "try again": the same results would be refused again. Never
+         * sent by an executor whose publish.max_result_bytes is at most our
+         * kafka.max_message_bytes; here the results topic's
+         * max.message.bytes is below it, or the settings disagree. */
+        char msg[384];
+        snprintf(msg, sizeof(msg),
+                 "kafka refused %d of %d results as too large (MSG_SIZE_TOO_LARGE; kafka.max_message_bytes %" PRId64
+                 "): the results topic's max.message.bytes must be at least kafka.max_message_bytes + 588, and the "
+                 "executors' publish.max_result_bytes at most kafka.max_message_bytes",
+                 too_large, p->n, s->max_message_bytes);
+        EM_ERROR("results refused by Kafka as too large; Publish answered INVALID_ARGUMENT", EM_F_STR("reason", msg));
+        em_metric_add(s->m_calls_failed, 1);
+        em_metric_add(s->m_too_large, too_large);
+        journal_ids(s, p->req, p->len, 'N');
+        em_rpc_call_fail(p->call, GRPC_STATUS_INVALID_ARGUMENT, msg);
+    } else if (failed) {
         char msg[256];
         snprintf(msg, sizeof(msg), "kafka: %d of %d results not stored: %s", failed, p->n,
                  rd_kafka_err2str(atomic_load(&p->first_err)));
@@ -129,6 +155,8 @@ static void on_delivery(em_delivery_t *d, const rd_kafka_message_t *msg) {
         rd_kafka_resp_err_t none = RD_KAFKA_RESP_ERR_NO_ERROR;
         atomic_compare_exchange_strong(&p->first_err, &none, msg->err);
         atomic_fetch_add(&p->failed, 1);
+        if (msg->err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE)
+            atomic_fetch_add(&p->too_large, 1);
     }
     publish_release(p, 1);
 }
@@ -140,7 +168,7 @@ static void on_publish(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_
     em_pb_field_t f;
     em_err_t rc;
     int n = 0;
-    char msg[256];
+    char msg[512];
 
     em_metric_add(s->m_calls, 1);
     /* Count the results (the top level only). */
@@ -198,6 +226,24 @@ static void on_publish(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_
             em_rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, msg);
             return;
         }
+        if ((int64_t)(f.len + idlen + EM_SIZE_RECORD_OVERHEAD) > s->max_message_bytes) {
+            /* Kafka would refuse it, now and every time it is sent again:
+             * refused whole, nothing of the call stored. Never sent by an
+             * executor whose publish.max_result_bytes is at most our limit. */
+            snprintf(msg, sizeof(msg),
+                     "results[%d]: %zu bytes with its key, limit %" PRId64
+                     " (kafka.max_message_bytes): it can never be stored; the executors' "
+                     "publish.max_result_bytes must not exceed it",
+                     i, f.len + idlen + EM_SIZE_RECORD_OVERHEAD, s->max_message_bytes);
+            EM_ERROR("publish refused: a result larger than Kafka's limit", EM_F_STR("reason", msg));
+            em_metric_add(s->m_calls_failed, 1);
+            em_metric_add(s->m_too_large, 1);
+            free(pub->copy);
+            free(pub);
+            free(msgs);
+            em_rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, msg);
+            return;
+        }
         msgs[i].payload = (void *)(uintptr_t)f.data;
         msgs[i].len = f.len;
         msgs[i].key = (void *)(uintptr_t)id;
@@ -231,6 +277,8 @@ static void on_publish(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_
             if (msgs[k].err) {
                 rd_kafka_resp_err_t none = RD_KAFKA_RESP_ERR_NO_ERROR;
                 atomic_compare_exchange_strong(&pub->first_err, &none, msgs[k].err);
+                if (msgs[k].err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE)
+                    atomic_fetch_add(&pub->too_large, 1);
                 not_queued++;
             }
         atomic_fetch_add(&pub->failed, not_queued);
@@ -250,6 +298,9 @@ static void register_metrics(sink_t *s) {
     s->m_calls_failed =
         em_metrics_counter(m, "execmesh_sink_publish_failed_total", NULL, "Publish calls answered with an error.");
     em_metrics_counter(m, "execmesh_dead_lettered_total", NULL, "Records sent to the dead-letter topic (none here).");
+    s->m_too_large = em_metrics_counter(m, "execmesh_sink_results_too_large_total", NULL,
+                                        "Results refused as larger than kafka.max_message_bytes (Publish answered "
+                                        "INVALID_ARGUMENT).");
     static const int64_t bounds[] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10,  12,  14,  16,  18,  20,   25,   30,
                                      35, 40, 45, 50, 60, 70, 80, 90, 100, 125, 150, 200, 250, 300, 400, 500, 750, 1000,
                                      1500, 2000, 3000, 5000, 10000, 30000, 60000};
@@ -278,6 +329,7 @@ int main(int argc, char **argv) {
         goto out;
     }
     s.max_inflight = (int)em_config_int(cfg, "sink.max_inflight_results");
+    s.max_message_bytes = em_config_int(cfg, "kafka.max_message_bytes");
     const char *extra[EM_KAFKA_MAX_EXTRA];
     em_producer_opts_t po;
     em_producer_opts_from_config(cfg, s.svc.replica, extra, &po);

@@ -230,7 +230,8 @@ def test_a_poison_execution_is_quarantined_and_the_rest_complete():
         final = [r for r in got["poison"] if r.final]
         assert len(final) == 1 and final[0].status == EXHAUSTED, got["poison"]
         assert final[0].error.startswith("quarantined: 3 executors died"), final[0].error
-        assert [h.attempt for h in final[0].history] == [1, 2, 3], final[0].history
+        attempts = [h.attempt for h in final[0].history]
+        assert len(attempts) == 3 and attempts == sorted(set(attempts)), final[0].history
         assert all("died" in h.error and h.executor for h in final[0].history), final[0].history
         supervise()  # counts the last death too (the quarantine followed it)
         assert len(restarts) <= 3, f"{len(restarts)} executor deaths: {restarts}"
