@@ -7,6 +7,8 @@
 #ifndef EM_SIZES_H
 #define EM_SIZES_H
 
+#include "em_config.h"
+
 /*
  * The size model: every byte limit of the mesh derives from one setting,
  * kafka.max_message_bytes (L, default 1,000,000), so that a valid
@@ -57,5 +59,15 @@
 static inline long long em_size_max_execution(long long max_message_bytes) {
     return max_message_bytes - EM_SIZE_RESERVE;
 }
+
+/* Prints "PROGRAM: config refused: SOURCE: key 'K': WHY", blaming key when
+ * the operator set it, else other (the limit it must agree with); -1. */
+int em_sizes_refuse(const em_config_t *cfg, const char *program, const char *key, const char *other, const char *why);
+
+/* A byte cap (key) must hold at least floor_key's value and fit one gRPC
+ * message (grpc.max_message_bytes - EM_SIZE_GRPC_MARGIN); what names the
+ * unit ("an Execute batch"). 0, or -1 after em_sizes_refuse. */
+int em_sizes_check_cap(const em_config_t *cfg, const char *program, const char *key, const char *floor_key,
+                       const char *what);
 
 #endif

@@ -114,35 +114,11 @@ executor_t EX;
 
 /* Refuses a pair of settings that disagree, naming the one the file (or
  * --set) gave: key when it was set, else other. Returns -1. */
-static int refuse_sizes(const em_config_t *cfg, const char *key, const char *other, const char *why) {
-    const char *blame = strcmp(em_config_source(cfg, key), "default") != 0 ? key : other;
-    fprintf(stderr, "execmesh-executor: config refused: %s: key '%s': %s\n", em_config_source(cfg, blame), blame,
-            why);
-    return -1;
-}
-
 /* The size model (lib/em_sizes.h): a result always fits a group, and a
  * group one gRPC message. */
 static int validate_sizes(const em_config_t *cfg) {
-    char why[512];
-    int64_t result = em_config_int(cfg, "publish.max_result_bytes");
-    int64_t group = em_config_int(cfg, "publish.group_max_bytes");
-    int64_t grpc_max = em_config_int(cfg, "grpc.max_message_bytes");
-    if (group < result) {
-        snprintf(why, sizeof(why),
-                 "publish.group_max_bytes %" PRId64 " is less than publish.max_result_bytes %" PRId64
-                 ": one result must fit in a group",
-                 group, result);
-        return refuse_sizes(cfg, "publish.group_max_bytes", "publish.max_result_bytes", why);
-    }
-    if (group > grpc_max - EM_SIZE_GRPC_MARGIN) {
-        snprintf(why, sizeof(why),
-                 "publish.group_max_bytes %" PRId64 " is more than grpc.max_message_bytes %" PRId64
-                 " - %d: a group must fit in one gRPC message",
-                 group, grpc_max, EM_SIZE_GRPC_MARGIN);
-        return refuse_sizes(cfg, "publish.group_max_bytes", "grpc.max_message_bytes", why);
-    }
-    return 0;
+    return em_sizes_check_cap(cfg, executor_desc.program, "publish.group_max_bytes", "publish.max_result_bytes",
+                              "a group (one Publish, one Execute answer)");
 }
 
 /* Adds handler name to the list EX.handler_list shows in errors. */

@@ -95,13 +95,6 @@ static const em_service_desc_t scheduler_desc = {
 /* Refuses a pair of settings that disagree, naming the one the file (or
  * --set) gave: key when it was set, else other (a default cannot be wrong
  * alone). Returns -1. */
-static int refuse_sizes(const em_config_t *cfg, const char *key, const char *other, const char *why) {
-    const char *blame = strcmp(em_config_source(cfg, key), "default") != 0 ? key : other;
-    fprintf(stderr, "execmesh-scheduler: config refused: %s: key '%s': %s\n", em_config_source(cfg, blame), blame,
-            why);
-    return -1;
-}
-
 /* quarantine.executor_deaths (at most 6) deaths add at most this much
  * history, within what the executors leave for them (lib/em_sizes.h). */
 _Static_assert(6 * EM_SIZE_DEATH_MAX <= EM_SIZE_RETRY_ROOM - EM_SIZE_RESULT_ROOM,
@@ -115,8 +108,6 @@ static int validate_sizes(const em_config_t *cfg) {
         return -1;
     int64_t L = em_config_int(cfg, "kafka.max_message_bytes");
     int64_t E = em_size_max_execution(L);
-    int64_t grpc_max = em_config_int(cfg, "grpc.max_message_bytes");
-    int64_t batch = em_config_int(cfg, "dispatch.batch_max_bytes");
     static const char *const limits[] = {"input.max_bytes", "submit.max_payload_bytes"};
     for (size_t i = 0; i < EM_ARRAY_LEN(limits); i++) {
         int64_t v = em_config_int(cfg, limits[i]);
@@ -125,24 +116,11 @@ static int validate_sizes(const em_config_t *cfg) {
                      "%" PRId64 " is more than the largest execution, %" PRId64 " (kafka.max_message_bytes %" PRId64
                      " - %d kept for what the mesh adds to its result); 0 means that limit",
                      v, E, L, EM_SIZE_RESERVE);
-            return refuse_sizes(cfg, limits[i], "kafka.max_message_bytes", why);
+            return em_sizes_refuse(cfg, scheduler_desc.program, limits[i], "kafka.max_message_bytes", why);
         }
     }
-    if (batch < L) {
-        snprintf(why, sizeof(why),
-                 "dispatch.batch_max_bytes %" PRId64 " is less than kafka.max_message_bytes %" PRId64
-                 ": one execution must fit in an Execute batch",
-                 batch, L);
-        return refuse_sizes(cfg, "dispatch.batch_max_bytes", "kafka.max_message_bytes", why);
-    }
-    if (batch > grpc_max - EM_SIZE_GRPC_MARGIN) {
-        snprintf(why, sizeof(why),
-                 "dispatch.batch_max_bytes %" PRId64 " is more than grpc.max_message_bytes %" PRId64
-                 " - %d: an Execute batch must fit in one gRPC message",
-                 batch, grpc_max, EM_SIZE_GRPC_MARGIN);
-        return refuse_sizes(cfg, "dispatch.batch_max_bytes", "grpc.max_message_bytes", why);
-    }
-    return 0;
+    return em_sizes_check_cap(cfg, scheduler_desc.program, "dispatch.batch_max_bytes", "kafka.max_message_bytes",
+                              "an Execute batch");
 }
 
 static void *consumer_main(void *arg) {
