@@ -569,6 +569,11 @@ void sc_dispatch_locked(scheduler_t *s) {
              * deadline only bounds a hung executor, so it must not be
              * shorter than any handler's default */
             int64_t t = it->timeout_ms ? (int64_t)it->timeout_ms : s->default_timeout_ms;
+            if (it->deadline_ms) { /* nor run past the caller's deadline */
+                int64_t left = it->deadline_ms - em_mono_ms();
+                if (left < t)
+                    t = left > 0 ? left : 0;
+            }
             if (t > timeout)
                 timeout = t;
             it->ran = 0;

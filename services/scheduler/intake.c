@@ -223,6 +223,8 @@ void sc_accept_locked(scheduler_t *s, rd_kafka_message_t *msg) {
         return;
     }
     it->timeout_ms = info.timeout_ms;
+    if (info.deadline_unix_ms) /* the caller's absolute deadline, monotonic from here on */
+        it->deadline_ms = em_mono_ms() + (info.deadline_unix_ms - em_now_unix_ms());
     it->need_id = info.id_len == 0;
     if (info.id_len) {
         it->id_rel = (uint32_t)(info.id - (const uint8_t *)msg->payload);

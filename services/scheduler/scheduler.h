@@ -82,6 +82,7 @@ typedef struct sc_item {
     int has_body;
     uint32_t attempt;
     uint32_t timeout_ms;         /* from the record; 0: the default */
+    int64_t deadline_ms;         /* monotonic: the caller's deadline_unix_ms turned on arrival; 0: none */
     int need_id;                 /* no id in the record: "<topic>/<partition>/<offset>" is appended */
     uint32_t id_rel, id_len;     /* the id's bytes in the execution (from its start; valid once dispatched) */
     uint32_t deaths;             /* executors that died running it alone (from the record) */
