@@ -45,7 +45,7 @@ struct em_cancels {
     entry_t **buckets;
     size_t nbuckets;
     entry_t *oldest, *newest;
-    size_t count;
+    atomic_size_t count; /* written under lock; read without it by em_cancels_empty */
 
     em_metric_t *m_read, *m_remembered, *m_forgotten;
 };
@@ -150,6 +150,8 @@ size_t em_cancels_count(em_cancels_t *c) {
 }
 
 int em_cancels_ready(em_cancels_t *c) { return atomic_load(&c->ready); }
+
+int em_cancels_empty(em_cancels_t *c) { return atomic_load_explicit(&c->count, memory_order_relaxed) == 0; }
 
 static void caught_up(em_cancels_t *c, int32_t partition) {
     if (partition < 0 || partition >= c->nparts || c->caught_up[partition])

@@ -54,6 +54,10 @@ int em_cancels_has(em_cancels_t *c, const uint8_t *id, size_t len);
 /* 1 once every partition was read up to its end offset as it was at start. */
 int em_cancels_ready(em_cancels_t *c);
 
+/* No cancel remembered: a check without taking the set's lock (the hot
+ * path asks this before em_cancels_has). */
+int em_cancels_empty(em_cancels_t *c);
+
 /* Ids remembered now. */
 size_t em_cancels_count(em_cancels_t *c);
 

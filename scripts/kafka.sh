@@ -33,7 +33,7 @@ dir=$(cd "$dir" && pwd)
 version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$top/deploy/kafka/pom.xml")
 cache=${EM_KAFKA_CACHE:-$HOME/.cache/execmesh/kafka-$version}
 pidfile="$dir/kafka.pid"
-topics=(execmesh.requests execmesh.results execmesh.dead execmesh.delay)
+topics=(execmesh.requests execmesh.results execmesh.dead execmesh.delay execmesh.cancels)
 
 say() { echo "kafka.sh: $*" >&2; }
 

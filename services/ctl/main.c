@@ -468,14 +468,71 @@ static int cmd_health(int argc, char **argv) {
     return any && all_serving ? 0 : 1;
 }
 
+/* ---- cancel ------------------------------------------------------------- */
+
+/* execmeshctl cancel --target T ID...: Scheduler.Cancel; prints the ids once
+ * every cancel is durable. */
+static int cmd_cancel(int argc, char **argv) {
+    const char *target = "ipv4:127.0.0.1:7100";
+    int first = 1;
+    if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        printf("Usage: execmeshctl cancel [--target ipv4:HOST:PORT[,...]] ID [ID...]\n"
+               "Cancels executions by id (Scheduler.Cancel): each ends with one CANCELLED result and does not\n"
+               "run again. Prints the ids once every cancel is durable in Kafka. --target: a scheduler\n"
+               "(default ipv4:127.0.0.1:7100).\n");
+        return 0;
+    }
+    if (argc > 2 && !strcmp(argv[1], "--target")) {
+        target = argv[2];
+        first = 3;
+    }
+    if (first >= argc) {
+        fprintf(stderr, "execmeshctl cancel: name at least one execution id (cancel --help)\n");
+        return 2;
+    }
+    char err[512];
+    em_rpc_loop_t *loop = em_rpc_loop_new();
+    em_rpc_loop_start(loop);
+    em_rpc_channel_opts_t co;
+    channel_opts(&co, 0);
+    em_rpc_channel_t *ch = em_rpc_channel_new(loop, target, "execmesh.v1.Scheduler", &co, err, sizeof(err));
+    if (!ch) {
+        fprintf(stderr, "execmeshctl cancel: --target %s: %s\n", target, err);
+        em_rpc_loop_destroy(loop);
+        return 2;
+    }
+    Execmesh__V1__CancelRequest req = EXECMESH__V1__CANCEL_REQUEST__INIT;
+    req.n_ids = (size_t)(argc - first);
+    req.ids = argv + first;
+    sync_call_t sc;
+    int rc = 0;
+    grpc_status_code code = call_sync(ch, "/execmesh.v1.Scheduler/Cancel", &req.base, 10000, &sc);
+    if (code != GRPC_STATUS_OK) {
+        fprintf(stderr, "execmeshctl cancel: Cancel failed: %s: %s\n", em_rpc_status_name(code), sc.details);
+        rc = 3;
+    } else {
+        Execmesh__V1__CancelResponse *resp = execmesh__v1__cancel_response__unpack(NULL, sc.len, sc.resp);
+        for (size_t i = 0; resp && i < resp->n_ids; i++)
+            printf("cancelled %s\n", resp->ids[i]);
+        if (resp)
+            execmesh__v1__cancel_response__free_unpacked(resp, NULL);
+    }
+    free(sc.resp);
+    em_rpc_channel_destroy(ch);
+    em_rpc_loop_destroy(loop);
+    return rc;
+}
+
 static void usage(FILE *out) {
     fprintf(out, "execmeshctl %s: the execmesh command-line client\n\n"
                  "Usage: execmeshctl submit --handler NAME [--payload TEXT] ...   (submit --help for more)\n"
+                 "       execmeshctl cancel [--target ipv4:HOST:PORT[,...]] ID [ID...]\n"
                  "       execmeshctl health --target ipv4:HOST:PORT[,HOST:PORT...]\n"
                  "       execmeshctl status --bootstrap HOST:PORT[,...] [--group G] [--topic T]\n"
                  "                          [--metrics HOST:PORT[,...]] [--json] [--timeout-ms N]   (status --help)\n"
                  "       execmeshctl --version | --help\n\n"
                  "  submit   submit one execution and print its result (JSON)\n"
+                 "  cancel   cancel executions by id (each ends CANCELLED, durable before it returns)\n"
                  "  health   ask every replica behind a target for its gRPC health\n"
                  "  status   the schedulers' consumer group: each partition's owner, position, committed\n"
                  "           offset, end offset and lag, to find a stuck partition\n"
@@ -505,6 +562,8 @@ int main(int argc, char **argv) {
         return cmd_submit(argc - 1, argv + 1);
     if (!strcmp(argv[1], "health"))
         return cmd_health(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "cancel"))
+        return cmd_cancel(argc - 1, argv + 1);
     fprintf(stderr, "execmeshctl: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return 2;

@@ -30,7 +30,7 @@ static const em_setting_t devkafka_settings[] = {
     EM_SERVICE_SETTINGS("127.0.0.1:7400", "127.0.0.1:9400"),
     {"devkafka.brokers", EM_CFG_INT, "1", 1, 9, "Mock brokers in the cluster."},
     {"devkafka.partitions", EM_CFG_INT, "6", 1, 10000, "Partitions of each topic created at start."},
-    {"devkafka.topics", EM_CFG_STRLIST, "execmesh.requests,execmesh.results,execmesh.dead,execmesh.delay", 0, 64,
+    {"devkafka.topics", EM_CFG_STRLIST, "execmesh.requests,execmesh.results,execmesh.dead,execmesh.delay,execmesh.cancels", 0, 64,
      "Topics created at start; NAME:PARTITIONS overrides devkafka.partitions for one topic."},
     {"devkafka.bootstrap_file", EM_CFG_STR, "", 0, 4095,
      "If set, the bootstrap servers are also written to this file (one line)."},

@@ -565,6 +565,10 @@ void sc_dispatch_locked(scheduler_t *s) {
                 sc_item_done_locked(s, it, 0);
                 continue;
             }
+            if (sc_cancelled_locked(s, it)) {
+                sc_cancel_item_locked(s, it, "before it was dispatched");
+                continue;
+            }
             /* the executors enforce each execution's timeout; the call's
              * deadline only bounds a hung executor, so it must not be
              * shorter than any handler's default */

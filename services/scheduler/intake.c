@@ -233,6 +233,10 @@ void sc_accept_locked(scheduler_t *s, rd_kafka_message_t *msg) {
     if (info.attempt) /* a retry, or a record whose executor died: it carries its attempt */
         it->attempt = info.attempt;
     it->deaths = info.executor_deaths;
+    if (sc_cancelled_locked(s, it)) {
+        sc_cancel_item_locked(s, it, it->attempt > 1 ? "while its next attempt waited" : "while it waited in Kafka");
+        return;
+    }
     it->isolate = it->deaths > 0; /* it killed an executor before: it runs alone, blaming no batch-mate */
     if (info.submitted_unix_ms == 0)
         it->submitted_unix_ms = ts > 0 ? ts : em_now_unix_ms();

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "em_cancels.h"
 #include "em_delay.h"
 #include "em_log.h"
 #include "em_util.h"
@@ -46,6 +47,13 @@ static const em_setting_t scheduler_settings[] = {
     {"kafka.topic_delay", EM_CFG_STR, "execmesh.delay", 1, 249,
      "Topic where the next attempt of a failed execution waits for its backoff (durably: no scheduler memory); "
      "every scheduler forwards due records from it back to the requests topic."},
+    {"kafka.topic_cancels", EM_CFG_STR, "execmesh.cancels", 1, 249,
+     "Topic of durable cancels (keyed by execution id; give it a retention of about cancel.remember_ms). Every "
+     "scheduler reads all of it: the one that holds a cancelled execution ends it CANCELLED."},
+    {"cancel.remember_ms", EM_CFG_INT, "86400000", 1000, 2592000000,
+     "How long a cancel is remembered: an execution that arrives within it after its cancel still ends CANCELLED."},
+    {"cancel.max_remembered", EM_CFG_INT, "1000000", 1, 100000000,
+     "Most cancels remembered (the oldest forgotten first); each costs about 100 bytes of memory."},
     {"quarantine.executor_deaths", EM_CFG_INT, "3", 1, 6,
      "An execution whose executor died this many times while running it alone ends EXHAUSTED and is never "
      "dispatched again (the executions of a lost batch are re-dispatched alone, so deaths are not blamed on "
@@ -131,6 +139,16 @@ static void *consumer_main(void *arg) {
         EM_ERROR("out of memory in the consumer thread");
         return NULL;
     }
+    /* A cancel written before this scheduler started must be known before
+     * any execution is taken in: wait until the cancels are read. */
+    int64_t t0 = em_mono_ms();
+    while (!atomic_load(&s->stopping) && !em_cancels_ready(s->cancels)) {
+        pthread_mutex_lock(&s->lock);
+        em_cond_wait_ms(&s->cond, &s->lock, 20);
+        pthread_mutex_unlock(&s->lock);
+    }
+    EM_INFO("cancels read; taking executions", EM_F_INT("waited_ms", em_mono_ms() - t0),
+            EM_F_UINT("remembered", em_cancels_count(s->cancels)));
     while (!atomic_load(&s->stopping)) {
         int64_t now = em_mono_ms();
         int timeout = s->paused ? 10 : 100;
@@ -246,6 +264,13 @@ static void register_metrics(scheduler_t *s) {
     s->m_too_large_refused = em_metrics_counter(m, "execmesh_scheduler_batches_refused_too_large_total", NULL,
                                                 "Execute batches an executor refused as larger than its "
                                                 "grpc.max_message_bytes (the byte cap is halved).");
+    s->m_cancelled = em_metrics_counter(m, "execmesh_scheduler_cancelled_total", NULL,
+                                        "Executions ended CANCELLED by this scheduler (their result stored).");
+    s->m_cancel_calls = em_metrics_counter(m, "execmesh_cancel_calls_total", NULL, "Cancel calls received.");
+    s->m_cancel_requests = em_metrics_counter(m, "execmesh_cancel_requests_total", NULL,
+                                              "Cancels stored by Cancel calls (one per id).");
+    s->m_cancels_seen = em_metrics_counter(m, "execmesh_scheduler_cancels_seen_total", NULL,
+                                           "New cancels read from the cancels topic.");
     sc_watchdog_register(s);
 }
 
@@ -356,7 +381,24 @@ int main(int argc, char **argv) {
         EM_ERROR("cannot start the delay runner", EM_F_STR("error", err));
         goto out;
     }
-    if (em_rpc_server_add_method(s.svc.server, "execmesh.v1.Scheduler", "Submit", sc_on_submit, &s, 128) != EM_OK)
+    s.t_cancels = em_producer_topic(s.producer, em_config_str(cfg, "kafka.topic_cancels"));
+    em_cancels_opts_t xopts = {.bootstrap = copts.bootstrap,
+                               .client_id = s.svc.replica,
+                               .topic = em_config_str(cfg, "kafka.topic_cancels"),
+                               .extra = copts.extra,
+                               .nextra = copts.nextra,
+                               .remember_ms = em_config_int(cfg, "cancel.remember_ms"),
+                               .max_ids = (size_t)em_config_int(cfg, "cancel.max_remembered"),
+                               .on_cancel = sc_cancel_seen,
+                               .ctx = &s,
+                               .metrics = s.svc.metrics};
+    s.cancels = em_cancels_new(&xopts, err, sizeof(err));
+    if (!s.cancels) {
+        EM_ERROR("cannot start the cancels reader", EM_F_STR("error", err));
+        goto out;
+    }
+    if (em_rpc_server_add_method(s.svc.server, "execmesh.v1.Scheduler", "Submit", sc_on_submit, &s, 128) != EM_OK ||
+        em_rpc_server_add_method(s.svc.server, "execmesh.v1.Scheduler", "Cancel", sc_on_cancel, &s, 32) != EM_OK)
         goto out;
     em_metrics_route(s.svc.metrics, "POST", "/admin/", admin_consume, &s);
 
@@ -410,6 +452,7 @@ out:
     }
     sc_items_release_all(&s); /* their records go back to the consumer before the consumer goes */
     em_delay_destroy(s.delay); /* commits what it forwarded; before the producer it uses goes */
+    em_cancels_destroy(s.cancels);
     em_consumer_destroy(s.consumer);
     em_producer_destroy(s.producer);
     for (int i = 0; i < s.nparts; i++)

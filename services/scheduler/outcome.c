@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "em_cancels.h"
 #include "em_delay.h"
 #include "em_log.h"
 #include "em_pbwire.h"
@@ -70,19 +71,23 @@ static void on_stored(em_delivery_t *d, const rd_kafka_message_t *msg) {
     }
     pthread_mutex_lock(&s->lock);
     em_metric_add(it->out_kind == SC_OUT_DELAY ? s->m_retries : s->m_out, 1);
+    if (it->out_kind == SC_OUT_CANCELLED)
+        em_metric_add(s->m_cancelled, 1);
     sc_item_done_locked(s, it, 1);
     pthread_mutex_unlock(&s->lock);
 }
 
 static void store_locked(scheduler_t *s, sc_item_t *it) {
-    const uint8_t *id = sc_item_id(it);
+    char buf[300];
+    size_t idl;
+    const uint8_t *id = sc_item_key(s, it, buf, sizeof(buf), &idl);
     em_err_t rc;
     it->dr.done = on_stored;
     if (it->out_kind == SC_OUT_DELAY)
-        rc = em_delay_send(s->producer, s->t_delay, id, it->id_len, it->out_rec, it->out_len, NULL,
-                           it->out_due_unix_ms, s->topic_requests, &it->dr);
+        rc = em_delay_send(s->producer, s->t_delay, id, idl, it->out_rec, it->out_len, NULL, it->out_due_unix_ms,
+                           s->topic_requests, &it->dr);
     else
-        rc = em_producer_send(s->producer, s->t_results, id, it->id_len, it->out_rec, it->out_len, NULL, 0, &it->dr);
+        rc = em_producer_send(s->producer, s->t_results, id, idl, it->out_rec, it->out_len, NULL, 0, &it->dr);
     if (rc != EM_OK && em_timer_after(s->svc.timers, s->retry_backoff_ms, store_retry, it) != EM_OK)
         sc_item_done_locked(s, it, 0);
 }
@@ -138,13 +143,13 @@ void sc_retry_later_locked(scheduler_t *s, sc_item_t *it, const em_result_info_t
     store_locked(s, it);
 }
 
-/* The final result the scheduler writes itself: EXHAUSTED after the
- * quarantine, with the execution's whole history and this last attempt. */
-static uint8_t *quarantine_result(const sc_item_t *it, const em_attempt_t *add, int nadd, const char *error,
-                                  size_t *len) {
-    const em_attempt_t *last = &add[nadd - 1];
-    const uint8_t *body = GRPC_SLICE_START_PTR(it->body) + it->body_off;
-    Execmesh__V1__Execution *ex = execmesh__v1__execution__unpack(NULL, it->body_len, body);
+/* A final result the scheduler writes itself (EXHAUSTED after the
+ * quarantine, CANCELLED): the execution's whole history, then the attempts
+ * in add (may be none), headers copied. exec/exec_len: the execution's
+ * bytes; id: its id when the bytes have none (generated), else NULL. */
+static uint8_t *own_result(const uint8_t *exec, size_t exec_len, const char *id, uint32_t attempt, int status,
+                           const em_attempt_t *add, int nadd, const char *error, size_t *len) {
+    Execmesh__V1__Execution *ex = execmesh__v1__execution__unpack(NULL, exec_len, exec);
     if (!ex)
         return NULL;
     Execmesh__V1__Result r = EXECMESH__V1__RESULT__INIT;
@@ -172,13 +177,13 @@ static uint8_t *quarantine_result(const sc_item_t *it, const em_attempt_t *add, 
             hv[i].value = ex->headers[i]->value;
             hp[i] = &hv[i];
         }
-        r.id = ex->id;
-        r.attempt = last->attempt;
-        r.status = EXECMESH__V1__STATUS__EXHAUSTED;
+        r.id = id ? (char *)(uintptr_t)id : ex->id;
+        r.attempt = attempt;
+        r.status = (Execmesh__V1__Status)status;
         r.error = (char *)(uintptr_t)error;
-        r.executor = la[nadd - 1].executor;
+        r.executor = nadd ? la[nadd - 1].executor : (char *)(uintptr_t)"";
         r.submitted_unix_ms = ex->submitted_unix_ms;
-        r.finished_unix_ms = last->finished_unix_ms;
+        r.finished_unix_ms = nadd ? add[nadd - 1].finished_unix_ms : em_now_unix_ms();
         r.n_headers = ex->n_headers;
         r.headers = hp;
         r.final = 1;
@@ -233,7 +238,8 @@ void sc_executor_died_locked(scheduler_t *s, sc_item_t *it, const char *executor
                  "quarantined: %u executors died running it (quarantine.executor_deaths = %" PRId64 "); the last: %s",
                  deaths, s->quarantine_deaths, why);
         em_utf8_trim(error);
-        it->out_rec = quarantine_result(it, a, na, error, &it->out_len);
+        it->out_rec = own_result(GRPC_SLICE_START_PTR(it->body) + it->body_off, it->body_len, NULL, it->attempt,
+                                 EXECMESH__V1__STATUS__EXHAUSTED, a, na, error, &it->out_len);
         it->out_kind = SC_OUT_RESULT;
         em_metric_add(s->m_quarantined, 1);
         EM_ERROR("execution quarantined: it ends EXHAUSTED", EM_F_INT("deaths", deaths), EM_F_STR("last", why),
@@ -251,5 +257,50 @@ void sc_executor_died_locked(scheduler_t *s, sc_item_t *it, const char *executor
         sc_item_done_locked(s, it, 0);
         return;
     }
+    store_locked(s, it);
+}
+
+const uint8_t *sc_item_key(const scheduler_t *s, const sc_item_t *it, char *buf, size_t n, size_t *len) {
+    if (!it->raw) {
+        *len = it->id_len;
+        return sc_item_id(it);
+    }
+    if (!it->need_id) {
+        *len = it->id_len;
+        return (const uint8_t *)it->raw->payload + it->id_rel;
+    }
+    int w = snprintf(buf, n, "%s/%" PRId32 "/%" PRId64, s->topic_requests, it->part->id, it->offset);
+    *len = w > 0 && (size_t)w < n ? (size_t)w : 0;
+    return (const uint8_t *)buf;
+}
+
+int sc_cancelled_locked(scheduler_t *s, const sc_item_t *it) {
+    if (!s->cancels || em_cancels_empty(s->cancels))
+        return 0;
+    char buf[300];
+    size_t idl;
+    const uint8_t *id = sc_item_key(s, it, buf, sizeof(buf), &idl);
+    return idl && em_cancels_has(s->cancels, id, idl);
+}
+
+void sc_cancel_item_locked(scheduler_t *s, sc_item_t *it, const char *where) {
+    char buf[300], error[200];
+    size_t idl;
+    const uint8_t *id = sc_item_key(s, it, buf, sizeof(buf), &idl);
+    char idz[300];
+    snprintf(idz, sizeof(idz), "%.*s", (int)idl, (const char *)id);
+    snprintf(error, sizeof(error), "cancelled %s", where);
+    const uint8_t *exec = it->raw ? it->raw->payload : GRPC_SLICE_START_PTR(it->body) + it->body_off;
+    size_t exec_len = it->raw ? it->raw->len : it->body_len;
+    it->out_rec = own_result(exec, exec_len, idz, it->attempt, EXECMESH__V1__STATUS__CANCELLED, NULL, 0, error,
+                             &it->out_len);
+    if (!it->out_rec) {
+        EM_ERROR("cannot write a cancelled execution's result; it stays for the next owner",
+                 EM_F_INT("partition", it->part->id));
+        sc_item_done_locked(s, it, 0);
+        return;
+    }
+    it->out_kind = SC_OUT_CANCELLED;
+    EM_INFO("execution cancelled", EM_F_STR("id", idz), EM_F_STR("where", where), EM_F_INT("attempt", it->attempt));
     store_locked(s, it);
 }

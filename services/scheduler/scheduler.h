@@ -128,6 +128,8 @@ typedef struct scheduler {
     rd_kafka_topic_t *t_requests, *t_dead, *t_delay, *t_results;
     const char *topic_requests;
     struct em_delay *delay;   /* forwards due retries from the delay topic to the requests topic */
+    struct em_cancels *cancels; /* every durable cancel, read from the cancels topic */
+    rd_kafka_topic_t *t_cancels;
     em_rpc_channel_t *executors;
     em_rpc_method_ref_t *m_execute;
     pthread_t consumer_thread;
@@ -183,6 +185,7 @@ typedef struct scheduler {
     em_metric_t *m_redispatched, *m_busy, *m_commits, *m_commit_failed, *m_submit_calls, *m_submit_failed;
     em_metric_t *m_paused, *m_holds, *m_flow_pauses, *m_rebalances, *m_stalled, *m_stalls, *m_heals;
     em_metric_t *m_retries, *m_deaths, *m_quarantined, *m_protocol_errors, *m_isolated;
+    em_metric_t *m_cancelled, *m_cancel_calls, *m_cancel_requests, *m_cancels_seen;
     em_metric_t *m_calls, *m_byte_cuts, *m_dead_truncated, *m_too_large_refused;
 } scheduler_t;
 
@@ -208,7 +211,7 @@ void sc_commit_stall_clear_locked(scheduler_t *s, const char *why);
 void sc_consumer_turn_locked(scheduler_t *s);
 
 /* outcome.c */
-enum { SC_OUT_DELAY = 1, SC_OUT_RESULT = 2 };
+enum { SC_OUT_DELAY = 1, SC_OUT_RESULT = 2, SC_OUT_CANCELLED = 3 };
 /* The answer says the attempt failed with attempts left: the next attempt
  * waits durably in the delay topic; the item is done once that is stored. */
 void sc_retry_later_locked(scheduler_t *s, sc_item_t *it, const em_result_info_t *r);
@@ -218,6 +221,18 @@ void sc_retry_later_locked(scheduler_t *s, sc_item_t *it, const em_result_info_t
 void sc_executor_died_locked(scheduler_t *s, sc_item_t *it, const char *executor, const char *why);
 /* The id of a dispatched item. */
 const uint8_t *sc_item_id(const sc_item_t *it);
+/* The id of any item (dispatched or not; a generated one written to buf). */
+const uint8_t *sc_item_key(const scheduler_t *s, const sc_item_t *it, char *buf, size_t n, size_t *len);
+/* Is the item's execution cancelled? */
+int sc_cancelled_locked(scheduler_t *s, const sc_item_t *it);
+/* Ends it CANCELLED (a final result the scheduler writes); where says
+ * where it was ("while waiting in Kafka", ...). */
+void sc_cancel_item_locked(scheduler_t *s, sc_item_t *it, const char *where);
+
+/* cancel.c */
+void sc_on_cancel(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_t len);
+/* The cancels reader told a new cancel (its thread). */
+void sc_cancel_seen(void *ctx, const uint8_t *id, size_t len);
 
 /* intake.c */
 void sc_accept_locked(scheduler_t *s, rd_kafka_message_t *msg);

@@ -419,7 +419,7 @@ def main():
         args.open_loop_s = 8
     extra_rates = [float(r) for r in args.open_loop_rates.split(",") if r]
     args.topics = {"bench.requests": 64, "bench.pt.results": 128, "bench.c1.results": 128, "bench.c2.results": 128,
-                   "bench.warmup": 1, "execmesh.delay": 6}
+                   "bench.warmup": 1, "execmesh.delay": 6, "execmesh.cancels": 6}
     for i in range(0 if args.skip_open_loop else 2 + len(extra_rates)):
         t = ol_topics(i)
         args.topics.update({t["requests"]: 64, t["results"]: 128, t["floor"]: 64, t["floor_out"]: 128})
