@@ -46,7 +46,7 @@ TOOL = {
     "kcat": "/usr/bin/kcat",  # Debian
 }
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
-TOPICS = ("execmesh.requests", "execmesh.results", "execmesh.dead", "execmesh.delay")
+TOPICS = ("execmesh.requests", "execmesh.results", "execmesh.dead", "execmesh.delay", "execmesh.cancels")
 SERVING, NOT_SERVING = 1, 2
 
 
@@ -445,6 +445,7 @@ class Mesh:
         target = "ipv4:" + ",".join(e.grpc_addr for e in executors)
         return self.start("scheduler", name, self.kafka_args() + [
             "--set", f"kafka.topic_delay={self.topics['execmesh.delay']}",
+            "--set", f"kafka.topic_cancels={self.topics['execmesh.cancels']}",
             "--set", f"executors.target={target}", "--set", f"kafka.group_id={self.group}",
             "--set", "kafka.session_timeout_ms=6000"] + list(args), wait=wait)
 
