@@ -486,6 +486,35 @@ def work_taken(c, name):
     return c.metric(name, "execmesh_executions_in_total" if role == "executor" else "execmesh_sink_publish_calls_total")
 
 
+def hold_work_on(c, victim, tag, timeout=15):
+    """Makes the victim hold an execution when the fault fires: a short
+    sleep is submitted at a time until the victim's journal shows one
+    started and unanswered. Echoes alone are answered within a millisecond
+    or two, so a cut can find the victim holding nothing, and then the
+    fault proves nothing. These executions are not in the load's acked set;
+    their results count in the duplicates like any other."""
+    ch = grpc.insecure_channel(c.submit_target)
+    stub = pb_grpc.SchedulerStub(ch)
+    path = f"{c.dir}/{victim}.journal"
+    deadline = time.monotonic() + timeout
+    ids = []
+    try:
+        while time.monotonic() < deadline:
+            ids.append(f"hold-{tag}-{len(ids)}")
+            stub.Submit(pb.SubmitRequest(executions=[execution(ids[-1], "sleep", b"600")]), timeout=10)
+            until = time.monotonic() + 0.3
+            while time.monotonic() < until:
+                rows = journal(path)
+                started = {eid for _, t, eid, _ in rows if t == "S"}
+                answered = {eid for _, t, eid, _ in rows if t in ("D", "X")}
+                if any(i in started and i not in answered for i in ids):
+                    return
+                time.sleep(0.01)  # ok-sleep: a tight poll of a bounded wait
+    finally:
+        ch.close()
+    raise AssertionError(f"{victim} took none of {len(ids)} sleeps within {timeout} s: the fault would prove nothing")
+
+
 def wait_in_flight(c, name, timeout=30):
     """Polls the victim's in-flight gauge until it is > 0; returns it."""
     p = c.procs[name]
@@ -741,6 +770,8 @@ def apply(c, f, args, load):
     p = c.procs.get(f.victim)
     f.victim_proc = p
     kafka_sh = os.path.join(ROOT, "scripts", "kafka.sh")
+    if f.kind == "partition_executor":
+        hold_work_on(c, f.victim, f.kind)  # before the fault's clock starts: it took these before the cut
     if f.kind.startswith(("kill9", "sigterm", "stop_", "notserving", "partition")):
         f.in_flight = wait_in_flight(c, f.victim)
     f.t_ms = now_ms()
