@@ -501,7 +501,7 @@ def hold_work_on(c, victim, tag, timeout=15):
     try:
         while time.monotonic() < deadline:
             ids.append(f"hold-{tag}-{len(ids)}")
-            stub.Submit(pb.SubmitRequest(executions=[execution(ids[-1], "sleep", b"600")]), timeout=10)
+            stub.Submit(pb.SubmitRequest(executions=[execution(ids[-1], "sleep", b"300")]), timeout=10)
             until = time.monotonic() + 0.3
             while time.monotonic() < until:
                 rows = journal(path)
@@ -770,7 +770,7 @@ def apply(c, f, args, load):
     p = c.procs.get(f.victim)
     f.victim_proc = p
     kafka_sh = os.path.join(ROOT, "scripts", "kafka.sh")
-    if f.kind == "partition_executor":
+    if f.kind in ("partition_executor", "stop_executor"):
         hold_work_on(c, f.victim, f.kind)  # before the fault's clock starts: it took these before the cut
     if f.kind.startswith(("kill9", "sigterm", "stop_", "notserving", "partition")):
         f.in_flight = wait_in_flight(c, f.victim)
