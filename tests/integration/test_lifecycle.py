@@ -199,7 +199,7 @@ def test_a_poison_execution_is_quarantined_and_the_rest_complete():
         cfg = os.path.join(m.dir, "executor.cfg")
         with open(cfg, "w") as f:
             f.write('handlers = { builtin = [ "echo" ]; exec = [ "poison" ]; };\n'
-                    'exec = { poison = { argv = [ "/bin/sh", "-c", "kill -9 $PPID; sleep 5" ]; }; };\n')
+                    'exec = { poison = { argv = [ "/bin/sh", "-c", "kill -9 $PPID; sleep 5" ]; }; };\n')  # ok-sleep: the poison's child, nothing waits on it
         ports = [free_port(), free_port()]
 
         def start(k, n, wait=False):

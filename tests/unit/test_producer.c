@@ -83,6 +83,30 @@ static int has_blocker(em_health_t *h, const char *name) {
     return strstr(buf, name) != NULL;
 }
 
+/* An em_producer on the mock cluster (health may be NULL). */
+static em_producer_t *test_producer_new(rd_kafka_mock_cluster_t *mc, em_health_t *health) {
+    static const char *extra[] = {"log_level=3"};
+    char err[512];
+    em_producer_opts_t o = {
+        .bootstrap = rd_kafka_mock_cluster_bootstraps(mc),
+        .client_id = "test-producer",
+        .probe_topic = TOPIC,
+        .linger_ms = 5,
+        .batch_size = 100000,
+        .message_timeout_ms = 30000,
+        .queue_max_messages = 10000,
+        .queue_max_kbytes = 10240,
+        .probe_interval_ms = 200,
+        .extra = extra,
+        .nextra = EM_ARRAY_LEN(extra),
+        .health = health,
+    };
+    em_producer_t *p = em_producer_new(&o, err, sizeof(err));
+    if (!p)
+        fail_msg("em_producer_new: %s", err);
+    return p;
+}
+
 static void fatal_error_is_recovered_from(void **state) {
     (void)state;
     char err[512];
@@ -99,24 +123,7 @@ static void fatal_error_is_recovered_from(void **state) {
     assert_int_equal(em_health_add_service(h, ""), EM_OK);
     em_health_block(h, EM_HEALTH_STARTING, 0);
 
-    static const char *extra[] = {"log_level=3"};
-    em_producer_opts_t o = {
-        .bootstrap = rd_kafka_mock_cluster_bootstraps(mc),
-        .client_id = "test-producer",
-        .probe_topic = TOPIC,
-        .linger_ms = 5,
-        .batch_size = 100000,
-        .message_timeout_ms = 30000,
-        .queue_max_messages = 10000,
-        .queue_max_kbytes = 10240,
-        .probe_interval_ms = 200,
-        .extra = extra,
-        .nextra = EM_ARRAY_LEN(extra),
-        .health = h,
-    };
-    em_producer_t *p = em_producer_new(&o, err, sizeof(err));
-    if (!p)
-        fail_msg("em_producer_new: %s", err);
+    em_producer_t *p = test_producer_new(mc, h);
     rd_kafka_topic_t *t = em_producer_topic(p, TOPIC);
     assert_non_null(t);
     WAIT_UNTIL(em_health_overall(h) == EM_HEALTH_SERVING, "SERVING once the probe reached the mock cluster");
@@ -185,23 +192,7 @@ static void foreign_topic_handle_is_refused(void **state) {
     rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(host, 1);
     assert_non_null(mc);
     assert_int_equal(rd_kafka_mock_topic_create(mc, TOPIC, 1, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
-    static const char *extra[] = {"log_level=3"};
-    em_producer_opts_t o = {
-        .bootstrap = rd_kafka_mock_cluster_bootstraps(mc),
-        .client_id = "test-producer",
-        .probe_topic = TOPIC,
-        .linger_ms = 5,
-        .batch_size = 100000,
-        .message_timeout_ms = 30000,
-        .queue_max_messages = 10000,
-        .queue_max_kbytes = 10240,
-        .probe_interval_ms = 200,
-        .extra = extra,
-        .nextra = EM_ARRAY_LEN(extra),
-    };
-    em_producer_t *p = em_producer_new(&o, err, sizeof(err));
-    if (!p)
-        fail_msg("em_producer_new: %s", err);
+    em_producer_t *p = test_producer_new(mc, NULL);
     rd_kafka_topic_t *t = em_producer_topic(p, TOPIC);
     assert_ptr_equal(em_producer_topic(p, TOPIC), t); /* one handle per name */
     rd_kafka_topic_t *foreign = rd_kafka_topic_new(host, TOPIC, NULL);
