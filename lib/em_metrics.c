@@ -208,6 +208,18 @@ em_err_t em_metrics_collector(em_metrics_t *m, em_metrics_collect_fn fn, void *c
     return full ? EM_EINVAL : EM_OK;
 }
 
+void em_metrics_collector_remove(em_metrics_t *m, em_metrics_collect_fn fn, void *ctx) {
+    if (!m)
+        return;
+    pthread_mutex_lock(&m->lock); /* a scrape renders with it held: none is running after this */
+    int k = 0;
+    for (int i = 0; i < m->ncollectors; i++)
+        if (m->collectors[i].fn != fn || m->collectors[i].ctx != ctx)
+            m->collectors[k++] = m->collectors[i];
+    m->ncollectors = k;
+    pthread_mutex_unlock(&m->lock);
+}
+
 void em_metrics_out_family(em_metrics_out_t *out, const char *name, const char *type, const char *help) {
     buf_printf(out->b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }

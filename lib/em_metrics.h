@@ -44,6 +44,9 @@ void em_metric_max(em_metric_t *metric, int64_t value);
 typedef struct em_metrics_out em_metrics_out_t;
 typedef void (*em_metrics_collect_fn)(void *ctx, em_metrics_out_t *out);
 em_err_t em_metrics_collector(em_metrics_t *m, em_metrics_collect_fn fn, void *ctx);
+/* Unregisters fn/ctx; on return no scrape runs it any more (one running
+ * now has finished): call it before freeing what the collector reads. */
+void em_metrics_collector_remove(em_metrics_t *m, em_metrics_collect_fn fn, void *ctx);
 /* type: "gauge" or "counter". */
 void em_metrics_out_family(em_metrics_out_t *out, const char *name, const char *type, const char *help);
 /* labels: the text inside {} or NULL. */

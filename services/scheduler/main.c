@@ -455,6 +455,7 @@ out:
     em_cancels_destroy(s.cancels);
     em_consumer_destroy(s.consumer);
     em_producer_destroy(s.producer);
+    sc_watchdog_unregister(&s); /* the metrics server still answers scrapes until the cleanup */
     for (int i = 0; i < s.nparts; i++)
         if (s.parts[i]) {
             em_watermark_destroy(s.parts[i]->wm);

@@ -256,6 +256,9 @@ void sc_watchdog_stop(scheduler_t *s);
 void sc_watchdog_heal(scheduler_t *s);
 /* Registers the per-partition metrics and the debug hooks' route. */
 void sc_watchdog_register(scheduler_t *s);
+/* Stops the per-partition metrics before the partitions are freed: a
+ * scrape during the exit must not read them. */
+void sc_watchdog_unregister(scheduler_t *s);
 
 /* submit.c */
 void sc_on_submit(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_t len);

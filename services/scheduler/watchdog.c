@@ -370,3 +370,5 @@ void sc_watchdog_register(scheduler_t *s) {
     em_metrics_route(m, "POST", "/debug/stall/", debug_stall, s);
 #endif
 }
+
+void sc_watchdog_unregister(scheduler_t *s) { em_metrics_collector_remove(s->svc.metrics, collect, s); }

@@ -325,6 +325,14 @@ static void collector_samples_change_per_scrape(void **state) {
     for (int i = 1; i < 4; i++)
         assert_int_equal(em_metrics_collector(m, collect_parts, other_name), EM_OK);
     assert_int_equal(em_metrics_collector(m, collect_parts, other_name), EM_EINVAL);
+    /* removed (what it reads is about to be freed): no scrape runs it, the
+     * others stay, and its slot is free again */
+    em_metrics_collector_remove(m, collect_parts, lag_name);
+    text = em_metrics_render(m);
+    assert_int_equal(count_of(text, "# TYPE em_lag gauge"), 0);
+    assert_int_equal(count_of(text, "# TYPE em_other gauge"), 3);
+    free(text);
+    assert_int_equal(em_metrics_collector(m, collect_parts, lag_name), EM_OK);
     em_metrics_destroy(m);
 }
 
