@@ -76,6 +76,7 @@ static void batch_free(ex_batch_t *b) {
     grpc_slice_unref(b->packed);
     release_inflight(b, b->n - b->released);
     atomic_fetch_sub(&EX.batches, 1);
+    ex_alone_freed(b);
     pthread_mutex_destroy(&b->lock);
     em_arena_destroy(b->arena); /* the request, the results' arrays and b itself */
 }
@@ -470,25 +471,36 @@ static int refuse(em_rpc_call_t *call, grpc_status_code code, const char *msg) {
     return -1;
 }
 
-/* Counts the executions and takes their room; 0 on success. */
-static int admit(em_rpc_call_t *call, const uint8_t *req, size_t len, size_t *nout) {
+/* Counts the executions and takes their room; 0 on success. *alone: the
+ * call asks to run its one execution with nothing beside it (alone.c). */
+static int admit(em_rpc_call_t *call, const uint8_t *req, size_t len, size_t *nout, int *alone) {
     char msg[256];
     const uint8_t *p = req, *end = req + len;
     em_pb_field_t f;
     em_err_t rc;
     size_t n = 0;
-    while ((rc = em_pb_next(&p, end, &f)) == EM_OK)
+    *alone = 0;
+    while ((rc = em_pb_next(&p, end, &f)) == EM_OK) {
         n += f.number == 1;
+        if (f.number == 2 && f.wire_type == EM_PB_VARINT)
+            *alone = f.varint != 0;
+    }
     if (rc != EM_ENOTFOUND)
         return refuse(call, GRPC_STATUS_INVALID_ARGUMENT, "ExecuteRequest: cannot decode");
     if (n == 0)
         return refuse(call, GRPC_STATUS_INVALID_ARGUMENT, "executions: empty");
-    int now_inflight = n > (size_t)EX.max_inflight ? atomic_load(&EX.inflight) : atomic_fetch_add(&EX.inflight, (int)n);
-    if (n > (size_t)EX.max_inflight || now_inflight + (int)n > EX.max_inflight) {
-        if (n <= (size_t)EX.max_inflight)
-            atomic_fetch_sub(&EX.inflight, (int)n);
-        snprintf(msg, sizeof(msg), "executor at capacity: %d executions in flight, limit %d, batch of %zu",
-                 now_inflight, EX.max_inflight, n);
+    if (*alone && n != 1) {
+        snprintf(msg, sizeof(msg), "alone: a call that runs alone carries one execution, not %zu", n);
+        return refuse(call, GRPC_STATUS_INVALID_ARGUMENT, msg);
+    }
+    int before = 0;
+    int taken = ex_alone_admit(n, *alone, &before);
+    if (taken != 0) {
+        if (taken < 0)
+            snprintf(msg, sizeof(msg), "executor busy: an execution runs alone here (batch of %zu)", n);
+        else
+            snprintf(msg, sizeof(msg), "executor at capacity: %d executions in flight, limit %d, batch of %zu", before,
+                     EX.max_inflight, n);
         em_metric_add(EX.m_busy, 1);
         return refuse(call, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
     }
@@ -523,12 +535,15 @@ static ex_batch_t *batch_new(size_t n, size_t len) {
 void ex_on_execute(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_t len) {
     char msg[1024];
     size_t n;
+    int alone;
     (void)ctx;
-    if (admit(call, req, len, &n) != 0)
+    if (admit(call, req, len, &n, &alone) != 0)
         return;
     ex_batch_t *b = batch_new(n, len);
     if (!b) {
         atomic_fetch_sub(&EX.inflight, (int)n);
+        if (alone)
+            ex_alone_cancel_reservation();
         em_rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "executor: out of memory");
         return;
     }
@@ -543,6 +558,8 @@ void ex_on_execute(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_t le
             snprintf(msg, sizeof(msg), "executions[%zu]: %s", i,
                      rc == EM_ENOMEM ? "out of memory" : "not a valid execmesh.v1.Execution");
             atomic_fetch_sub(&EX.inflight, (int)n);
+            if (alone)
+                ex_alone_cancel_reservation();
             pthread_mutex_destroy(&b->lock);
             em_arena_destroy(b->arena);
             em_rpc_call_fail(call, rc == EM_ENOMEM ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_INVALID_ARGUMENT,
@@ -556,8 +573,27 @@ void ex_on_execute(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_t le
     atomic_fetch_add(&EX.batches, 1);
     b->call = call;
     b->unfinished = n;
+    if (alone)
+        ex_alone_hold(b); /* accepted and started once nothing else runs here */
+    else
+        ex_batch_begin(b);
+}
+
+em_rpc_call_t *ex_batch_call(ex_batch_t *b) { return b->call; }
+
+void ex_batch_drop(ex_batch_t *b, grpc_status_code code, const char *why) {
+    em_rpc_call_fail(b->call, code, why);
+    release_inflight(b, b->n);
+    atomic_fetch_sub(&EX.batches, 1);
+    pthread_mutex_destroy(&b->lock);
+    em_arena_destroy(b->arena);
+}
+
+void ex_batch_begin(ex_batch_t *b) {
+    char msg[1024];
+    size_t n = b->n;
     b->starting = 1;
-    em_rpc_call_send_headers(call, "execmesh-accepted", EX.svc.replica);
+    em_rpc_call_send_headers(b->call, "execmesh-accepted", EX.svc.replica);
 
     /* attempts first: a job may finish as soon as it starts */
     int64_t now_mono = em_mono_ms(), now_unix = em_now_unix_ms();

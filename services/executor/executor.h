@@ -28,6 +28,7 @@
 #include "em_metrics.h"
 #include "em_sizes.h"
 #include "em_rpc_channel.h"
+#include "em_rpc_server.h"
 #include "em_service.h"
 #include "em_timer.h"
 #include "execmesh/v1/execmesh.pb-c.h"
@@ -133,7 +134,7 @@ typedef struct executor {
     em_journal_t *journal;
     size_t replica_len;
     em_metric_t *m_in, *m_out, *m_failed, *m_inflight, *m_busy, *m_publish_failed, *m_retries, *m_exhausted;
-    em_metric_t *m_expired, *m_too_large, *m_history_full, *m_group_splits;
+    em_metric_t *m_expired, *m_too_large, *m_history_full, *m_group_splits, *m_alone;
     em_metric_t *m_status[7];
 } executor_t;
 
@@ -153,6 +154,23 @@ void ex_on_execute(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_t le
 /* A job of b finished (its result is in b's results). Any thread. */
 void ex_batch_job_done(ex_batch_t *b, size_t idx);
 ex_result_t *ex_batch_result(ex_batch_t *b, size_t idx);
+/* Accepts b's call (the "execmesh-accepted" header) and starts its jobs. */
+void ex_batch_begin(ex_batch_t *b);
+/* Ends b's call unaccepted with code and frees b, none of its jobs started. */
+void ex_batch_drop(ex_batch_t *b, grpc_status_code code, const char *why);
+em_rpc_call_t *ex_batch_call(ex_batch_t *b);
+
+/* alone.c: a call that runs its execution with nothing beside it */
+/* Takes room in executor.max_inflight for n executions (under the alone
+ * lock): 0; 1 at capacity (*inflight_before says how full); -1 while an
+ * execution runs alone here (or waits to). alone: this call does. */
+int ex_alone_admit(size_t n, int alone, int *inflight_before);
+/* The alone call admitted could not be read: take work again. */
+void ex_alone_cancel_reservation(void);
+/* Holds b (admitted alone) until nothing else runs, then begins it. */
+void ex_alone_hold(ex_batch_t *b);
+/* b is freed: if it ran alone, work is taken again. */
+void ex_alone_freed(ex_batch_t *b);
 /* The bytes of result idx encoded as it stands now (the Result message,
  * without its Kafka key). Any thread, before ex_batch_job_done. */
 size_t ex_batch_result_bytes(const ex_batch_t *b, size_t idx);

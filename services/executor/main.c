@@ -296,6 +296,9 @@ static void register_metrics(void) {
     EX.m_group_splits = em_metrics_counter(m, "execmesh_executor_group_splits_total", NULL,
                                            "Groups of finished results split to stay within "
                                            "publish.group_max_bytes.");
+    EX.m_alone = em_metrics_counter(m, "execmesh_executor_alone_runs_total", NULL,
+                                    "Executions run alone (ExecuteRequest.alone: one was in flight at an executor "
+                                    "death), other work refused meanwhile.");
     static const char *const names[] = {"unspecified", "succeeded", "failed",   "timed_out",
                                         "rejected",    "exhausted", "cancelled"};
     for (size_t i = 0; i < EM_ARRAY_LEN(names); i++) {

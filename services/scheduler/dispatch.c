@@ -24,6 +24,7 @@ typedef struct sc_call {
     int nanswered;
     int hint;                /* where the next result's item probably is (results come in order) */
     int accepted;            /* an executor said it took the batch (response header) */
+    int alone;               /* ExecuteRequest.alone: its one execution runs with nothing beside it */
     int protocol_errors;
     char executor[128];      /* which one */
     sc_item_t *items[];
@@ -232,36 +233,6 @@ static void on_execute_message(void *arg, const uint8_t *msg, size_t len) {
     pthread_mutex_unlock(&s->lock);
 }
 
-/* Did this call's execution run alone on its executor when it died? The
- * first failed call of a death counts our calls that were running
- * something on that executor (accepted, with an execution neither answered
- * nor reported finished); the calls failing after it read that count. A
- * death is charged to an execution only when it was the one running there,
- * so the short executions dispatched beside a poison one are not blamed. */
-static int alone_on_executor_locked(scheduler_t *s, const sc_call_t *c) {
-    int64_t now = em_mono_ms();
-    for (size_t i = 0; i < EM_ARRAY_LEN(s->deaths_seen); i++) {
-        sc_death_t *d = &s->deaths_seen[i];
-        if (d->at_ms && now - d->at_ms < 2000 && strcmp(d->executor, c->executor) == 0)
-            return d->running == 1;
-    }
-    int running = 0;
-    for (const sc_call_t *o = s->calls; o; o = o->next) {
-        if (!o->accepted || strcmp(o->executor, c->executor) != 0)
-            continue;
-        int busy = 0;
-        for (int i = 0; i < o->n && !busy; i++)
-            busy = o->items[i] && !o->items[i]->ran;
-        running += busy;
-    }
-    sc_death_t *d = &s->deaths_seen[s->deaths_next];
-    s->deaths_next = (s->deaths_next + 1) % (int)EM_ARRAY_LEN(s->deaths_seen);
-    snprintf(d->executor, sizeof(d->executor), "%s", c->executor);
-    d->at_ms = now;
-    d->running = running;
-    return running == 1;
-}
-
 static void call_link(scheduler_t *s, sc_call_t *c) {
     c->prev = NULL;
     c->next = s->calls;
@@ -326,8 +297,8 @@ static void unanswered_locked(scheduler_t *s, sc_call_t *c, grpc_status_code cod
     EM_WARN(died ? "executor lost with executions in flight" : "executor gave the executions back",
             EM_F_STR("executor", c->executor), EM_F_STR("code", em_rpc_status_name(code)),
             EM_F_STR("details", details), EM_F_INT("executions", k), EM_F_INT("batch", c->n));
-    if (died && c->n == 1 && !left[0]->ran && alone_on_executor_locked(s, c)) {
-        /* it ran alone: the death is its own */
+    if (died && c->alone && !left[0]->ran) {
+        /* it ran with nothing beside it (the executor saw to it): the death is its own */
         char why[512];
         snprintf(why, sizeof(why), "executor %s died running it alone: %s: %s", c->executor[0] ? c->executor : "?",
                  em_rpc_status_name(code), details ? details : "");
@@ -465,8 +436,8 @@ static size_t item_wire_size(const sc_item_t *it) {
  * when missing; the record is then released (holding it would pin its
  * whole fetch buffer) and the item keeps a reference to its bytes in this
  * slice. A later dispatch copies those and appends the new attempt. */
-static grpc_slice pack_batch(const scheduler_t *s, sc_item_t **items, int n) {
-    size_t total = 0;
+static grpc_slice pack_batch(const scheduler_t *s, sc_item_t **items, int n, int alone) {
+    size_t total = alone ? 2 : 0; /* alone = true: field 2, varint 1 */
     char id[300];
     for (int i = 0; i < n; i++) {
         const sc_item_t *it = items[i];
@@ -509,6 +480,10 @@ static grpc_slice pack_batch(const scheduler_t *s, sc_item_t **items, int n) {
         it->body_off = (uint32_t)(body_start - start);
         it->body_len = (uint32_t)body;
     }
+    if (alone) {
+        *out++ = (2 << 3) | EM_PB_VARINT;
+        *out++ = 1;
+    }
     return slice;
 }
 
@@ -526,6 +501,16 @@ void sc_consumer_turn_locked(scheduler_t *s) {
                 EM_F_INT("stalled_ms", now - s->consumer_alive_ms));
     }
     s->consumer_alive_ms = now;
+}
+
+/* An execution that was in flight at quarantine.executor_deaths - 1
+ * executor deaths (charged or not) runs alone: with nothing beside it on
+ * its executor (ExecuteRequest.alone), so that its death, if it kills that
+ * one too, is its own and ends it. Before that, a death beside others is
+ * charged to no one. A poison execution thus costs at most
+ * quarantine.executor_deaths executors. */
+static int runs_alone(const scheduler_t *s, const sc_item_t *it) {
+    return (int64_t)it->deaths + it->nsuspect + 1 >= s->quarantine_deaths;
 }
 
 void sc_dispatch_locked(scheduler_t *s) {
@@ -549,7 +534,7 @@ void sc_dispatch_locked(scheduler_t *s) {
         for (int i = 0; i < k && s->pend_head; i++) {
             sc_item_t *it = s->pend_head;
             if (it->isolate && c->n > 0)
-                break; /* it goes alone, in the next call */
+                break; /* it goes in a call of its own, the next */
             /* one gRPC message: the batch stays within the byte cap (one
              * execution always fits, validate_sizes saw to it) */
             size_t w = item_wire_size(it);
@@ -583,14 +568,16 @@ void sc_dispatch_locked(scheduler_t *s) {
             it->ran = 0;
             bytes += w;
             c->items[c->n++] = it;
-            if (it->isolate)
+            if (it->isolate) {
+                c->alone = runs_alone(s, it);
                 break;
+            }
         }
         if (c->n == 0) {
             free(c);
             continue;
         }
-        grpc_slice slice = pack_batch(s, c->items, c->n);
+        grpc_slice slice = pack_batch(s, c->items, c->n, c->alone);
         if (em_rpc_channel_call_stream(s->executors, s->m_execute, slice, timeout + s->deadline_grace_ms, &execute_cb,
                                        c) != EM_OK) {
             EM_WARN("cannot start an Execute call", EM_F_INT("executions", c->n));

@@ -54,11 +54,13 @@ static const em_setting_t scheduler_settings[] = {
      "How long a cancel is remembered: an execution that arrives within it after its cancel still ends CANCELLED."},
     {"cancel.max_remembered", EM_CFG_INT, "1000000", 1, 100000000,
      "Most cancels remembered (the oldest forgotten first); each costs about 100 bytes of memory."},
-    {"quarantine.executor_deaths", EM_CFG_INT, "3", 1, 6,
-     "An execution whose executor died this many times while running it alone ends EXHAUSTED and is never "
-     "dispatched again (the executions of a lost batch are re-dispatched alone, so deaths are not blamed on "
-     "batch-mates). Each death adds up to 1280 bytes of history to the execution, within the size reserve: "
-     "at most 6."},
+    {"quarantine.executor_deaths", EM_CFG_INT, "3", 2, 6,
+     "Executor deaths that end an execution EXHAUSTED, never dispatched again: a poison execution costs at most "
+     "this many executors. A death beside other executions is charged to no one at first (each execution in "
+     "flight there is re-dispatched in a call of its own); one that was in flight at this many deaths minus one "
+     "runs alone (the executor runs nothing beside it), and its death there is its own, charged with the "
+     "earlier ones. At least 2 (one death cannot tell the poison from its batch-mates); each death adds up to "
+     "1280 bytes of history to the execution, within the size reserve: at most 6."},
     {"revoke.timeout_ms", EM_CFG_INT, "5000", 0, 600000,
      "On losing partitions: longest wait for their in-flight executions before committing and giving them up."},
     {"input.max_bytes", EM_CFG_INT, "0", 0, 268435456,
@@ -251,7 +253,7 @@ static void register_metrics(scheduler_t *s) {
     s->m_quarantined = em_metrics_counter(m, "execmesh_scheduler_quarantined_total", NULL,
                                           "Executions ended EXHAUSTED after quarantine.executor_deaths deaths.");
     s->m_isolated = em_metrics_counter(m, "execmesh_scheduler_isolated_total", NULL,
-                                       "Executions of a lost batch dispatched again alone.");
+                                       "Executions in flight at an executor death, dispatched again in a call of their own.");
     s->m_protocol_errors = em_metrics_counter(m, "execmesh_scheduler_protocol_errors_total", NULL,
                                               "Execute answers that did not match what was dispatched.");
     s->m_calls = em_metrics_counter(m, "execmesh_scheduler_execute_calls_total", NULL, "Execute calls started.");

@@ -11,17 +11,18 @@
  * once the delay record is stored, so a crash or a rebalance in between
  * runs the attempt again (at least once), and nothing is lost.
  *
- * An executor that died while running an execution alone is a death in
- * that execution's history, counted in the execution itself
- * (executor_deaths), so it survives a scheduler crash: the next attempt
- * goes through the delay topic at once, and runs alone again; at
- * quarantine.executor_deaths the execution ends EXHAUSTED with a result the
- * scheduler writes itself, and is never dispatched again. A death while
- * other executions ran on that executor too (a batch, or calls beside it)
- * is charged to no one at first: each of them runs again, alone; the
- * deaths an execution was running in are charged to it all at once when it
- * then kills an executor alone, so a poison execution costs
- * quarantine.executor_deaths executors in all, not more.
+ * An executor death with executions in flight on it is recorded in each
+ * one's history. Charged to no one at first (a batch-mate may be the
+ * poison), each runs again in a call of its own; one that was in flight
+ * at quarantine.executor_deaths - 1 deaths runs alone (ExecuteRequest.alone:
+ * the executor runs nothing beside it, dispatch.c), and a death then is
+ * its own: all its deaths are charged at once (executor_deaths, which
+ * travels in the record, so a scheduler crash does not reset it), it
+ * reaches quarantine.executor_deaths and ends EXHAUSTED with a result the
+ * scheduler writes itself, never dispatched again. A poison execution
+ * thus costs at most quarantine.executor_deaths executors. (The uncharged
+ * deaths live in the scheduler's memory until charged: a scheduler crash
+ * in between forgets them, and the count starts again.)
  *
  * Storing fails rarely (Kafka down): the record is kept with the item and
  * sent again after dispatch.retry_backoff_ms; the partition's watermark

@@ -86,7 +86,7 @@ typedef struct sc_item {
     int need_id;                 /* no id in the record: "<topic>/<partition>/<offset>" is appended */
     uint32_t id_rel, id_len;     /* the id's bytes in the execution (from its start; valid once dispatched) */
     uint32_t deaths;             /* executors that died running it alone (from the record) */
-    int isolate;                 /* dispatch it alone: an executor died running its batch, or it has deaths */
+    int isolate;                 /* a call of its own: in flight at an executor death, or it has deaths */
     uint32_t nsuspect;           /* executor deaths it was running in, not yet charged (others ran there
                                   * too): charged all at once if it then kills an executor alone */
     struct {
@@ -104,15 +104,6 @@ typedef struct sc_item {
     char *dead_reason;           /* a dead-lettered record's reason (malloc'd; NULL for the others) */
     size_t dead_max;             /* 0, or the record size a broker's refusal lowered its dead letter to */
 } sc_item_t;
-
-/* An executor death as the first of its failed calls saw it: how many of
- * our calls were running something on it then (the others fail moments
- * later and read it here). */
-typedef struct sc_death {
-    char executor[128];
-    int64_t at_ms; /* monotonic */
-    int running;
-} sc_death_t;
 
 /* A debug hook's request (EM_DEBUG_HOOKS builds), applied by the consumer thread. */
 typedef struct sc_debug_req {
@@ -148,8 +139,6 @@ typedef struct scheduler {
     int64_t hold_pause_ms, stall_ms, watchdog_interval_ms;
     int64_t quarantine_deaths;
     struct sc_call *calls;        /* Execute calls in flight (dispatch.c) */
-    sc_death_t deaths_seen[8];    /* recent executor deaths, a ring */
-    int deaths_next;
 
     pthread_mutex_t lock;
     pthread_cond_t cond;
