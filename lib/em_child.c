@@ -8,6 +8,15 @@
  * thread, so the children inherit its all-blocked signal mask, which the
  * child resets before execve.
  *
+ * em_child_cancel (any thread) appends the key to a list under the same
+ * mutex and wakes the thread. Each turn the thread takes the queue and the
+ * pending keys in one lock section, finishes a queued run whose key is among
+ * them as cancelled without starting it, starts the others, and only then
+ * applies the keys to the children started: a cancel made after em_child_run
+ * returned finds the run either in the queue taken with it or, taken on a
+ * later turn, among the started children. It is never lost in between.
+ * A cancelled child gets SIGTERM and a kill deadline, as on a timeout.
+ *
  * A child is over when its pidfd says the leader exited: the rest of the
  * group is killed before the leader is reaped (so the group id cannot be
  * reused yet), what the pipes still hold is read, and the callback runs.
@@ -72,7 +81,7 @@ struct child {
     char tail[EM_CHILD_STDERR_TAIL];
     size_t tail_len, tail_pos; /* a ring: the last EM_CHILD_STDERR_TAIL bytes */
     int64_t start_ms, deadline_ms, kill_at_ms;
-    int timed_out, over_limit, finished, abandoned;
+    int timed_out, over_limit, finished, abandoned, cancelled;
     int wstatus;
     int reap_errno; /* waitpid failed (ECHILD: reaped by someone else): wstatus is unknown */
     child_t *next;
@@ -85,6 +94,8 @@ struct em_child_sup {
     child_t *queue_head, *queue_tail; /* queued by em_child_run, not started; under lock */
     int stopping;                     /* under lock: destroy was called */
     int stopped;                      /* under lock: the thread took its last run */
+    uint64_t *cancels;                /* keys em_child_cancel asked for, not yet taken; under lock */
+    size_t n_cancels, cap_cancels;
     child_t *active;                  /* started, not finished; supervisor thread only */
     atomic_int running;
 };
@@ -412,6 +423,8 @@ static void finish_marked(em_child_sup_t *s) {
             child_finish(s, c, EM_CHILD_SPAWN_FAILED, xerr, "execve");
         else if (c->abandoned)
             child_finish(s, c, EM_CHILD_ABANDONED, 0, NULL);
+        else if (c->cancelled)
+            child_finish(s, c, EM_CHILD_CANCELLED, 0, NULL);
         else if (c->timed_out)
             child_finish(s, c, EM_CHILD_TIMED_OUT, 0, NULL);
         else if (c->over_limit)
@@ -423,13 +436,16 @@ static void finish_marked(em_child_sup_t *s) {
     }
 }
 
-/* Sends the timeout's signals that are due; returns the epoll timeout until
- * the next deadline (-1: none). */
+/* Sends the timeout's and the cancels' signals that are due; returns the
+ * epoll timeout until the next deadline (-1: none). A cancelled child is
+ * being stopped already: its timeout no longer counts, only its kill_at_ms. */
 static int deadlines(em_child_sup_t *s) {
     int64_t now = em_mono_ms(), next = -1;
     for (child_t *c = s->active; c; c = c->next) {
-        if (c->deadline_ms && now >= c->deadline_ms && !c->timed_out) {
+        int waits_timeout = c->deadline_ms && !c->timed_out && !c->cancelled;
+        if (waits_timeout && now >= c->deadline_ms) {
             c->timed_out = 1;
+            waits_timeout = 0;
             group_kill(c, SIGTERM);
             c->kill_at_ms = now + c->spec.kill_grace_ms;
         }
@@ -437,19 +453,65 @@ static int deadlines(em_child_sup_t *s) {
             group_kill(c, SIGKILL);
             c->kill_at_ms = 0;
         }
-        int64_t d = !c->timed_out && c->deadline_ms ? c->deadline_ms : c->kill_at_ms;
-        if (d && (next < 0 || d < next))
-            next = d;
+        if (waits_timeout && (next < 0 || c->deadline_ms < next))
+            next = c->deadline_ms;
+        if (c->kill_at_ms && (next < 0 || c->kill_at_ms < next))
+            next = c->kill_at_ms;
     }
     if (next < 0)
         return -1;
     return next <= now ? 0 : (int)(next - now > 60000 ? 60000 : next - now);
 }
 
-static child_t *take_queue(em_child_sup_t *s, int *stopping) {
+/* Is key (not 0) among the n keys? */
+static int key_in(const uint64_t *keys, size_t n, uint64_t key) {
+    if (!key)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (keys[i] == key)
+            return 1;
+    return 0;
+}
+
+/* Has the leader exited already (its pidfd event not handled yet)? Leaves
+ * it to be reaped by on_exit_of. */
+static int leader_exited(const child_t *c) {
+    siginfo_t si;
+    memset(&si, 0, sizeof(si));
+    return waitid(P_PID, (id_t)c->pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == c->pid;
+}
+
+/* Stops the started children whose key is among the n keys: SIGTERM now,
+ * SIGKILL after the grace (deadlines() sends it). A child that ended before
+ * the cancel keeps the outcome it had; one being killed for its timeout
+ * already keeps its earlier kill deadline. Supervisor thread. */
+static void apply_cancels(em_child_sup_t *s, const uint64_t *keys, size_t n) {
+    if (!n)
+        return;
+    int64_t now = em_mono_ms();
+    for (child_t *c = s->active; c; c = c->next) {
+        if (c->finished || c->cancelled || !key_in(keys, n, c->spec.cancel_key) || leader_exited(c))
+            continue;
+        c->cancelled = 1;
+        if (c->timed_out)
+            continue; /* TERM sent, KILL sent or due sooner */
+        group_kill(c, SIGTERM);
+        c->kill_at_ms = now + c->spec.kill_grace_ms;
+    }
+}
+
+/* Takes the queued runs and, in the same lock section, the pending cancel
+ * keys (*keys: malloc'd, the caller frees it): a cancel that em_child_cancel
+ * made after em_child_run returned is either taken here with its run or
+ * taken later, once the run was started. */
+static child_t *take_queue(em_child_sup_t *s, int *stopping, uint64_t **keys, size_t *n_keys) {
     pthread_mutex_lock(&s->lock);
     child_t *q = s->queue_head;
     s->queue_head = s->queue_tail = NULL;
+    *keys = s->cancels;
+    *n_keys = s->n_cancels;
+    s->cancels = NULL;
+    s->n_cancels = s->cap_cancels = 0;
     *stopping = s->stopping;
     if (*stopping && !q && !s->active)
         s->stopped = 1; /* em_child_run refuses from now on */
@@ -462,17 +524,26 @@ static void *sup_thread(void *arg) {
     struct epoll_event evs[64];
     for (;;) {
         int stopping;
-        child_t *q = take_queue(s, &stopping);
-        if (stopping && !q && !s->active)
+        uint64_t *keys;
+        size_t n_keys;
+        child_t *q = take_queue(s, &stopping, &keys, &n_keys);
+        if (stopping && !q && !s->active) {
+            free(keys);
             break;
+        }
         while (q) {
             child_t *c = q;
             q = q->next;
             if (stopping)
                 child_finish(s, c, EM_CHILD_ABANDONED, 0, NULL);
+            else if (key_in(keys, n_keys, c->spec.cancel_key))
+                child_finish(s, c, EM_CHILD_CANCELLED, 0, NULL); /* never started */
             else
                 child_spawn(s, c);
         }
+        if (!stopping)
+            apply_cancels(s, keys, n_keys); /* stopping: every child is abandoned instead */
+        free(keys);
         if (stopping) {
             /* kill every child, then reap them; their callbacks may queue
              * more runs, which the next turn abandons. All are killed before
@@ -588,6 +659,7 @@ void em_child_sup_destroy(em_child_sup_t *s) {
     pthread_mutex_unlock(&s->lock);
     wake(s);
     pthread_join(s->thread, NULL);
+    free(s->cancels); /* none: the thread took the last ones with its last queue */
     close(s->ep);
     close(s->wake_fd);
     pthread_mutex_destroy(&s->lock);
@@ -618,6 +690,30 @@ em_err_t em_child_run(em_child_sup_t *s, const em_child_spec_t *spec, em_child_d
     pthread_mutex_unlock(&s->lock);
     wake(s);
     return EM_OK;
+}
+
+void em_child_cancel(em_child_sup_t *s, uint64_t key) {
+    if (!key)
+        return;
+    pthread_mutex_lock(&s->lock);
+    if (s->stopping) { /* destroy abandons every run anyway */
+        pthread_mutex_unlock(&s->lock);
+        return;
+    }
+    if (s->n_cancels == s->cap_cancels) {
+        size_t cap = s->cap_cancels ? s->cap_cancels * 2 : 8;
+        uint64_t *p = realloc(s->cancels, cap * sizeof(*p));
+        if (!p) {
+            pthread_mutex_unlock(&s->lock);
+            EM_ERROR("child supervisor: out of memory: a cancel is dropped", EM_F_UINT("cancel_key", key));
+            return;
+        }
+        s->cancels = p;
+        s->cap_cancels = cap;
+    }
+    s->cancels[s->n_cancels++] = key;
+    pthread_mutex_unlock(&s->lock);
+    wake(s);
 }
 
 int em_child_running(em_child_sup_t *s) { return atomic_load(&s->running); }

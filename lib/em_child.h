@@ -15,6 +15,11 @@
  * the rlimits it is given. When the child (the group leader) exits, the rest
  * of its process group is killed, so nothing it started outlives it.
  *
+ * A run given a cancel_key can be cancelled from any thread with
+ * em_child_cancel: a run still queued is never started, a running child is
+ * stopped like a timed-out one (SIGTERM to its process group, SIGKILL after
+ * the grace), and either way its callback gets EM_CHILD_CANCELLED.
+ *
  * Cgroup limits are not applied (yet): only rlimits.
  */
 #ifndef EM_CHILD_H
@@ -38,7 +43,10 @@ typedef enum em_child_outcome {
     EM_CHILD_SPAWN_FAILED, /* never ran: pipe/fork failed or execve failed (spawn_errno); or, with
                             * spawn_step "waitpid", it ran but its exit status was lost (ECHILD:
                             * something else reaped it, e.g. SIGCHLD ignored again after the start) */
-    EM_CHILD_ABANDONED     /* the supervisor was destroyed first; killed by us */
+    EM_CHILD_ABANDONED,    /* the supervisor was destroyed first; killed by us */
+    EM_CHILD_CANCELLED     /* cancelled by em_child_cancel: its process group got SIGTERM, then SIGKILL
+                            * after kill_grace_ms; or cancelled while still queued: then it never ran
+                            * (exit_code 0, term_signal 0, run_ms 0) */
 } em_child_outcome_t;
 
 /* Limits; 0 leaves the executor's own limit in place. */
@@ -58,8 +66,9 @@ typedef struct em_child_spec {
     size_t input_len;
     size_t max_output;     /* stdout beyond this many bytes: EM_CHILD_OUTPUT_LIMIT */
     int64_t timeout_ms;    /* from the start; 0 = none */
-    int64_t kill_grace_ms; /* SIGTERM to SIGKILL on timeout */
+    int64_t kill_grace_ms; /* SIGTERM to SIGKILL on timeout or cancel */
     em_child_limits_t limits;
+    uint64_t cancel_key; /* names this run for em_child_cancel; unique among live runs; 0 = cannot be cancelled */
 } em_child_spec_t;
 
 typedef struct em_child_result {
@@ -98,6 +107,20 @@ void em_child_sup_destroy(em_child_sup_t *sup);
  * the supervisor has stopped; then the callback never fires and the caller
  * still owns what spec points to. */
 em_err_t em_child_run(em_child_sup_t *sup, const em_child_spec_t *spec, em_child_done_fn done, void *arg);
+
+/* Asks the supervisor to stop the run whose spec.cancel_key is key. Any
+ * thread; returns at once, the cancel is applied on the supervisor thread.
+ * A run still queued is never started; a running child's process group gets
+ * SIGTERM, and SIGKILL kill_grace_ms later if its leader has not exited.
+ * Either way its done callback gets EM_CHILD_CANCELLED, unless the child had
+ * ended by itself before the cancel was applied (then the outcome it had).
+ * Cancelled means no later EM_CHILD_TIMED_OUT. A key matching no queued or
+ * running child (finished already, never run, or 0) is ignored, as is a
+ * cancel once the supervisor is being destroyed (destroy abandons the runs).
+ * A cancel made after em_child_run returned is never lost, however far the
+ * run got. Out of memory, the cancel is dropped and logged (the run's
+ * timeout still bounds it). */
+void em_child_cancel(em_child_sup_t *sup, uint64_t key);
 
 /* Children started and not yet reaped (any thread; for tests and metrics). */
 int em_child_running(em_child_sup_t *sup);

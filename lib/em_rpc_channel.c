@@ -378,6 +378,15 @@ typedef struct em_rpc_scall {
     grpc_op ops[4];
 } em_rpc_scall_t;
 
+/* on_headers with the header's value and the server's address. */
+static void headers_to_cb(em_rpc_scall_t *s, const char *value) {
+    if (!s->cb.on_headers)
+        return;
+    char *peer = grpc_call_get_peer(s->call);
+    s->cb.on_headers(s->arg, value, peer);
+    gpr_free(peer);
+}
+
 static void scall_free(em_rpc_scall_t *s) {
     call_parts_free(s->call, s->send, s->recv, &s->md_initial, &s->md_trailing, s->details, s->error_string);
     free(s->key_copy);
@@ -388,8 +397,8 @@ static void scall_free(em_rpc_scall_t *s) {
 static void scall_finish(em_rpc_scall_t *s, grpc_status_code code, const char *details) {
     em_rpc_channel_t *ch = s->ch;
     call_unlink(ch, &s->link);
-    if (s->headers_pending && code == GRPC_STATUS_OK && s->cb.on_headers)
-        s->cb.on_headers(s->arg, NULL);
+    if (s->headers_pending && code == GRPC_STATUS_OK)
+        headers_to_cb(s, NULL);
     s->cb.on_done(s->arg, code, details);
     scall_free(s);
     call_release(ch);
@@ -463,8 +472,7 @@ static void scall_headers(em_rpc_scall_t *s) {
                 value = grpc_slice_to_c_string(md->metadata[i].value);
                 break;
             }
-    if (s->cb.on_headers)
-        s->cb.on_headers(s->arg, value);
+    headers_to_cb(s, value);
     gpr_free(value);
 }
 
@@ -493,8 +501,7 @@ static void scall_done(em_rpc_tag_t *tag, int ok) {
         s->recv = NULL;
         if (s->headers_pending) { /* a message proves headers came */
             s->headers_pending = 0;
-            if (s->cb.on_headers)
-                s->cb.on_headers(s->arg, NULL);
+            headers_to_cb(s, NULL);
         }
         if (s->cb.on_message)
             s->cb.on_message(s->arg, GRPC_SLICE_START_PTR(msg), GRPC_SLICE_LENGTH(msg));

@@ -65,8 +65,11 @@ typedef struct em_rpc_stream_cb {
      * sent headers with metadata (em_rpc_call_send_headers); headers without
      * any cannot be told from a failed call's trailers-only answer, so then
      * it runs just before the first message or an OK on_done. Never runs for
-     * a call that failed before headers came. May be NULL. */
-    void (*on_headers)(void *arg, const char *value);
+     * a call that failed before headers came. peer is the server's
+     * address as gRPC names it ("ipv4:127.0.0.1:7201", "ipv6:[::1]:7201"),
+     * a target a channel can be made to; valid during the callback. May be
+     * NULL. */
+    void (*on_headers)(void *arg, const char *value, const char *peer);
     /* Each response message, in order; msg valid during the callback. May be NULL. */
     void (*on_message)(void *arg, const uint8_t *msg, size_t len);
     /* The final status; details is the server's or gRPC's message. Required. */

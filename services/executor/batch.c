@@ -38,6 +38,7 @@
 #include "executor.h"
 
 struct ex_batch {
+    struct ex_batch *live_prev, *live_next; /* the batches held here (under live_lock), for cancels */
     em_arena_t *arena; /* the batch, the views of its request and its bookkeeping */
     em_rpc_call_t *call;
     size_t n;
@@ -61,6 +62,43 @@ struct ex_batch {
 
 ex_result_t *ex_batch_result(ex_batch_t *b, size_t idx) { return &b->res[idx]; }
 
+/* ---- the batches held here, for cancels ---------------------------------- */
+
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
+static ex_batch_t *live_head;
+
+static void live_link(ex_batch_t *b) {
+    pthread_mutex_lock(&live_lock);
+    b->live_prev = NULL;
+    b->live_next = live_head;
+    if (live_head)
+        live_head->live_prev = b;
+    live_head = b;
+    pthread_mutex_unlock(&live_lock);
+}
+
+static void live_unlink(ex_batch_t *b) {
+    pthread_mutex_lock(&live_lock);
+    if (b->live_prev)
+        b->live_prev->live_next = b->live_next;
+    else
+        live_head = b->live_next;
+    if (b->live_next)
+        b->live_next->live_prev = b->live_prev;
+    pthread_mutex_unlock(&live_lock);
+}
+
+void ex_batches_find(const uint8_t *id, size_t len, void (*fn)(ex_job_t *job, void *ctx), void *ctx) {
+    if (len == 0)
+        return; /* no execution has an empty id here (the scheduler gives one) */
+    pthread_mutex_lock(&live_lock);
+    for (ex_batch_t *b = live_head; b; b = b->live_next)
+        for (size_t k = 0; k < b->n; k++)
+            if (b->execs[k].id.n == len && memcmp(b->execs[k].id.p, id, len) == 0)
+                fn(&b->jobs[k], ctx);
+    pthread_mutex_unlock(&live_lock);
+}
+
 static void release_inflight(ex_batch_t *b, size_t k) {
     b->released += k;
     atomic_fetch_sub(&EX.inflight, (int)k);
@@ -68,6 +106,7 @@ static void release_inflight(ex_batch_t *b, size_t k) {
 }
 
 static void batch_free(ex_batch_t *b) {
+    live_unlink(b);
     for (size_t i = 0; i < b->n; i++) {
         free(b->res[i].owned_output);
         free(b->res[i].error);
@@ -573,6 +612,7 @@ void ex_on_execute(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_t le
     atomic_fetch_add(&EX.batches, 1);
     b->call = call;
     b->unfinished = n;
+    live_link(b);
     if (alone)
         ex_alone_hold(b); /* accepted and started once nothing else runs here */
     else
@@ -582,6 +622,7 @@ void ex_on_execute(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_t le
 em_rpc_call_t *ex_batch_call(ex_batch_t *b) { return b->call; }
 
 void ex_batch_drop(ex_batch_t *b, grpc_status_code code, const char *why) {
+    live_unlink(b);
     em_rpc_call_fail(b->call, code, why);
     release_inflight(b, b->n);
     atomic_fetch_sub(&EX.batches, 1);

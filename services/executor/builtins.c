@@ -47,17 +47,26 @@ static void run_sha256(ex_job_t *job) {
     job_finish(job, EXECMESH__V1__STATUS__SUCCEEDED, out, 2 * (size_t)mdlen, 1, NULL, 0);
 }
 
-/* A sleep in progress; finished by the timer thread. */
+/* A sleep in progress; finished by the timer thread, or sooner by a
+ * cancel (then the timer only frees it). */
 typedef struct sleep_job {
     ex_job_t *job;
     int timed_out;
     int64_t ms;
+    ex_stop_t stop;
 } sleep_job_t;
+
+static void sleep_stop(ex_job_t *job, uint64_t key) {
+    (void)key;
+    job_finish(job, EXECMESH__V1__STATUS__CANCELLED, NULL, 0, 0, "cancelled while running (the sleep was cut short)", 0);
+}
 
 static void sleep_done(void *arg) {
     sleep_job_t *sj = arg;
     ex_job_t *job = sj->job;
-    if (ex_env.abandon) {
+    if (!ex_stop_disarm(job, &sj->stop)) {
+        /* a cancel finished it already (job may be gone) */
+    } else if (ex_env.abandon) {
         job_finish(job, EXECMESH__V1__STATUS__FAILED, NULL, 0, 0, "abandoned: executor drain deadline passed", 1);
     } else if (sj->timed_out) {
         char msg[128];
@@ -97,9 +106,19 @@ static void run_sleep(ex_job_t *job) {
     sj->job = job;
     sj->ms = ms;
     sj->timed_out = ms > job->run_ms; /* run_ms: what is left of its timeout when it started */
-    if (em_timer_after(ex_env.timers, sj->timed_out ? job->run_ms : ms, sleep_done, sj) != EM_OK) {
+    sj->stop.fn = sleep_stop;
+    int64_t wait_ms = sj->timed_out ? job->run_ms : ms;
+    if (ex_stop_arm(job, &sj->stop)) {
         free(sj);
-        job_finish(job, EXECMESH__V1__STATUS__FAILED, NULL, 0, 0, "sleep: cannot arm a timer", 1);
+        job_finish(job, EXECMESH__V1__STATUS__CANCELLED, NULL, 0, 0, "cancelled before it started", 0);
+        return;
+    }
+    /* from here a cancel may finish job at any moment: only sj is ours */
+    if (em_timer_after(ex_env.timers, wait_ms, sleep_done, sj) != EM_OK) {
+        int mine = ex_stop_disarm(job, &sj->stop);
+        free(sj);
+        if (mine)
+            job_finish(job, EXECMESH__V1__STATUS__FAILED, NULL, 0, 0, "sleep: cannot arm a timer", 1);
     }
 }
 

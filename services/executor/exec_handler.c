@@ -42,11 +42,29 @@ struct ex_exec_conf {
 
 static em_child_sup_t *sup;
 
-/* One execution handed to the supervisor. */
+/* One execution handed to the supervisor. Freed by the last of exec_done
+ * and ex_exec_run (which reads its stop after em_child_run). */
 typedef struct exec_run {
     ex_job_t *job;
     ex_exec_conf_t *conf;
+    ex_stop_t stop; /* a cancel kills the child with stop.key (its spec.cancel_key) */
+    atomic_int refs;
 } exec_run_t;
+
+static atomic_uint_fast64_t next_key = 1;
+
+static void run_unref(exec_run_t *r) {
+    if (atomic_fetch_sub(&r->refs, 1) == 1)
+        free(r);
+}
+
+/* A cancel took the stop: the child's process group gets SIGTERM, then
+ * SIGKILL after kill_grace_ms; exec_done ends the job CANCELLED. */
+static void exec_stop(ex_job_t *job, uint64_t key) {
+    (void)job;
+    if (sup)
+        em_child_cancel(sup, key);
+}
 
 static void strv_free(char **v) {
     for (size_t i = 0; v && v[i]; i++)
@@ -248,7 +266,8 @@ static void exec_done(void *arg, em_child_result_t *res) {
     exec_run_t *r = arg;
     ex_job_t *job = r->job;
     ex_exec_conf_t *c = r->conf;
-    free(r);
+    ex_stop_disarm(job, &r->stop); /* the job is still here: only this finishes an exec job */
+    run_unref(r);
     em_metric_add(c->m_running, -1);
     char msg[EM_CHILD_STDERR_TAIL + 512];
     Execmesh__V1__Status status = EXECMESH__V1__STATUS__FAILED;
@@ -286,6 +305,14 @@ static void exec_done(void *arg, em_child_result_t *res) {
     case EM_CHILD_ABANDONED:
         snprintf(msg, sizeof(msg), "abandoned: executor drain deadline passed");
         break;
+    case EM_CHILD_CANCELLED:
+        status = EXECMESH__V1__STATUS__CANCELLED;
+        if (res->term_signal)
+            snprintf(msg, sizeof(msg), "cancelled while running: SIGTERM to its process group%s",
+                     res->term_signal == SIGKILL ? ", then SIGKILL" : "");
+        else
+            snprintf(msg, sizeof(msg), "cancelled before it started");
+        break;
     }
     if (status == EXECMESH__V1__STATUS__SUCCEEDED || res->outcome == EM_CHILD_EXITED ||
         res->outcome == EM_CHILD_SIGNALED) {
@@ -300,19 +327,44 @@ static void exec_done(void *arg, em_child_result_t *res) {
 
 void ex_exec_run(ex_job_t *job) {
     ex_exec_conf_t *c = job->handler->ctx;
-    exec_run_t *r = malloc(sizeof(*r));
+    exec_run_t *r = calloc(1, sizeof(*r));
     em_err_t rc = EM_ENOMEM;
     if (r) {
-        *r = (exec_run_t){job, c};
+        r->job = job;
+        r->conf = c;
+        r->stop.fn = exec_stop;
+        r->stop.key = atomic_fetch_add(&next_key, 1);
+        atomic_init(&r->refs, 2);
         em_child_spec_t spec = c->base;
         spec.input = job->ex->payload.p; /* the request outlives the job */
         spec.input_len = job->ex->payload.n;
         spec.timeout_ms = job->run_ms; /* what is left of its timeout */
+        spec.cancel_key = r->stop.key;
+        if (ex_stop_arm(job, &r->stop)) {
+            free(r);
+            job_finish(job, EXECMESH__V1__STATUS__CANCELLED, NULL, 0, 0, "cancelled before it started", 0);
+            return;
+        }
         em_metric_add(c->m_running, 1);
         rc = sup ? em_child_run(sup, &spec, exec_done, r) : EM_ESHUTDOWN;
-        if (rc == EM_OK)
+        if (rc == EM_OK) {
+            /* from here exec_done may finish job at any moment: only r is
+             * ours. A cancel that took the stop before the child was
+             * queued was lost by the supervisor: ask again (the key is
+             * unique; a second ask is harmless). */
+            if (ex_stop_taken(&r->stop))
+                exec_stop(NULL, r->stop.key);
+            run_unref(r);
             return;
+        }
         em_metric_add(c->m_running, -1);
+        if (!ex_stop_disarm(job, &r->stop)) {
+            /* a cancel took it and asked the supervisor to kill a child
+             * that will never exist: nothing finishes it but us */
+            free(r);
+            job_finish(job, EXECMESH__V1__STATUS__CANCELLED, NULL, 0, 0, "cancelled before it started", 0);
+            return;
+        }
         free(r);
     }
     char msg[160];

@@ -37,6 +37,7 @@
 
 typedef struct ex_batch ex_batch_t;
 typedef struct ex_handler ex_handler_t;
+struct ex_job;
 typedef struct ex_exec_conf ex_exec_conf_t;
 
 /* Bytes inside the request (valid until the batch is freed). */
@@ -57,6 +58,19 @@ typedef struct ex_exec {
     size_t wire_len; /* its encoded size as received: a retry's record is this plus one history entry */
 } ex_exec_t;
 
+/* How a running job is stopped by a cancel (cancel.c). A handler that runs
+ * on after its run function returned arms one; a cancel that takes it
+ * calls fn(job, key) once, after the cancel's locks are released. Either
+ * fn finishes the job CANCELLED, and then the handler must not (a sleep:
+ * its timer finds the stop taken), or fn only uses key to make the job end
+ * through the handler (an exec child killed by key: exec_done finishes it,
+ * maybe before fn ran, so fn must not touch job). */
+typedef struct ex_stop {
+    void (*fn)(struct ex_job *job, uint64_t key);
+    uint64_t key;
+    int taken; /* under the stop lock: a cancel took it */
+} ex_stop_t;
+
 typedef struct ex_job {
     ex_batch_t *batch;
     size_t idx;
@@ -69,6 +83,9 @@ typedef struct ex_job {
     int64_t run_ms;       /* the time left when it started: what a handler may run */
     int64_t started_unix_ms;
     struct ex_job *next;  /* the handler's wait queue */
+    atomic_int done;      /* job_finish ran */
+    atomic_int cancel;    /* a cancel came: it does not start, or stops */
+    ex_stop_t *stop;      /* under the stop lock: how to stop it while it runs, or NULL */
 } ex_job_t;
 
 typedef void (*ex_run_fn)(ex_job_t *job);
@@ -175,7 +192,27 @@ void ex_alone_freed(ex_batch_t *b);
  * without its Kafka key). Any thread, before ex_batch_job_done. */
 size_t ex_batch_result_bytes(const ex_batch_t *b, size_t idx);
 
+/* Calls fn(job, ctx) for each job of every batch held here whose
+ * execution id is id, with the batches' lock held: no batch is freed
+ * meanwhile (fn must not finish a job: it collects what to do after). */
+void ex_batches_find(const uint8_t *id, size_t len, void (*fn)(ex_job_t *job, void *ctx), void *ctx);
+
+/* cancel.c */
+/* Executor.Cancel, on the loop thread. */
+void ex_on_cancel(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_t len);
+/* Arms st for job: 0, or 1 when a cancel already came (then the handler
+ * does not run the job and finishes it CANCELLED itself). */
+int ex_stop_arm(ex_job_t *job, ex_stop_t *st);
+/* Disarms st: 1 when the handler still finishes the job, 0 when a cancel
+ * took it (job is not touched then: it may be gone). */
+int ex_stop_disarm(ex_job_t *job, ex_stop_t *st);
+/* Was st taken by a cancel? (st stays the caller's.) */
+int ex_stop_taken(const ex_stop_t *st);
+
 /* jobs.c */
+/* Takes job out of its handler's wait queue: 1 when it was there (it never
+ * started and holds no slot). */
+int ex_job_unqueue(ex_job_t *job);
 /* Starts job now, or queues it behind its handler's concurrency. Past its
  * deadline it ends TIMED_OUT without running. */
 void ex_job_start(ex_job_t *job);

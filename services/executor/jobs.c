@@ -24,6 +24,10 @@
  * EM_SIZE_RETRY_ROOM: the execution ends EXHAUSTED saying the history is
  * full.
  *
+ * A cancel (cancel.c) takes a queued job out of its handler's queue, stops
+ * a running one through what its handler armed, and keeps one not started
+ * yet from starting (job_begin ends it CANCELLED).
+ *
  * When a job ends, the next queued job of its handler starts on the same
  * thread. A queued job that ends at once (past its deadline, a spawn
  * failure) would start the next from inside job_finish, and a long queue of
@@ -172,6 +176,10 @@ static __thread ex_job_t *deferred_head, *deferred_tail; /* jobs to start when i
 static void job_begin(ex_job_t *job) {
     int64_t now = em_mono_ms();
     int64_t left = job->deadline_ms - now;
+    if (atomic_load(&job->cancel)) {
+        job_finish(job, EXECMESH__V1__STATUS__CANCELLED, NULL, 0, 0, "cancelled before it started", 0);
+        return;
+    }
     if (left <= 0) {
         char msg[256];
         int64_t queued = now - job->arrived_ms;
@@ -236,6 +244,25 @@ static ex_job_t *handler_release(ex_handler_t *h) {
     }
     pthread_mutex_unlock(&h->lock);
     return next;
+}
+
+int ex_job_unqueue(ex_job_t *job) {
+    ex_handler_t *h = job->handler;
+    if (!h || !h->async)
+        return 0;
+    int found = 0;
+    pthread_mutex_lock(&h->lock);
+    for (ex_job_t **pp = &h->wait_head, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->next) {
+        if (*pp != job)
+            continue;
+        *pp = job->next;
+        if (h->wait_tail == job)
+            h->wait_tail = prev;
+        found = 1;
+        break;
+    }
+    pthread_mutex_unlock(&h->lock);
+    return found;
 }
 
 /* A copy of error[0..n) as valid UTF-8, cut to EM_SIZE_ERROR_MAX - 1 bytes
@@ -305,6 +332,7 @@ void job_finish(ex_job_t *job, Execmesh__V1__Status status, const uint8_t *outpu
                 const char *error, int exit_code) {
     ex_batch_t *b = job->batch;
     ex_result_t *r = ex_batch_result(b, job->idx);
+    atomic_store(&job->done, 1);
     r->status = (int)status;
     r->attempt_status = (int)status;
     r->output = output;

@@ -350,7 +350,8 @@ int main(int argc, char **argv) {
         goto out;
     }
     EX.m_publish = em_rpc_channel_method(EX.sinks, "/execmesh.v1.ResultSink/Publish");
-    if (em_rpc_server_add_method(EX.svc.server, "execmesh.v1.Executor", "Execute", ex_on_execute, &EX, 256) != EM_OK)
+    if (em_rpc_server_add_method(EX.svc.server, "execmesh.v1.Executor", "Execute", ex_on_execute, &EX, 256) != EM_OK ||
+        em_rpc_server_add_method(EX.svc.server, "execmesh.v1.Executor", "Cancel", ex_on_cancel, &EX, 16) != EM_OK)
         goto out;
 
     /* serve */

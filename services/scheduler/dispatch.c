@@ -27,6 +27,7 @@ typedef struct sc_call {
     int alone;               /* ExecuteRequest.alone: its one execution runs with nothing beside it */
     int protocol_errors;
     char executor[128];      /* which one */
+    char peer[96];           /* its address, where a cancel for one of its executions goes */
     sc_item_t *items[];
 } sc_call_t;
 
@@ -197,14 +198,32 @@ static void take_result_locked(scheduler_t *s, sc_call_t *c, const uint8_t *buf,
 }
 
 /* Loop thread: the executor that took the call. */
-static void on_execute_headers(void *arg, const char *value) {
+static void on_execute_headers(void *arg, const char *value, const char *peer) {
     sc_call_t *c = arg;
+    scheduler_t *s = c->s;
     if (!value)
         return;
-    pthread_mutex_lock(&c->s->lock);
+    pthread_mutex_lock(&s->lock);
     c->accepted = 1;
     snprintf(c->executor, sizeof(c->executor), "%s", value);
-    pthread_mutex_unlock(&c->s->lock);
+    snprintf(c->peer, sizeof(c->peer), "%s", peer ? peer : "");
+    /* a cancel read while the call was on its way: the executor stops it */
+    for (int i = 0; i < c->n; i++)
+        if (c->items[i] && sc_cancelled_locked(s, c->items[i]))
+            sc_cancel_on_executor_locked(s, c->peer, sc_item_id(c->items[i]), c->items[i]->id_len);
+    pthread_mutex_unlock(&s->lock);
+}
+
+void sc_dispatch_cancel_seen_locked(scheduler_t *s, const uint8_t *id, size_t len) {
+    for (sc_call_t *c = s->calls; c; c = c->next) {
+        if (!c->accepted)
+            continue; /* its headers will find the cancel */
+        for (int i = 0; i < c->n; i++) {
+            const sc_item_t *it = c->items[i];
+            if (it && it->id_len == len && memcmp(sc_item_id(it), id, len) == 0)
+                sc_cancel_on_executor_locked(s, c->peer, id, len);
+        }
+    }
 }
 
 /* Loop thread: one message of the answer, results the sink has stored. */

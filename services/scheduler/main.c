@@ -273,6 +273,8 @@ static void register_metrics(scheduler_t *s) {
                                               "Cancels stored by Cancel calls (one per id).");
     s->m_cancels_seen = em_metrics_counter(m, "execmesh_scheduler_cancels_seen_total", NULL,
                                            "New cancels read from the cancels topic.");
+    s->m_cancels_sent = em_metrics_counter(m, "execmesh_scheduler_executor_cancels_total", NULL,
+                                           "Executor.Cancel calls made to the executor holding a cancelled execution.");
     sc_watchdog_register(s);
 }
 
@@ -452,6 +454,7 @@ out:
         em_timers_destroy(s.svc.timers);
         s.svc.timers = NULL;
     }
+    sc_cancel_peers_close(&s); /* the timers sent the last cancels: nothing uses them now */
     sc_items_release_all(&s); /* their records go back to the consumer before the consumer goes */
     em_delay_destroy(s.delay); /* commits what it forwarded; before the producer it uses goes */
     em_cancels_destroy(s.cancels);

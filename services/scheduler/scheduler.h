@@ -123,6 +123,16 @@ typedef struct scheduler {
     rd_kafka_topic_t *t_cancels;
     em_rpc_channel_t *executors;
     em_rpc_method_ref_t *m_execute;
+    /* cancels for executions an executor holds (cancel.c): queued under
+     * lock, sent from the timer thread over a channel to that executor */
+    struct sc_cancel_out *cancel_out_head, *cancel_out_tail;
+    int cancel_out_armed;
+    struct sc_peer {
+        char addr[96];
+        em_rpc_channel_t *ch;
+        em_rpc_method_ref_t *m_cancel;
+        int64_t used_ms;
+    } peers[16]; /* the timer thread's (and the exit's, after the timers) */
     pthread_t consumer_thread;
     pthread_t watchdog_thread;
     atomic_int stopping;
@@ -174,7 +184,7 @@ typedef struct scheduler {
     em_metric_t *m_redispatched, *m_busy, *m_commits, *m_commit_failed, *m_submit_calls, *m_submit_failed;
     em_metric_t *m_paused, *m_holds, *m_flow_pauses, *m_rebalances, *m_stalled, *m_stalls, *m_heals;
     em_metric_t *m_retries, *m_deaths, *m_quarantined, *m_protocol_errors, *m_isolated;
-    em_metric_t *m_cancelled, *m_cancel_calls, *m_cancel_requests, *m_cancels_seen;
+    em_metric_t *m_cancelled, *m_cancel_calls, *m_cancel_requests, *m_cancels_seen, *m_cancels_sent;
     em_metric_t *m_calls, *m_byte_cuts, *m_dead_truncated, *m_too_large_refused;
 } scheduler_t;
 
@@ -222,6 +232,14 @@ void sc_cancel_item_locked(scheduler_t *s, sc_item_t *it, const char *where);
 void sc_on_cancel(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_t len);
 /* The cancels reader told a new cancel (its thread). */
 void sc_cancel_seen(void *ctx, const uint8_t *id, size_t len);
+/* Asks the executor at peer (a call's server address) to stop execution
+ * id: queued here, sent from the timer thread (Executor.Cancel). */
+void sc_cancel_on_executor_locked(scheduler_t *s, const char *peer, const uint8_t *id, size_t len);
+/* At exit, after the timers: closes the channels to single executors. */
+void sc_cancel_peers_close(scheduler_t *s);
+
+/* dispatch.c: a new cancel for id: the executors that accepted it are asked to stop it */
+void sc_dispatch_cancel_seen_locked(scheduler_t *s, const uint8_t *id, size_t len);
 
 /* intake.c */
 void sc_accept_locked(scheduler_t *s, rd_kafka_message_t *msg);

@@ -1,14 +1,19 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Cancellation through the real mesh, the parts a scheduler holds:
-Scheduler.Cancel stores each cancel durably (the cancels topic) and every
-scheduler reads every cancel, so the one that holds the execution ends it
-with one CANCELLED result, and it never runs:
+"""Cancellation through the real mesh. Scheduler.Cancel stores each cancel
+durably (the cancels topic) and every scheduler reads every cancel, so the
+one that holds the execution ends it with one CANCELLED result, and it never
+runs (again):
 - an execution still waiting in Kafka (the scheduler paused);
 - a cancel that arrives before its execution: it still wins;
-- an execution waiting in the delay topic for its next attempt.
+- an execution waiting in the delay topic for its next attempt;
+- executions an executor holds (the scheduler asks that executor): one
+  queued behind its handler's concurrency, a running builtin sleep, and a
+  running exec `sleep 600` that ignores SIGTERM, whose process group is gone
+  within kill_grace_ms + 1 s of the cancel.
 Ordinary executions beside them run once. The group's committed offsets
 reach the end of the requests and delay topics."""
 import os
+import signal
 import subprocess
 import time
 
@@ -87,4 +92,81 @@ def test_cancelled_before_it_runs_ends_cancelled_and_never_runs():
             stub.Cancel(pb.CancelRequest(ids=[""]), timeout=10)
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "ids[0]" in e.value.details()
     finally:
+        m.close()
+
+
+def group_alive(pgid):
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def test_a_cancel_reaches_the_executor_that_holds_it():
+    m = Mesh("cancel-executor")
+    pgid = None
+    try:
+        sink = m.start_sink()
+        journal = os.path.join(m.dir, "executor.journal")
+        pidfile = os.path.join(m.dir, "child.pid")
+        cfg = os.path.join(m.dir, "executor.cfg")
+        grace_ms = 1000
+        with open(cfg, "w") as f:
+            # the child ignores SIGTERM (inherited across exec): only the SIGKILL after the grace ends it
+            f.write('handlers = { builtin = [ "echo", "sleep" ]; exec = [ "sleeper" ]; concurrency = 1; };\n'
+                    'exec = { sleeper = { argv = [ "/bin/sh", "-c", "trap \'\' TERM; read f; echo $$ > $f; '
+                    f'exec sleep 600" ]; kill_grace_ms = {grace_ms}; default_timeout_ms = 900000; }}; }};\n'
+                    'builtin = { sleep = { default_timeout_ms = 900000; }; };\n')
+        ex = m.start_executor([sink], args=["--config", cfg, "--set", f"executor.journal={journal}"])
+        sched = m.start_scheduler([ex])
+        m.wait_assigned([sched], 6)
+        stub = m.stub(sched)
+        ordinary = [f"ok-{i}" for i in range(4)]
+        # the builtin sleep runs one at a time: "queued" waits behind "hold" in the executor
+        stub.Submit(pb.SubmitRequest(executions=[execution("hold", "sleep", b"600000")]), timeout=30)
+        wait_for(lambda: started(journal, "hold") == [1], 30, "the long builtin sleep to start")
+        stub.Submit(pb.SubmitRequest(executions=[execution("queued", "sleep", b"1000"),
+                                                 execution("child", "sleeper", (pidfile + "\n").encode())]
+                                     + [execution(i) for i in ordinary]), timeout=30)
+        wait_for(lambda: os.path.exists(pidfile) and open(pidfile).read().strip(), 30, "the exec child to start")
+        pgid = int(open(pidfile).read())
+        wait_for(lambda: ex.metric("execmesh_inflight") >= 3, 30, "the executor to hold hold, queued and child")
+        assert started(journal, "queued") == [], "the queued sleep started although the handler was busy"
+
+        # one held in the executor's queue, then (so that it never gets the slot) the running builtin
+        stub.Cancel(pb.CancelRequest(ids=["queued"]), timeout=30)
+        got = wait_results(m, ["queued"], 30, "the queued sleep's result")
+        assert [(r.status, r.final, r.attempt) for r in got["queued"]] == [(CANCELLED, True, 1)], got["queued"]
+        assert got["queued"][0].error.startswith("cancelled while queued in the executor"), got["queued"][0].error
+        stub.Cancel(pb.CancelRequest(ids=["hold"]), timeout=30)
+        got = wait_results(m, ["hold"], 30, "the running sleep's result")
+        assert [(r.status, r.final, r.attempt) for r in got["hold"]] == [(CANCELLED, True, 1)], got["hold"]
+        assert got["hold"][0].error.startswith("cancelled while running"), got["hold"][0].error
+
+        # the running exec child: its process group is gone within kill_grace_ms + 1 s
+        assert group_alive(pgid)
+        t0 = time.monotonic()
+        stub.Cancel(pb.CancelRequest(ids=["child"]), timeout=30)
+        wait_for(lambda: not group_alive(pgid), (grace_ms + 1000) / 1000, "the child's process group to be gone",
+                 interval=0.01)
+        gone_ms = (time.monotonic() - t0) * 1000
+        got = wait_results(m, ["child"], 30, "the cancelled child's result")
+        assert [(r.status, r.final, r.attempt) for r in got["child"]] == [(CANCELLED, True, 1)], got["child"]
+        assert "SIGTERM to its process group, then SIGKILL" in got["child"][0].error, got["child"][0].error
+        pgid = None
+
+        # never run again; the rest ran once
+        got = wait_results(m, ordinary, 30, "the ordinary executions' results")
+        for i in ordinary:
+            assert [(r.status, r.final) for r in got[i]] == [(SUCCEEDED, True)], (i, got[i])
+        m.wait_lag_zero(30)
+        assert started(journal, "queued") == [] and started(journal, "hold") == [1] and started(journal, "child") == [1]
+        assert all(len(got[i]) == 1 for i in ["queued", "hold", "child"])
+        assert sched.metric("execmesh_scheduler_executor_cancels_total") >= 3
+        print(f"CANCEL executor: queued, running builtin and exec child cancelled; process group gone in "
+              f"{gone_ms:.0f} ms (kill_grace_ms {grace_ms})")
+    finally:
+        if pgid is not None and group_alive(pgid):
+            os.killpg(pgid, signal.SIGKILL)
         m.close()

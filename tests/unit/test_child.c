@@ -4,9 +4,11 @@
  * under one supervisor: stdin to stdout, exit codes and signals, the stderr
  * tail, the output cap, the timeout (TERM to the process group, then KILL)
  * reaching a grandchild, RLIMIT_AS, a child that never reads a large stdin,
- * a missing binary, destroy abandoning what still runs, and SIGCHLD ignored
+ * a missing binary, destroy abandoning what still runs, SIGCHLD ignored
  * (inherited, or set after the start) neither losing the result nor making
- * the supervisor spin. Every wait is on a condition variable with a bound.
+ * the supervisor spin, and cancellation (TERM, KILL after the grace, a run
+ * cancelled on its way from the queue, keys that match nothing). Every wait
+ * is on a condition variable or a condition polled with a bound.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -28,6 +30,7 @@
 
 #include "em_child.h"
 #include "em_util.h"
+#include "unit_wait.h"
 
 #define WAIT_MS 20000
 
@@ -39,6 +42,7 @@ typedef struct run {
     int seq; /* the order callbacks ran in, over all runs of a test */
     em_child_result_t res;
     uint8_t *output;
+    int64_t done_ms; /* em_mono_ms() when the callback ran */
 } run_t;
 
 static atomic_int seq_counter;
@@ -50,6 +54,7 @@ static void on_done(void *arg, em_child_result_t *res) {
     r->output = res->output; /* taken */
     res->output = NULL;
     r->seq = atomic_fetch_add(&seq_counter, 1);
+    r->done_ms = em_mono_ms();
     r->done = 1;
     pthread_cond_broadcast(&r->cond);
     pthread_mutex_unlock(&r->lock);
@@ -518,6 +523,231 @@ static void sigchld_ignored_later_ends_the_run_without_spinning(void **state) {
     em_child_sup_destroy(sup);
 }
 
+/* A run whose child writes its pid ($$) to a file of its own, and what the
+ * callback saw of the child's process group when it ran. */
+typedef struct cancel_run {
+    run_t r;
+    char path[64];
+    const char *argv[5]; /* /bin/sh -c SCRIPT PATH */
+    pid_t pid;      /* in the file when the callback ran; 0: none (never ran, or killed before it wrote it) */
+    int group_gone; /* kill(-pid, 0) failed with ESRCH in the callback */
+} cancel_run_t;
+
+/* The pid in path, once the child wrote all of it; 0 before. */
+static pid_t pid_in(const char *path) {
+    char buf[32] = "";
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    if (n == 0 || buf[n - 1] != '\n')
+        return 0;
+    return (pid_t)atoi(buf);
+}
+
+static void on_done_cancel(void *arg, em_child_result_t *res) {
+    cancel_run_t *cr = arg;
+    cr->pid = pid_in(cr->path);
+    errno = 0;
+    cr->group_gone = cr->pid <= 0 || (kill(-cr->pid, 0) != 0 && errno == ESRCH);
+    on_done(&cr->r, res);
+}
+
+static void cancel_run_init(cancel_run_t *cr) {
+    memset(cr, 0, sizeof(*cr));
+    run_init(&cr->r);
+    snprintf(cr->path, sizeof(cr->path), "/tmp/em_child_test.XXXXXX");
+    int fd = mkstemp(cr->path);
+    if (fd < 0)
+        fail_msg("mkstemp: %s", strerror(errno));
+    close(fd);
+}
+
+static void cancel_run_cleanup(cancel_run_t *cr) {
+    unlink(cr->path);
+    run_cleanup(&cr->r);
+}
+
+/* Waits (bounded) until cr's child has written its pid: it runs. */
+static pid_t wait_for_pid(cancel_run_t *cr) {
+    pid_t pid = 0;
+    UNIT_WAIT_UNTIL(usleep(5000) /* ok-sleep: the poll interval of a bounded wait */, (pid = pid_in(cr->path)) > 0,
+                    WAIT_MS, "the child's pid file");
+    return pid;
+}
+
+#define SCRIPT_TERM_IGNORED "trap '' TERM; echo $$ > \"$0\"; while :; do sleep 1; done" /* ok-sleep: the child under test runs long */
+#define SCRIPT_LONG "echo $$ > \"$0\"; exec sleep 600" /* ok-sleep: the child under test runs long */
+
+/* The spec of script (its $0: cr's pid file) cancellable by key. */
+static em_child_spec_t cancellable(cancel_run_t *cr, const char *script, uint64_t key, int64_t grace_ms,
+                                   int64_t timeout_ms) {
+    const char *const a[] = {"/bin/sh", "-c", script, cr->path, NULL};
+    memcpy(cr->argv, a, sizeof(a));
+    em_child_spec_t sp = spec_of(cr->argv, NULL);
+    sp.timeout_ms = timeout_ms;
+    sp.kill_grace_ms = grace_ms;
+    sp.cancel_key = key;
+    return sp;
+}
+
+static void cancel_terms_a_running_child(void **state) {
+    (void)state;
+    em_child_sup_t *sup = sup_new();
+    cancel_run_t cr;
+    cancel_run_init(&cr);
+    em_child_spec_t sp = cancellable(&cr, SCRIPT_LONG, 7, 500, 0);
+    assert_int_equal(em_child_run(sup, &sp, on_done_cancel, &cr), EM_OK);
+    pid_t pid = wait_for_pid(&cr);
+    int64_t t0 = em_mono_ms();
+    em_child_cancel(sup, 7);
+    run_wait(&cr.r, "cancelled child");
+    assert_int_equal(cr.r.res.outcome, EM_CHILD_CANCELLED);
+    assert_int_equal(cr.r.res.term_signal, SIGTERM);
+    assert_int_equal(cr.r.res.exit_code, 128 + SIGTERM);
+    if (cr.r.done_ms - t0 >= 500)
+        fail_msg("the TERM took %lld ms: it waited for the KILL", (long long)(cr.r.done_ms - t0));
+    assert_int_equal(cr.pid, pid);
+    assert_true(cr.group_gone);
+    errno = 0;
+    assert_int_equal(kill(-pid, 0), -1);
+    assert_int_equal(errno, ESRCH);
+    assert_int_equal(em_child_running(sup), 0);
+    em_child_cancel(sup, 7); /* finished: ignored */
+    cancel_run_cleanup(&cr);
+    em_child_sup_destroy(sup);
+}
+
+static void cancel_kills_a_child_ignoring_term_after_the_grace(void **state) {
+    (void)state;
+    em_child_sup_t *sup = sup_new();
+    cancel_run_t cr;
+    cancel_run_init(&cr);
+    em_child_spec_t sp = cancellable(&cr, SCRIPT_TERM_IGNORED, 8, 300, 0);
+    assert_int_equal(em_child_run(sup, &sp, on_done_cancel, &cr), EM_OK);
+    pid_t pid = wait_for_pid(&cr);
+    int64_t t0 = em_mono_ms();
+    em_child_cancel(sup, 8);
+    run_wait(&cr.r, "cancelled child ignoring TERM");
+    int64_t took = cr.r.done_ms - t0;
+    assert_int_equal(cr.r.res.outcome, EM_CHILD_CANCELLED);
+    assert_int_equal(cr.r.res.term_signal, SIGKILL);
+    if (took < 300 || took >= 300 + 2000)
+        fail_msg("from the cancel to the callback: %lld ms, want [300, 2300)", (long long)took);
+    assert_gone(pid);
+    assert_int_equal(em_child_running(sup), 0);
+    cancel_run_cleanup(&cr);
+    em_child_sup_destroy(sup);
+}
+
+/* The timeout passes during the cancel's grace: still CANCELLED (not
+ * TIMED_OUT), and the KILL comes when the first of the two graces ends. */
+static void cancel_wins_over_a_later_timeout(void **state) {
+    (void)state;
+    em_child_sup_t *sup = sup_new();
+    cancel_run_t cr;
+    cancel_run_init(&cr);
+    em_child_spec_t sp = cancellable(&cr, SCRIPT_TERM_IGNORED, 9, 1500, 600);
+    int64_t t_run = em_mono_ms();
+    assert_int_equal(em_child_run(sup, &sp, on_done_cancel, &cr), EM_OK);
+    wait_for_pid(&cr);
+    int64_t t0 = em_mono_ms();
+    em_child_cancel(sup, 9); /* almost always before the timeout, which then falls inside the grace */
+    run_wait(&cr.r, "cancelled child past its timeout");
+    assert_int_equal(cr.r.res.outcome, EM_CHILD_CANCELLED);
+    assert_int_equal(cr.r.res.term_signal, SIGKILL);
+    /* the KILL: 1500 ms after the cancel, or (on a slow machine, the timeout
+     * first) 600 + 1500 ms after the spawn; never later than the latter */
+    int64_t earliest = t0 + 1500 < t_run + 2100 ? t0 + 1500 : t_run + 2100;
+    if (cr.r.done_ms < earliest || cr.r.done_ms - t0 >= 1500 + 2000)
+        fail_msg("the callback came %lld ms after the cancel, %lld ms after the run", (long long)(cr.r.done_ms - t0),
+                 (long long)(cr.r.done_ms - t_run));
+    cancel_run_cleanup(&cr);
+    em_child_sup_destroy(sup);
+}
+
+/* A cancel right after em_child_run catches the run in the queue or just
+ * started; either way it is cancelled and never outlives its callback.
+ * Many at once also grow the list of pending keys. */
+static void cancel_right_after_run_is_never_lost(void **state) {
+    (void)state;
+    enum { N = 24 };
+    em_child_sup_t *sup = sup_new();
+    cancel_run_t *cr = calloc(N, sizeof(*cr));
+    assert_non_null(cr);
+    em_child_spec_t sp[N];
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < N; i++) {
+            cancel_run_init(&cr[i]);
+            sp[i] = cancellable(&cr[i], SCRIPT_LONG, 1000 + (uint64_t)i, 500, 0);
+        }
+        for (int i = 0; i < N; i++) {
+            assert_int_equal(em_child_run(sup, &sp[i], on_done_cancel, &cr[i]), EM_OK);
+            if (round == 0) /* one by one: cancel each right after its run */
+                em_child_cancel(sup, sp[i].cancel_key);
+        }
+        if (round == 1) /* all queued first, then all cancelled */
+            for (int i = 0; i < N; i++)
+                em_child_cancel(sup, sp[i].cancel_key);
+        for (int i = 0; i < N; i++) {
+            run_wait(&cr[i].r, "a run cancelled at once");
+            em_child_result_t *res = &cr[i].r.res;
+            if (res->outcome != EM_CHILD_CANCELLED)
+                fail_msg("round %d run %d: outcome %d", round, i, res->outcome);
+            if (res->term_signal != 0 && res->term_signal != SIGTERM)
+                fail_msg("round %d run %d: signal %d", round, i, res->term_signal);
+            if (res->term_signal == 0 && (res->exit_code != 0 || res->run_ms != 0 || cr[i].pid != 0))
+                fail_msg("round %d run %d: not run, yet exit %d after %lld ms", round, i, res->exit_code,
+                         (long long)res->run_ms);
+            if (!cr[i].group_gone)
+                fail_msg("round %d run %d: process group %d outlived the callback", round, i, (int)cr[i].pid);
+            cancel_run_cleanup(&cr[i]);
+        }
+        assert_int_equal(em_child_running(sup), 0);
+    }
+    free(cr);
+    em_child_sup_destroy(sup);
+}
+
+static void cancel_of_another_key_changes_nothing(void **state) {
+    (void)state;
+    em_child_sup_t *sup = sup_new();
+    cancel_run_t cr;
+    cancel_run_init(&cr);
+    const char *const argv[] = {"/bin/sh", "-c", "echo $$ > \"$0\"; sleep 0.3; echo done", cr.path, NULL}; /* ok-sleep: the child under test runs a while */
+    em_child_spec_t sp = spec_of(argv, NULL);
+    sp.cancel_key = 5;
+    /* while queued (or just started) */
+    assert_int_equal(em_child_run(sup, &sp, on_done_cancel, &cr), EM_OK);
+    em_child_cancel(sup, 6);
+    em_child_cancel(sup, 0);
+    /* while it runs */
+    wait_for_pid(&cr);
+    em_child_cancel(sup, 4);
+    em_child_cancel(sup, 0);
+    run_wait(&cr.r, "a child cancelled under other keys");
+    assert_int_equal(cr.r.res.outcome, EM_CHILD_EXITED);
+    assert_int_equal(cr.r.res.exit_code, 0);
+    assert_int_equal(cr.r.res.output_len, strlen("done\n"));
+    assert_memory_equal(cr.r.output, "done\n", cr.r.res.output_len);
+    cancel_run_cleanup(&cr);
+
+    /* a run without a key is not cancelled by key 0 */
+    cancel_run_init(&cr);
+    sp.cancel_key = 0;
+    assert_int_equal(em_child_run(sup, &sp, on_done_cancel, &cr), EM_OK);
+    em_child_cancel(sup, 0);
+    wait_for_pid(&cr);
+    em_child_cancel(sup, 0);
+    run_wait(&cr.r, "a child without a key");
+    assert_int_equal(cr.r.res.outcome, EM_CHILD_EXITED);
+    assert_int_equal(cr.r.res.exit_code, 0);
+    cancel_run_cleanup(&cr);
+    em_child_sup_destroy(sup);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(cat_echoes_stdin),
@@ -534,6 +764,11 @@ int main(void) {
         cmocka_unit_test(destroy_abandons_what_runs),
         cmocka_unit_test(inherited_ignored_sigchld_still_gives_exit_codes),
         cmocka_unit_test(sigchld_ignored_later_ends_the_run_without_spinning),
+        cmocka_unit_test(cancel_terms_a_running_child),
+        cmocka_unit_test(cancel_kills_a_child_ignoring_term_after_the_grace),
+        cmocka_unit_test(cancel_wins_over_a_later_timeout),
+        cmocka_unit_test(cancel_right_after_run_is_never_lost),
+        cmocka_unit_test(cancel_of_another_key_changes_nothing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

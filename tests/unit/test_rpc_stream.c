@@ -46,6 +46,7 @@ typedef struct client {
     char events[MAX_EVENTS][96];
     int nevents;
     int headers;  /* on_headers calls */
+    char peer[96]; /* the server's address on_headers gave */
     int messages; /* on_message calls */
     int out_of_order;
     int done;     /* on_done calls */
@@ -72,6 +73,7 @@ typedef struct fixture {
     int nworkers;
     int worker_timeouts; /* a worker waited in vain for the client */
     int long_ms;         /* how long the "long" call works */
+    char target[64];     /* the server's address, as the channel's target */
 } fixture_t;
 
 /* ---- waiting ------------------------------------------------------------ */
@@ -106,10 +108,11 @@ static void add_event(client_t *c, const char *fmt, ...) {
     va_end(ap);
 }
 
-static void on_headers(void *arg, const char *value) {
+static void on_headers(void *arg, const char *value, const char *peer) {
     client_t *c = arg;
     pthread_mutex_lock(&c->fx->lock);
     c->headers++;
+    snprintf(c->peer, sizeof(c->peer), "%s", peer ? peer : "(none)");
     add_event(c, "H:%s", value ? value : "(none)");
     pthread_cond_broadcast(&c->fx->cond);
     pthread_mutex_unlock(&c->fx->lock);
@@ -340,8 +343,8 @@ static void start(fixture_t *fx, int age_ms, int grace_ms) {
     assert_int_equal(em_rpc_server_start(fx->srv, &port, err, sizeof(err)), EM_OK);
     em_health_block(fx->health, EM_HEALTH_STARTING, 0);
 
-    char target[64];
-    snprintf(target, sizeof(target), "ipv4:127.0.0.1:%d", port);
+    char *target = fx->target;
+    snprintf(fx->target, sizeof(fx->target), "ipv4:127.0.0.1:%d", port);
     em_rpc_channel_opts_t co = {
         .keepalive_time_ms = 1000,
         .keepalive_timeout_ms = 1000,
@@ -385,6 +388,8 @@ static void streams_headers_then_messages_as_sent(void **state) {
     assert_true(wait_count(fx, &fx->client.done, 1, WAIT_MS));
     static const char *const want[] = {"H:replica-7", "M:m0", "M:m1", "M:m2", "D:OK", NULL};
     assert_events(fx, want);
+    /* the server's address: a channel target that reaches that one server */
+    assert_string_equal(fx->client.peer, fx->target);
 }
 
 /* (2) a failure after one message: the message, then the status. */
