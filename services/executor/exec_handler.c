@@ -18,12 +18,15 @@
  * Threads: ex_exec_run runs on whichever thread starts the job; every
  * job_finish of an exec job runs on the child supervisor's thread.
  */
+#include <ctype.h>
 #include <errno.h>
+#include <ftw.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -36,11 +39,18 @@ struct ex_exec_conf {
     char name[72];
     char **argv; /* NULL-terminated copies */
     char **envp;
-    em_child_spec_t base; /* everything but the input and the timeout */
-    em_metric_t *m_running, *m_timeout_kills, *m_spawn_failed;
+    em_child_spec_t base; /* everything but the input, the timeout and the containment */
+    int64_t memory_mb, processes, cpu_millis; /* cgroup limits, or rlimits without cgroups */
+    int drop_user;
+    uid_t uid;
+    gid_t gid;
+    em_metric_t *m_running, *m_timeout_kills, *m_spawn_failed, *m_oom_kills, *m_pids_limited;
 };
 
 static em_child_sup_t *sup;
+static em_cgroup_env_t *cg_env;
+static int use_cgroups;         /* each run in a cgroup of its own */
+static char workdir_base[4096]; /* BASE/execmesh-REPLICA: each run's fresh directory is made in it */
 
 /* One execution handed to the supervisor. Freed by the last of exec_done
  * and ex_exec_run (which reads its stop after em_child_run). */
@@ -49,6 +59,7 @@ typedef struct exec_run {
     ex_exec_conf_t *conf;
     ex_stop_t stop; /* a cancel kills the child with stop.key (its spec.cancel_key) */
     atomic_int refs;
+    char group[128]; /* its cgroup's name (the spec borrows it until the run is over) */
 } exec_run_t;
 
 static atomic_uint_fast64_t next_key = 1;
@@ -168,6 +179,10 @@ static int check_one(const em_config_t *cfg, const char *name, const char *progr
         return refuse(program, cfg, key, key, "'%s' is not an executable file: %s", path, strerror(errno));
     if (!S_ISREG(st.st_mode))
         return refuse(program, cfg, key, key, "'%s' is not an executable file: not a regular file", path);
+    snprintf(key, sizeof(key), "exec.%s.user", name);
+    const char *user = em_config_str(cfg, key);
+    if (user[0] && !getpwnam(user))
+        return refuse(program, cfg, key, key, "no user '%s' on this machine", user);
     snprintf(key, sizeof(key), "exec.%s.env", name);
     size_t ne = em_config_list_len(cfg, key);
     for (size_t i = 0; i < ne; i++) {
@@ -181,6 +196,10 @@ static int check_one(const em_config_t *cfg, const char *name, const char *progr
 int ex_exec_check(const em_config_t *cfg, const char *program) {
     if (check_names(cfg, program) != 0)
         return -1;
+    const char *mode = em_config_str(cfg, "executor.cgroups");
+    if (strcmp(mode, "auto") != 0 && strcmp(mode, "required") != 0 && strcmp(mode, "off") != 0)
+        return refuse(program, cfg, "executor.cgroups", "executor.cgroups",
+                      "'%s' is not one of \"auto\", \"required\", \"off\"", mode);
     size_t n = em_config_list_len(cfg, "handlers.exec");
     for (size_t i = 0; i < n; i++)
         if (check_one(cfg, em_config_list_get(cfg, "handlers.exec", i), program) != 0)
@@ -213,9 +232,22 @@ ex_exec_conf_t *ex_exec_conf_new(const em_config_t *cfg, const char *name, em_me
         c->base.max_output = (size_t)(em_config_int(cfg, "publish.max_result_bytes") - EM_SIZE_RESERVE);
     c->base.kill_grace_ms = em_config_int(cfg, KEY("kill_grace_ms"));
     c->base.limits.cpu_seconds = em_config_int(cfg, KEY("cpu_seconds"));
-    c->base.limits.memory_mb = em_config_int(cfg, KEY("memory_mb"));
     c->base.limits.open_files = em_config_int(cfg, KEY("open_files"));
-    c->base.limits.processes = em_config_int(cfg, KEY("processes"));
+    c->memory_mb = em_config_int(cfg, KEY("memory_mb"));
+    c->processes = em_config_int(cfg, KEY("processes"));
+    c->cpu_millis = em_config_int(cfg, KEY("cpu_millis"));
+    const char *user = em_config_str(cfg, KEY("user"));
+    if (user[0]) {
+        struct passwd *pw = getpwnam(user); /* ex_exec_check saw it exists */
+        if (!pw) {
+            fprintf(stderr, "%s: config refused: %s: key '%s': no user '%s' on this machine\n", program,
+                    em_config_source(cfg, key), key, user);
+            goto fail;
+        }
+        c->drop_user = 1;
+        c->uid = pw->pw_uid;
+        c->gid = pw->pw_gid;
+    }
 #undef KEY
     snprintf(labels, sizeof(labels), "handler=\"%s\"", name);
     c->m_running = em_metrics_gauge(metrics, "execmesh_exec_children_running", labels,
@@ -224,22 +256,97 @@ ex_exec_conf_t *ex_exec_conf_new(const em_config_t *cfg, const char *name, em_me
                                             "Children of an exec handler killed because the execution timed out.");
     c->m_spawn_failed = em_metrics_counter(metrics, "execmesh_exec_spawn_failures_total", labels,
                                            "Children of an exec handler that could not be started (fork, execve, ...).");
+    c->m_oom_kills = em_metrics_counter(metrics, "execmesh_exec_oom_kills_total", labels,
+                                        "Executions of an exec handler the kernel's OOM killer ended (memory_mb).");
+    c->m_pids_limited = em_metrics_counter(metrics, "execmesh_exec_pids_limit_hits_total", labels,
+                                           "Executions of an exec handler whose fork was refused by the pids limit.");
     return c;
 fail:
     ex_exec_conf_free(c);
     return NULL;
 }
 
-em_err_t ex_exec_start(char *errstr, size_t errstr_size) {
+/* Removes what an earlier incarnation left in dir (its runs' directories),
+ * not dir itself. */
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st;
+    (void)flag;
+    if (ftw->level > 0 && remove(path) != 0)
+        EM_WARN("cannot remove a run's leftover", EM_F_STR("path", path), EM_F_STR("error", strerror(errno)));
+    return 0;
+}
+
+/* BASE/execmesh-REPLICA, made (0711: a run's own 0700 directory inside it
+ * is reachable by the user it runs as) and emptied. */
+static int make_workdir_base(const char *base, const char *replica, char *errstr, size_t n) {
+    snprintf(workdir_base, sizeof(workdir_base), "%s/execmesh-%s", base, replica);
+    if (mkdir(base, 0755) != 0 && errno != EEXIST) {
+        snprintf(errstr, n, "executor.workdir_base: cannot make %s: %s", base, strerror(errno));
+        return -1;
+    }
+    if (mkdir(workdir_base, 0711) != 0 && errno != EEXIST) {
+        snprintf(errstr, n, "executor.workdir_base: cannot make %s: %s", workdir_base, strerror(errno));
+        return -1;
+    }
+    chmod(workdir_base, 0711);
+    nftw(workdir_base, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return 0;
+}
+
+/* A cgroup path component from the replica name. */
+static void cgroup_root_of(const char *replica, char *out, size_t n) {
+    size_t o = (size_t)snprintf(out, n, "execmesh-");
+    for (const char *p = replica; *p && o + 1 < n; p++)
+        out[o++] = (isalnum((unsigned char)*p) || *p == '-' || *p == '_' || *p == '.') ? *p : '_';
+    out[o] = '\0';
+}
+
+em_err_t ex_exec_start(const em_config_t *cfg, const char *replica, em_metrics_t *metrics, char *errstr,
+                       size_t errstr_size) {
     if (sup)
         return EM_OK;
-    sup = em_child_sup_new(errstr, errstr_size);
+    if (make_workdir_base(em_config_str(cfg, "executor.workdir_base"), replica, errstr, errstr_size) != 0)
+        return EM_EINVAL;
+    const char *mode = em_config_str(cfg, "executor.cgroups");
+    if (strcmp(mode, "off") != 0) {
+        cg_env = em_cgroup_env_new();
+        if (!cg_env) {
+            snprintf(errstr, errstr_size, "out of memory");
+            return EM_ENOMEM;
+        }
+        use_cgroups = em_cgroup_env_complete(cg_env);
+        if (!use_cgroups && strcmp(mode, "required") == 0) {
+            snprintf(errstr, errstr_size, "executor.cgroups = \"required\", but %s", em_cgroup_env_describe(cg_env));
+            return EM_EINVAL;
+        }
+        if (use_cgroups)
+            EM_INFO("exec children are contained: a cgroup per execution", EM_F_STR("cgroups", em_cgroup_env_describe(cg_env)));
+        else
+            EM_WARN("exec children are NOT contained in cgroups: rlimits and process groups only (memory_mb is "
+                    "RLIMIT_AS, processes RLIMIT_NPROC, cpu_millis unused)",
+                    EM_F_STR("missing", em_cgroup_env_describe(cg_env)));
+    }
+    em_metric_set(em_metrics_gauge(metrics, "execmesh_exec_cgroups", NULL,
+                                   "1: each exec execution runs in a cgroup of its own (limits, killed whole); "
+                                   "0: rlimits and process groups only (executor.cgroups)."),
+                  use_cgroups);
+    char root[128];
+    cgroup_root_of(replica, root, sizeof(root));
+    em_child_sup_opts_t o = {
+        .cgroups = use_cgroups ? cg_env : NULL,
+        .cgroup_root = root,
+        .guardian = use_cgroups, /* a kill -9 of this process leaves no child behind */
+        .guardian_exe = "/proc/self/exe",
+    };
+    sup = em_child_sup_new_opts(&o, errstr, errstr_size);
     return sup ? EM_OK : EM_ENOMEM;
 }
 
 void ex_exec_stop(void) {
     em_child_sup_destroy(sup); /* kills and reaps every child; their jobs finish as abandoned */
     sup = NULL;
+    em_cgroup_env_free(cg_env);
+    cg_env = NULL;
 }
 
 /* A result's error text must be valid UTF-8 (a protobuf string): stderr's
@@ -269,9 +376,17 @@ static void exec_done(void *arg, em_child_result_t *res) {
     ex_stop_disarm(job, &r->stop); /* the job is still here: only this finishes an exec job */
     run_unref(r);
     em_metric_add(c->m_running, -1);
-    char msg[EM_CHILD_STDERR_TAIL + 512];
+    char msg[EM_CHILD_STDERR_TAIL + 768];
     Execmesh__V1__Status status = EXECMESH__V1__STATUS__FAILED;
     msg[0] = '\0';
+    if (res->oom_killed == 1) { /* whatever the shell made of it: the memory limit ended it */
+        em_metric_add(c->m_oom_kills, 1);
+        snprintf(msg, sizeof(msg), "exec %s: out of memory: the kernel's OOM killer ended it (memory limit %lld MiB, "
+                 "exec.%s.memory_mb)", c->name, (long long)c->memory_mb, c->name);
+        append_tail(msg, sizeof(msg), res);
+        job_finish(job, status, NULL, 0, 0, msg, res->exit_code);
+        return;
+    }
     switch (res->outcome) {
     case EM_CHILD_EXITED:
         if (res->exit_code == 0) {
@@ -314,6 +429,14 @@ static void exec_done(void *arg, em_child_result_t *res) {
             snprintf(msg, sizeof(msg), "cancelled before it started");
         break;
     }
+    if (res->pids_limit_hit == 1) {
+        em_metric_add(c->m_pids_limited, 1);
+        size_t o = strlen(msg);
+        snprintf(msg + o, sizeof(msg) - o, "%sa fork was refused: pids limit %lld reached (exec.%s.processes)",
+                 o ? "; " : "", (long long)c->processes, c->name);
+        if (status == EXECMESH__V1__STATUS__SUCCEEDED)
+            status = EXECMESH__V1__STATUS__FAILED; /* it did not do all it meant to */
+    }
     if (status == EXECMESH__V1__STATUS__SUCCEEDED || res->outcome == EM_CHILD_EXITED ||
         res->outcome == EM_CHILD_SIGNALED) {
         /* stdout goes with the result also when the child failed: it may say why */
@@ -340,6 +463,20 @@ void ex_exec_run(ex_job_t *job) {
         spec.input_len = job->ex->payload.n;
         spec.timeout_ms = job->run_ms; /* what is left of its timeout */
         spec.cancel_key = r->stop.key;
+        if (use_cgroups) {
+            /* unique across restarts too: a killed incarnation's guardian may still be purging */
+            snprintf(r->group, sizeof(r->group), "%s/run-%ld-%llu", c->name, (long)getpid(),
+                     (unsigned long long)r->stop.key);
+            spec.cgroup_name = r->group;
+            spec.cgroup_limits = (em_cgroup_limits_t){c->memory_mb << 20, c->processes, c->cpu_millis};
+        } else {
+            spec.limits.memory_mb = c->memory_mb;
+            spec.limits.processes = c->processes;
+        }
+        spec.workdir_base = workdir_base;
+        spec.drop_user = c->drop_user;
+        spec.uid = c->uid;
+        spec.gid = c->gid;
         if (ex_stop_arm(job, &r->stop)) {
             free(r);
             job_finish(job, EXECMESH__V1__STATUS__CANCELLED, NULL, 0, 0, "cancelled before it started", 0);

@@ -245,7 +245,8 @@ ex_exec_conf_t *ex_exec_conf_new(const em_config_t *cfg, const char *name, em_me
                                  const char *program);
 void ex_exec_conf_free(ex_exec_conf_t *conf);
 /* Starts the child supervisor (once; before the first ex_exec_run). */
-em_err_t ex_exec_start(char *errstr, size_t errstr_size);
+em_err_t ex_exec_start(const em_config_t *cfg, const char *replica, em_metrics_t *metrics, char *errstr,
+                       size_t errstr_size);
 /* Kills and reaps every child still running; their jobs finish FAILED as
  * abandoned, on this thread's watch (bounded). Later runs fail at once. Call
  * after the gRPC server is shut down. */

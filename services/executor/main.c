@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "em_child.h"
 #include "em_log.h"
 #include "em_rpc_server.h"
 #include "em_util.h"
@@ -70,12 +71,28 @@ static const em_setting_t executor_settings[] = {
     {"exec.*.cpu_seconds", EM_CFG_INT, "0", 0, 604800,
      "Exec handler NAME: RLIMIT_CPU of the child (SIGXCPU, then SIGKILL a second later); 0: the executor's own."},
     {"exec.*.memory_mb", EM_CFG_INT, "0", 0, 4194304,
-     "Exec handler NAME: RLIMIT_AS of the child in MiB (allocations beyond it fail); 0: the executor's own."},
+     "Exec handler NAME: memory of one execution's processes together, in MiB: its cgroup's limit (past it the "
+     "kernel's OOM killer ends the execution, FAILED naming it); without cgroups RLIMIT_AS of the child "
+     "(allocations beyond it fail). 0: no limit of its own."},
+    {"exec.*.cpu_millis", EM_CFG_INT, "0", 0, 1024000,
+     "Exec handler NAME: CPU time of one execution's processes per second of wall time (1000 = one core), its "
+     "cgroup's quota; without cgroups not applied (cpu_seconds is). 0: no limit."},
+    {"exec.*.user", EM_CFG_STR, "", 0, 64,
+     "Exec handler NAME: run the child as this user (its uid and primary group, no supplementary groups) with "
+     "no_new_privs; empty: the executor's own user. The executor must be able to switch (root)."},
     {"exec.*.open_files", EM_CFG_INT, "0", 0, 1048576,
      "Exec handler NAME: RLIMIT_NOFILE of the child; 0: the executor's own."},
     {"exec.*.processes", EM_CFG_INT, "0", 0, 4194304,
-     "Exec handler NAME: RLIMIT_NPROC of the child; it counts every process of the executor's user, and root ignores it; "
-     "0: the executor's own."},
+     "Exec handler NAME: processes of one execution at once: its cgroup's pids.max (a fork past it fails; the "
+     "result names the limit); without cgroups RLIMIT_NPROC of the child, which counts every process of the user "
+     "and which root ignores. 0: no limit of its own."},
+    {"executor.cgroups", EM_CFG_STR, "auto", 2, 8,
+     "Containment of exec handlers' children: \"auto\" puts each execution in a cgroup of its own (memory, "
+     "pids, cpu limits; killed whole, escapes included) when this process's cgroups allow it, else rlimits and "
+     "process groups only, logged once naming what is missing; \"required\" refuses to start without; "
+     "\"off\" never uses cgroups."},
+    {"executor.workdir_base", EM_CFG_STR, "/tmp", 1, 1024,
+     "Each exec execution runs in a fresh directory made under BASE/execmesh-REPLICA and removed after it."},
     {"executor.journal", EM_CFG_STR, "", 0, 4095,
      "If set, a line per execution started (S), finished (E), answered after its result was stored (D) or answered with an error (X) is appended here (for fault tests)."},
     {"publish.timeout_ms", EM_CFG_INT, "10000", 100, 600000, "Deadline of one Publish call to a sink."},
@@ -233,7 +250,7 @@ static int setup_exec_handlers(const em_config_t *cfg) {
     }
     if (n > 0) {
         char err[256];
-        if (ex_exec_start(err, sizeof(err)) != EM_OK) {
+        if (ex_exec_start(cfg, EX.svc.replica, EX.svc.metrics, err, sizeof(err)) != EM_OK) {
             EM_ERROR("cannot start the child supervisor", EM_F_STR("error", err));
             return -1;
         }
@@ -311,6 +328,8 @@ static void register_metrics(void) {
 
 int main(int argc, char **argv) {
     char err[512];
+    if (argc > 1 && strcmp(argv[1], EM_CHILD_GUARDIAN_ARG) == 0)
+        return em_child_guardian_main(argc, argv); /* this executor's guardian (lib/em_child.h) */
     int rc = em_service_init(&EX.svc, &executor_desc, argc, argv);
     if (rc >= 0)
         return rc;

@@ -7,8 +7,21 @@
  * a missing binary, destroy abandoning what still runs, SIGCHLD ignored
  * (inherited, or set after the start) neither losing the result nor making
  * the supervisor spin, and cancellation (TERM, KILL after the grace, a run
- * cancelled on its way from the queue, keys that match nothing). Every wait
- * is on a condition variable or a condition polled with a bound.
+ * cancelled on its way from the queue, keys that match nothing).
+ *
+ * Containment, on this machine's real cgroups (run as root; a machine
+ * without usable memory, pids and freezer/kill controllers fails those tests
+ * naming what is missing): a child that escaped its process group and
+ * session (setsid) dies with its run's group and is reaped before the
+ * callback, whether the leader exited, timed out or was abandoned; the
+ * memory and pids limits and what the result says of them; a working
+ * directory made and removed (symlinks in it not followed); another user,
+ * no_new_privs; each containment step failing with its name; the purge of
+ * cgroup_root at start; and, with the supervisor in a helper process killed
+ * with -9, the leader dying of its parent-death signal and the guardian
+ * purging what escaped. The test binary is its own guardian program: main
+ * dispatches EM_CHILD_GUARDIAN_ARG. Every wait is on a condition variable or
+ * a condition polled with a bound.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,6 +30,7 @@
 
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -24,7 +38,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -252,7 +269,8 @@ static void output_beyond_the_cap_fails(void **state) {
 static pid_t printed_pid(const run_t *r) {
     char buf[32] = "";
     size_t n = r->res.output_len < sizeof(buf) - 1 ? r->res.output_len : sizeof(buf) - 1;
-    memcpy(buf, r->output, n);
+    if (n)
+        memcpy(buf, r->output, n);
     pid_t pid = (pid_t)atoi(buf);
     if (pid <= 1)
         fail_msg("no pid printed: '%s'", buf);
@@ -748,7 +766,683 @@ static void cancel_of_another_key_changes_nothing(void **state) {
     em_child_sup_destroy(sup);
 }
 
-int main(void) {
+/* ---- containment ---- */
+
+#define MIB (1024 * 1024)
+
+/* cgroup_root of this process's supervisors, and of the helper process's (its guardian purges it) */
+static char cg_root[64], cg_root_helper[64];
+
+static void poll_pause(void) { usleep(5000); /* ok-sleep: the poll interval of a bounded wait */ }
+
+/* The cgroups of this machine; fails the test naming what is missing when they are incomplete. */
+static em_cgroup_env_t *cg_env_need(void) {
+    em_cgroup_env_t *env = em_cgroup_env_new();
+    assert_non_null(env);
+    if (!em_cgroup_env_complete(env)) {
+        char why[2048];
+        snprintf(why, sizeof(why), "%s", em_cgroup_env_describe(env));
+        em_cgroup_env_free(env);
+        fail_msg("cgroups incomplete on this machine (memory, pids and freezer or cgroup.kill needed): %s", why);
+    }
+    return env;
+}
+
+static em_child_sup_t *csup_new(em_cgroup_env_t *env, const char *root, int guardian) {
+    em_child_sup_opts_t o = {.cgroups = env, .cgroup_root = root, .guardian = guardian, .guardian_exe = "/proc/self/exe"};
+    char err[512] = "";
+    em_child_sup_t *sup = em_child_sup_new_opts(&o, err, sizeof(err));
+    if (!sup)
+        fail_msg("em_child_sup_new_opts: %s", err);
+    return sup;
+}
+
+/* Is rel a directory in any hierarchy of env? */
+static int cg_exists(const em_cgroup_env_t *env, const char *rel) {
+    static const char *const ctls[] = {"memory", "pids", "cpu", "freezer"};
+    for (size_t i = 0; i < EM_ARRAY_LEN(ctls); i++) {
+        const char *d = em_cgroup_env_dir(env, ctls[i]);
+        char p[4096];
+        struct stat sb;
+        if (d && snprintf(p, sizeof(p), "%s/%s", d, rel) < (int)sizeof(p) && stat(p, &sb) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Is pid gone for good: not even a zombie waiting to be reaped? */
+static int reaped(pid_t pid) {
+    errno = 0;
+    return kill(pid, 0) != 0 && errno == ESRCH;
+}
+
+/* A numeric field of /proc/PID/stat after the command (4: ppid, 6: session); -1 when unreadable. */
+static long stat_field(pid_t pid, int field) {
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    if (!p)
+        return -1;
+    p += 2; /* field 3 */
+    for (int i = 3; i < field; i++) {
+        p = strchr(p, ' ');
+        if (!p)
+            return -1;
+        p++;
+    }
+    return strtol(p, NULL, 10);
+}
+
+/* The guardian whose parent is parent (its argv[1] is EM_CHILD_GUARDIAN_ARG), or 0. */
+static pid_t find_guardian(pid_t parent) {
+    DIR *d = opendir("/proc");
+    pid_t found = 0;
+    struct dirent *e;
+    while (d && !found && (e = readdir(d)) != NULL) {
+        pid_t pid = (pid_t)atoi(e->d_name);
+        if (pid <= 0 || stat_field(pid, 4) != parent)
+            continue;
+        char path[64], cmd[512];
+        snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        size_t n = fread(cmd, 1, sizeof(cmd) - 1, f);
+        fclose(f);
+        cmd[n] = '\0';
+        size_t l0 = strlen(cmd);
+        if (l0 + 1 < n && strcmp(cmd + l0 + 1, EM_CHILD_GUARDIAN_ARG) == 0)
+            found = pid;
+    }
+    if (d)
+        closedir(d);
+    return found;
+}
+
+/* The signals pid ignores (SigIgn of /proc/PID/status), or 0. */
+static unsigned long long sig_ignored(pid_t pid) {
+    char path[64], line[256];
+    unsigned long long mask = 0;
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    while (f && fgets(line, sizeof(line), f))
+        if (sscanf(line, "SigIgn: %llx", &mask) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return mask;
+}
+
+#define SIGBIT(sig) (1ULL << ((sig) - 1))
+
+/* Is pid's command name comm (it has exec'd the program)? */
+static int comm_is(pid_t pid, const char *comm) {
+    char path[64], buf[64] = "";
+    snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    if (!fgets(buf, sizeof(buf), f))
+        buf[0] = '\0';
+    fclose(f);
+    buf[strcspn(buf, "\n")] = '\0';
+    return strcmp(buf, comm) == 0;
+}
+
+/* A temporary file name with an empty file behind it. */
+static void temp_file(char *path, size_t n) {
+    snprintf(path, n, "/tmp/em_child_test.XXXXXX");
+    int fd = mkstemp(path);
+    if (fd < 0)
+        fail_msg("mkstemp: %s", strerror(errno));
+    close(fd);
+}
+
+/* A contained run whose leader starts an escaped sleep (setsid: a session
+ * and process group of its own) that writes "PID SID" to $0, and what the
+ * callback saw of it. */
+typedef struct esc_run {
+    run_t r;
+    char path[64];
+    char script[1024];
+    const char *argv[5];
+    const em_cgroup_env_t *env;
+    char rel[160]; /* the run's group */
+    int esc, esc_sid;
+    int esc_reaped; /* in the callback: the escaped sleep was gone, not even a zombie */
+    int group_gone; /* in the callback: the group's directories were gone */
+} esc_run_t;
+
+/* The escaped sleep's "PID SID" in path (once it wrote it): 1, else 0. */
+static int esc_in(const char *path, int *pid, int *sid) {
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    int ok = fscanf(f, "%d %d", pid, sid) == 2;
+    fclose(f);
+    return ok;
+}
+
+static void on_done_esc(void *arg, em_child_result_t *res) {
+    esc_run_t *er = arg;
+    if (!esc_in(er->path, &er->esc, &er->esc_sid))
+        er->esc = 0;
+    er->esc_reaped = er->esc > 0 && reaped(er->esc);
+    er->group_gone = !cg_exists(er->env, er->rel);
+    on_done(&er->r, res);
+}
+
+/* The leader prints its pid and starts the escape: setsid'd, it writes its
+ * pid and session id to $0, then sleeps; the leader waits until it wrote
+ * them. */
+#define SCRIPT_ESCAPE                                                                                              \
+    "echo $$; setsid /bin/sh -c 'echo $$ $(cut -d\" \" -f6 /proc/self/stat) > \"$0.tmp\" && mv \"$0.tmp\" \"$0\"; " \
+    "exec sleep 600' \"$0\" & while [ ! -s \"$0\" ]; do sleep 0.01; done; " /* ok-sleep: in the child */
+
+static void escaped_children_die_with_the_run(void **state) {
+    (void)state;
+    static const struct {
+        const char *what, *tail;
+        int64_t timeout_ms;
+        em_child_outcome_t outcome;
+        int sig;
+        int destroy; /* 1: the supervisor is destroyed while it runs */
+    } rows[] = {
+        {"the leader exits", "exit 0", WAIT_MS / 2, EM_CHILD_EXITED, 0, 0},
+        {"the leader times out ignoring TERM", "trap '' TERM; while :; do sleep 1; done", 1500, EM_CHILD_TIMED_OUT, /* ok-sleep: in the child */
+         SIGKILL, 0},
+        {"the supervisor is destroyed", "exec sleep 600", 0, EM_CHILD_ABANDONED, SIGKILL, 1}, /* ok-sleep: in the child */
+    };
+    em_cgroup_env_t *env = cg_env_need();
+    for (size_t i = 0; i < EM_ARRAY_LEN(rows); i++) {
+        em_child_sup_t *sup = csup_new(env, cg_root, 0);
+        esc_run_t er;
+        memset(&er, 0, sizeof(er));
+        run_init(&er.r);
+        er.env = env;
+        temp_file(er.path, sizeof(er.path));
+        snprintf(er.script, sizeof(er.script), "%s%s", SCRIPT_ESCAPE, rows[i].tail);
+        const char *const a[] = {"/bin/sh", "-c", er.script, er.path, NULL};
+        memcpy(er.argv, a, sizeof(a));
+        em_child_spec_t sp = spec_of(er.argv, NULL);
+        sp.timeout_ms = rows[i].timeout_ms;
+        sp.kill_grace_ms = 200;
+        char name[64];
+        snprintf(name, sizeof(name), "escape/run-%zu", i);
+        snprintf(er.rel, sizeof(er.rel), "%s/%s", cg_root, name);
+        sp.cgroup_name = name;
+        sp.cgroup_limits.pids_max = 64;
+        assert_int_equal(em_child_run(sup, &sp, on_done_esc, &er), EM_OK);
+        if (rows[i].destroy) {
+            int pid, sid;
+            UNIT_WAIT_UNTIL(poll_pause(), esc_in(er.path, &pid, &sid), WAIT_MS, "the escaped sleep's pid");
+            assert_true(cg_exists(env, er.rel));
+            em_child_sup_destroy(sup);
+            assert_int_equal(er.r.done, 1);
+        } else {
+            run_wait(&er.r, rows[i].what);
+        }
+        if (er.r.res.outcome != rows[i].outcome || er.r.res.term_signal != rows[i].sig)
+            fail_msg("%s: outcome %d signal %d (stderr: %s)", rows[i].what, er.r.res.outcome, er.r.res.term_signal,
+                     er.r.res.stderr_tail);
+        if (er.esc <= 0)
+            fail_msg("%s: the escaped sleep wrote no pid", rows[i].what);
+        if (er.r.res.output_len == 0)
+            fail_msg("%s: the leader printed no pid (stderr: %s)", rows[i].what, er.r.res.stderr_tail);
+        pid_t leader = printed_pid(&er.r);
+        if (er.esc_sid != er.esc || er.esc_sid == leader)
+            fail_msg("%s: the sleep did not escape: session %d, its pid %d, the leader %d", rows[i].what, er.esc_sid,
+                     er.esc, (int)leader);
+        if (!er.esc_reaped)
+            fail_msg("%s: the escaped sleep %d outlived the callback (%s)", rows[i].what, er.esc,
+                     process_gone(er.esc) ? "a zombie" : "alive");
+        if (!er.group_gone)
+            fail_msg("%s: the group %s outlived the callback", rows[i].what, er.rel);
+        assert_int_equal(er.r.res.pids_limit_hit, 0);
+        assert_int_equal(er.r.res.oom_killed, 0);
+        assert_true(er.r.res.memory_peak > 0);
+        unlink(er.path);
+        run_cleanup(&er.r);
+        if (!rows[i].destroy)
+            em_child_sup_destroy(sup);
+        if (cg_exists(env, cg_root))
+            fail_msg("%s: cgroup_root %s outlived em_child_sup_destroy", rows[i].what, cg_root);
+    }
+    em_cgroup_env_free(env);
+}
+
+static void memory_limit_ooms_a_contained_child(void **state) {
+    (void)state;
+    em_cgroup_env_t *env = cg_env_need();
+    em_child_sup_t *sup = csup_new(env, cg_root, 0);
+    /* bytearray(n) zero-fills: 128 MiB touched */
+    static const char *const argv[] = {"/usr/bin/python3", "-c", "b = bytearray(128 << 20)", NULL};
+    em_child_spec_t sp = spec_of(argv, NULL);
+    sp.cgroup_name = "memory/run-1";
+    sp.cgroup_limits.memory_bytes = 32 * MIB;
+    run_t r;
+    run_sync(sup, &sp, &r);
+    if (r.res.outcome != EM_CHILD_SIGNALED || r.res.term_signal != SIGKILL)
+        fail_msg("outcome %d signal %d exit %d (stderr: %s)", r.res.outcome, r.res.term_signal, r.res.exit_code,
+                 r.res.stderr_tail);
+    assert_int_equal(r.res.oom_killed, 1);
+    assert_int_equal(r.res.pids_limit_hit, 0);
+    if (r.res.memory_peak <= 0 || r.res.memory_peak > 32 * MIB)
+        fail_msg("memory_peak %lld, want (0, 32 MiB]", (long long)r.res.memory_peak);
+    run_cleanup(&r);
+    em_child_sup_destroy(sup);
+    em_cgroup_env_free(env);
+}
+
+static void pids_limit_refuses_forks_and_says_so(void **state) {
+    (void)state;
+    em_cgroup_env_t *env = cg_env_need();
+    em_child_sup_t *sup = csup_new(env, cg_root, 0);
+    /* whatever the shell makes of the refused forks, the timeout ends it and the group is killed */
+    static const char *const argv[] = {
+        "/bin/sh", "-c", "i=0; while [ $i -lt 10 ]; do sleep 600 & i=$((i+1)); done; wait", NULL}; /* ok-sleep: in the child */
+    em_child_spec_t sp = spec_of(argv, NULL);
+    sp.cgroup_name = "pids/run-1";
+    sp.cgroup_limits.pids_max = 4;
+    sp.timeout_ms = 3000;
+    sp.kill_grace_ms = 100;
+    run_t r;
+    run_sync(sup, &sp, &r);
+    assert_int_equal(r.res.pids_limit_hit, 1);
+    assert_int_equal(r.res.oom_killed, 0);
+    run_cleanup(&r);
+    em_child_sup_destroy(sup);
+    assert_false(cg_exists(env, cg_root));
+    em_cgroup_env_free(env);
+}
+
+/* Reads the first n lines of path into lines (each NUL-terminated, no newline). */
+static int read_lines(const char *path, char lines[][512], int n) {
+    FILE *f = fopen(path, "r");
+    int got = 0;
+    while (f && got < n && fgets(lines[got], 512, f)) {
+        lines[got][strcspn(lines[got], "\n")] = '\0';
+        got++;
+    }
+    if (f)
+        fclose(f);
+    return got;
+}
+
+static void workdir_is_fresh_and_removed(void **state) {
+    (void)state;
+    char base[64] = "/tmp/em_child_wd.XXXXXX", keep[64] = "/tmp/em_child_keep.XXXXXX", out[64], kept[128];
+    assert_non_null(mkdtemp(base));
+    assert_non_null(mkdtemp(keep));
+    snprintf(kept, sizeof(kept), "%s/keep", keep);
+    FILE *kf = fopen(kept, "w");
+    assert_non_null(kf);
+    fclose(kf);
+    temp_file(out, sizeof(out));
+    em_child_sup_t *sup = sup_new(); /* no cgroups needed */
+    /* symlinks to what must stay, a deep tree, and a directory nobody may enter */
+    const char *const argv[] = {"/bin/sh", "-c",
+                                "{ pwd; stat -c %a:%u .; } > \"$0\"; echo x > file; mkdir -p a/b/c; echo y > a/b/c/deep; "
+                                "ln -s \"$1\" link; ln -s \"$1/keep\" a/b/keeplink; chmod 000 a/b/c",
+                                out, keep, NULL};
+    em_child_spec_t sp = spec_of(argv, NULL);
+    sp.workdir_base = base;
+    run_t r;
+    run_sync(sup, &sp, &r);
+    assert_int_equal(r.res.outcome, EM_CHILD_EXITED);
+    if (r.res.exit_code != 0)
+        fail_msg("the child failed: %s", r.res.stderr_tail);
+    char lines[2][512];
+    assert_int_equal(read_lines(out, lines, 2), 2);
+    char prefix[128];
+    snprintf(prefix, sizeof(prefix), "%s/run-", base);
+    if (strncmp(lines[0], prefix, strlen(prefix)) != 0)
+        fail_msg("the child's cwd %s is not below %s", lines[0], base);
+    assert_string_equal(lines[1], "700:0");
+    struct stat sb;
+    errno = 0;
+    assert_int_equal(stat(lines[0], &sb), -1);
+    assert_int_equal(errno, ENOENT);
+    assert_int_equal(rmdir(base), 0); /* empty: only the run's directory was made in it */
+    assert_int_equal(stat(kept, &sb), 0); /* symlinks were removed, not followed */
+    unlink(kept);
+    rmdir(keep);
+    unlink(out);
+    run_cleanup(&r);
+    em_child_sup_destroy(sup);
+}
+
+static void drop_user_runs_as_nobody_without_new_privileges(void **state) {
+    (void)state;
+    char base[64] = "/tmp/em_child_wd.XXXXXX";
+    assert_non_null(mkdtemp(base));
+    em_child_sup_t *sup = sup_new();
+    static const char *const argv[] = {
+        "/bin/sh", "-c", "id -u; id -g; id -G; grep NoNewPrivs /proc/self/status; stat -c %u:%g:%a .", NULL};
+    em_child_spec_t sp = spec_of(argv, NULL);
+    sp.drop_user = 1;
+    sp.uid = 65534;
+    sp.gid = 65534;
+    sp.workdir_base = base;
+    run_t r;
+    run_sync(sup, &sp, &r);
+    assert_int_equal(r.res.outcome, EM_CHILD_EXITED);
+    const char *want = "65534\n65534\n65534\nNoNewPrivs:\t1\n65534:65534:700\n";
+    if (r.res.output_len != strlen(want) || memcmp(r.output, want, r.res.output_len) != 0)
+        fail_msg("the child said '%.*s' (stderr: %s)", (int)r.res.output_len, r.output ? (const char *)r.output : "",
+                 r.res.stderr_tail);
+    run_cleanup(&r);
+    assert_int_equal(rmdir(base), 0);
+
+    /* no_new_privs without a user too */
+    static const char *const nnp[] = {"/bin/sh", "-c", "grep NoNewPrivs /proc/self/status", NULL};
+    sp = spec_of(nnp, NULL);
+    run_sync(sup, &sp, &r);
+    assert_int_equal(r.res.outcome, EM_CHILD_EXITED);
+    assert_int_equal(r.res.output_len, strlen("NoNewPrivs:\t1\n"));
+    assert_memory_equal(r.output, "NoNewPrivs:\t1\n", r.res.output_len);
+    run_cleanup(&r);
+    em_child_sup_destroy(sup);
+}
+
+static void containment_steps_fail_by_name(void **state) {
+    (void)state;
+    static const struct {
+        const char *what;
+        int contained;      /* a supervisor with cgroups */
+        const char *cgroup; /* cgroup_name */
+        int workdir;        /* 1: a workdir_base of the test's */
+        const char *base;   /* or this workdir_base */
+        int drop;
+        uid_t uid;
+        gid_t gid;
+        const char *step;
+        int err;
+    } rows[] = {
+        {"a group without cgroups", 0, "x/run-1", 0, NULL, 0, 0, 0, "cgroup", ENOTSUP},
+        {"a bad group name", 1, "../x", 0, NULL, 0, 0, 0, "cgroup", EINVAL},
+        {"a missing workdir_base", 0, NULL, 0, "/nonexistent/em-child", 0, 0, 0, "workdir", ENOENT},
+        {"a bad gid", 1, "ids/run-1", 1, NULL, 1, 65534, (gid_t)-1, "setgid", EINVAL},
+        {"a bad uid", 1, "ids/run-2", 1, NULL, 1, (uid_t)-1, 65534, "setuid", EINVAL},
+    };
+    em_cgroup_env_t *env = cg_env_need();
+    em_child_sup_t *plain = sup_new(), *contained = csup_new(env, cg_root, 0);
+    char base[64] = "/tmp/em_child_wd.XXXXXX";
+    assert_non_null(mkdtemp(base));
+    static const char *const argv[] = {"/bin/sh", "-c", "exit 0", NULL};
+    for (size_t i = 0; i < EM_ARRAY_LEN(rows); i++) {
+        em_child_spec_t sp = spec_of(argv, NULL);
+        sp.cgroup_name = rows[i].cgroup;
+        sp.workdir_base = rows[i].workdir ? base : rows[i].base;
+        sp.drop_user = rows[i].drop;
+        sp.uid = rows[i].uid;
+        sp.gid = rows[i].gid;
+        run_t r;
+        run_sync(rows[i].contained ? contained : plain, &sp, &r);
+        if (r.res.outcome != EM_CHILD_SPAWN_FAILED || strcmp(r.res.spawn_step, rows[i].step) != 0 ||
+            r.res.spawn_errno != rows[i].err)
+            fail_msg("%s: outcome %d step '%s' errno %d (%s), want SPAWN_FAILED '%s' %s", rows[i].what, r.res.outcome,
+                     r.res.spawn_step, r.res.spawn_errno, strerror(r.res.spawn_errno), rows[i].step,
+                     strerror(rows[i].err));
+        assert_int_equal(r.res.exit_code, 127);
+        if (rows[i].cgroup) {
+            char rel[256];
+            snprintf(rel, sizeof(rel), "%s/%s", cg_root, rows[i].cgroup);
+            if (cg_exists(env, rel))
+                fail_msg("%s: the group %s outlived the callback", rows[i].what, rel);
+        }
+        run_cleanup(&r);
+    }
+    assert_int_equal(rmdir(base), 0); /* every run's working directory was removed */
+    em_child_sup_destroy(plain);
+    em_child_sup_destroy(contained);
+    assert_false(cg_exists(env, cg_root));
+    em_cgroup_env_free(env);
+}
+
+/* What an earlier incarnation killed with -9 left in cgroup_root: a group
+ * with a live process. The next supervisor's start kills and removes it. */
+static void a_new_supervisor_purges_what_an_earlier_one_left(void **state) {
+    (void)state;
+    em_cgroup_env_t *env = cg_env_need();
+    char rel[160], err[512] = "";
+    snprintf(rel, sizeof(rel), "%s/stale/run-1", cg_root);
+    em_cgroup_t *g = em_cgroup_create(env, rel, NULL, err, sizeof(err));
+    if (!g)
+        fail_msg("em_cgroup_create: %s", err);
+    int fds[8];
+    int n = em_cgroup_open_join_fds(g, fds, 8);
+    assert_true(n > 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (em_cgroup_join_fds(fds, n) == 0)
+            execl("/bin/sleep", "sleep", "600", (char *)NULL); /* ok-sleep: the process under test runs long */
+        _exit(1);
+    }
+    for (int i = 0; i < n; i++)
+        close(fds[i]);
+    assert_true(pid > 0);
+    UNIT_WAIT_UNTIL(poll_pause(), comm_is(pid, "sleep"), WAIT_MS,
+                    "the stale process's execve (it joins its group before)");
+    em_child_sup_t *sup = csup_new(env, cg_root, 0);
+    UNIT_WAIT_UNTIL(poll_pause(), process_gone(pid), WAIT_MS, "the stale process killed by the start's purge");
+    assert_false(cg_exists(env, cg_root));
+    em_child_sup_destroy(sup);
+    waitpid(pid, NULL, WNOHANG); /* ours, unless the supervisor's orphan pass reaped it first */
+    em_cgroup_destroy(g);        /* purged: this only frees */
+    em_cgroup_env_free(env);
+}
+/* The supervisor in a helper process, to be killed with -9: contained, a
+ * supervisor with cgroups below cg_root_helper and a guardian (this binary,
+ * through main's dispatch); else a plain one. It runs script ($0, $1: path,
+ * path2) and waits for its end. Never returns into cmocka: exits 3 when
+ * something fails. */
+static void __attribute__((noreturn)) helper_main(int contained, const char *script, const char *path,
+                                                  const char *path2) {
+    char err[512] = "";
+    em_child_sup_t *sup;
+    if (contained) {
+        em_cgroup_env_t *env = em_cgroup_env_new();
+        em_child_sup_opts_t o = {
+            .cgroups = env, .cgroup_root = cg_root_helper, .guardian = 1, .guardian_exe = "/proc/self/exe"};
+        sup = env ? em_child_sup_new_opts(&o, err, sizeof(err)) : NULL;
+    } else {
+        sup = em_child_sup_new(err, sizeof(err));
+    }
+    if (!sup) {
+        fprintf(stderr, "helper: %s\n", err);
+        _exit(3);
+    }
+    const char *const argv[] = {"/bin/sh", "-c", script, path, path2, NULL};
+    em_child_spec_t sp = spec_of(argv, NULL);
+    sp.timeout_ms = 0;
+    if (contained)
+        sp.cgroup_name = "guarded/run-1";
+    static run_t r;
+    run_init(&r);
+    if (em_child_run(sup, &sp, on_done, &r) != EM_OK)
+        _exit(3);
+    for (;;)
+        pause();
+}
+
+/* Starts the helper; waits until the files at path (and path2, if any)
+ * hold a pid; fails when the helper exits first. */
+static pid_t helper_start(int contained, const char *script, const char *path, const char *path2) {
+    pid_t helper = fork();
+    assert_true(helper >= 0);
+    if (helper == 0)
+        helper_main(contained, script, path, path2);
+    int64_t until = em_mono_ms() + WAIT_MS;
+    while (pid_in(path) <= 0 || (*path2 && pid_in(path2) <= 0)) {
+        int st = 0;
+        if (waitpid(helper, &st, WNOHANG) == helper)
+            fail_msg("the helper exited first: status 0x%x", st);
+        if (em_mono_ms() > until) {
+            kill(helper, SIGKILL);
+            fail_msg("the helper's child wrote no pid within %d ms", WAIT_MS);
+        }
+        poll_pause();
+    }
+    return helper;
+}
+
+/* Makes this process a subreaper (the orphans of the killed helper come to
+ * it, and "gone" can then mean reaped); returns whether it was one before. */
+static int subreaper_on(void) {
+    int was = 0;
+    assert_int_equal(prctl(PR_GET_CHILD_SUBREAPER, &was, 0, 0, 0), 0);
+    assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), 0);
+    return was;
+}
+
+/* The supervisor's process dies (kill -9): its leader dies of the
+ * parent-death signal, with no guardian and no cgroup. */
+static void a_child_dies_with_its_supervisors_process(void **state) {
+    (void)state;
+    int was = subreaper_on();
+    char path[64];
+    temp_file(path, sizeof(path));
+    pid_t helper = helper_start(0, "echo $$ > \"$0.t\" && mv \"$0.t\" \"$0\"; exec sleep 600", path, ""); /* ok-sleep: in the child */
+    pid_t leader = pid_in(path);
+    int64_t t0 = em_mono_ms();
+    assert_int_equal(kill(helper, SIGKILL), 0);
+    assert_int_equal(waitpid(helper, NULL, 0), helper); /* bounded: SIGKILLed */
+    while (!reaped(leader)) {
+        while (waitpid(-1, NULL, WNOHANG) > 0) /* the orphans are ours */
+            ;
+        if (em_mono_ms() - t0 > 2000)
+            fail_msg("the leader %d outlived its supervisor's process by 2 s", (int)leader);
+        poll_pause();
+    }
+    unlink(path);
+    if (!was)
+        prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0);
+}
+
+/* The supervisor's process dies (kill -9) with a contained run whose
+ * leader sleeps and whose escaped sleep (setsid) lives on: the leader dies
+ * of its parent-death signal, the guardian purges the escaped one and
+ * cgroup_root, and exits 0; all within 2 s. */
+static void the_guardian_purges_after_a_kill_9(void **state) {
+    (void)state;
+    em_cgroup_env_t *env = cg_env_need();
+    int was = subreaper_on();
+    char path[64], path2[64];
+    temp_file(path, sizeof(path));
+    temp_file(path2, sizeof(path2));
+    pid_t helper =
+        helper_start(1,
+                     "setsid /bin/sh -c 'echo $$ > \"$0.t\" && mv \"$0.t\" \"$0\"; exec sleep 600' \"$1\" & " /* ok-sleep: in the child */
+                     "echo $$ > \"$0.t\" && mv \"$0.t\" \"$0\"; exec sleep 600", /* ok-sleep: in the child */
+                     path, path2);
+    pid_t leader = pid_in(path), esc = pid_in(path2);
+    pid_t guardian = find_guardian(helper);
+    if (guardian <= 0)
+        fail_msg("no guardian among the helper's children");
+    assert_int_equal(stat_field(guardian, 6), guardian); /* a session of its own */
+    unsigned long long ign = sig_ignored(guardian), want = SIGBIT(SIGINT) | SIGBIT(SIGTERM) | SIGBIT(SIGHUP);
+    if ((ign & want) != want)
+        fail_msg("the guardian ignores %llx, want at least %llx", ign, want);
+    assert_true(cg_exists(env, cg_root_helper));
+
+    int64_t t0 = em_mono_ms();
+    assert_int_equal(kill(helper, SIGKILL), 0);
+    assert_int_equal(waitpid(helper, NULL, 0), helper); /* bounded: SIGKILLed */
+    int gst = -1, gdone = 0;
+    for (;;) {
+        int st;
+        pid_t p;
+        while ((p = waitpid(-1, &st, WNOHANG)) > 0) /* the orphans are ours, the guardian too */
+            if (p == guardian) {
+                gst = st;
+                gdone = 1;
+            }
+        int left = cg_exists(env, cg_root_helper);
+        if (reaped(leader) && reaped(esc) && gdone && !left)
+            break;
+        if (em_mono_ms() - t0 > 2000)
+            fail_msg("2 s after the kill: leader %s, escaped sleep %s, guardian %s, cgroup_root %s",
+                     reaped(leader) ? "gone" : "alive", reaped(esc) ? "gone" : "alive", gdone ? "exited" : "alive",
+                     left ? "left" : "gone");
+        poll_pause();
+    }
+    if (!WIFEXITED(gst) || WEXITSTATUS(gst) != 0)
+        fail_msg("the guardian's status: 0x%x", gst);
+    unlink(path);
+    unlink(path2);
+    if (!was)
+        prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0);
+    em_cgroup_env_free(env);
+}
+
+/* A supervisor destroyed cleanly: its guardian, out of the executor's
+ * session and ignoring its signals while it lives, is told so and exits. */
+static void the_guardian_exits_with_its_supervisor(void **state) {
+    (void)state;
+    em_cgroup_env_t *env = cg_env_need();
+    em_child_sup_t *sup = csup_new(env, cg_root, 1);
+    pid_t guardian = find_guardian(getpid());
+    if (guardian <= 0)
+        fail_msg("no guardian among this process's children");
+    assert_int_equal(stat_field(guardian, 6), guardian);
+    assert_int_not_equal(stat_field(guardian, 6), stat_field(getpid(), 6));
+    unsigned long long ign = sig_ignored(guardian), want = SIGBIT(SIGINT) | SIGBIT(SIGTERM) | SIGBIT(SIGHUP);
+    if ((ign & want) != want)
+        fail_msg("the guardian ignores %llx, want at least %llx", ign, want);
+
+    static const char *const argv[] = {"/bin/sh", "-c", "exit 0", NULL};
+    em_child_spec_t sp = spec_of(argv, NULL);
+    sp.cgroup_name = "clean/run-1";
+    run_t r;
+    run_sync(sup, &sp, &r);
+    assert_int_equal(r.res.outcome, EM_CHILD_EXITED);
+    run_cleanup(&r);
+    assert_true(cg_exists(env, cg_root)); /* the run's group is gone; its parents stay while the supervisor lives */
+    assert_true(!reaped(guardian));
+
+    em_child_sup_destroy(sup);
+    assert_true(reaped(guardian)); /* destroy waited for it */
+    assert_false(cg_exists(env, cg_root));
+    em_cgroup_env_free(env);
+}
+
+static int group_setup(void **state) {
+    (void)state;
+    snprintf(cg_root, sizeof(cg_root), "execmesh-test-child-%d", (int)getpid());
+    snprintf(cg_root_helper, sizeof(cg_root_helper), "execmesh-test-child-%d-helper", (int)getpid());
+    return 0;
+}
+
+/* What a failed test left in the cgroups goes; a passing run leaves nothing. */
+static int group_teardown(void **state) {
+    (void)state;
+    em_cgroup_env_t *env = em_cgroup_env_new();
+    if (!env)
+        return -1;
+    int rc = 0;
+    if (cg_exists(env, cg_root) || cg_exists(env, cg_root_helper)) {
+        fprintf(stderr, "teardown: cgroups left behind under %s or %s\n", cg_root, cg_root_helper);
+        rc = -1;
+    }
+    if (em_cgroup_env_complete(env)) {
+        em_cgroup_purge(env, cg_root, 5000);
+        em_cgroup_purge(env, cg_root_helper, 5000);
+    }
+    em_cgroup_env_free(env);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    /* this binary is the guardian of the supervisors it starts (guardian_exe "/proc/self/exe") */
+    if (argc > 1 && strcmp(argv[1], EM_CHILD_GUARDIAN_ARG) == 0)
+        return em_child_guardian_main(argc, argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(cat_echoes_stdin),
         cmocka_unit_test(exit_codes_and_signals),
@@ -769,6 +1463,16 @@ int main(void) {
         cmocka_unit_test(cancel_wins_over_a_later_timeout),
         cmocka_unit_test(cancel_right_after_run_is_never_lost),
         cmocka_unit_test(cancel_of_another_key_changes_nothing),
+        cmocka_unit_test(escaped_children_die_with_the_run),
+        cmocka_unit_test(memory_limit_ooms_a_contained_child),
+        cmocka_unit_test(pids_limit_refuses_forks_and_says_so),
+        cmocka_unit_test(workdir_is_fresh_and_removed),
+        cmocka_unit_test(drop_user_runs_as_nobody_without_new_privileges),
+        cmocka_unit_test(containment_steps_fail_by_name),
+        cmocka_unit_test(a_new_supervisor_purges_what_an_earlier_one_left),
+        cmocka_unit_test(a_child_dies_with_its_supervisors_process),
+        cmocka_unit_test(the_guardian_purges_after_a_kill_9),
+        cmocka_unit_test(the_guardian_exits_with_its_supervisor),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
