@@ -116,7 +116,7 @@ def test_a_cancel_reaches_the_executor_that_holds_it():
             # the child ignores SIGTERM (inherited across exec): only the SIGKILL after the grace ends it
             f.write('handlers = { builtin = [ "echo", "sleep" ]; exec = [ "sleeper" ]; concurrency = 1; };\n'
                     'exec = { sleeper = { argv = [ "/bin/sh", "-c", "trap \'\' TERM; read f; echo $$ > $f; '
-                    f'exec sleep 600" ]; kill_grace_ms = {grace_ms}; default_timeout_ms = 900000; }}; }};\n'
+                    f'exec sleep 600" ]; kill_grace_ms = {grace_ms}; default_timeout_ms = 900000; }}; }};\n'  # ok-sleep: the child under test
                     'builtin = { sleep = { default_timeout_ms = 900000; }; };\n')
         ex = m.start_executor([sink], args=["--config", cfg, "--set", f"executor.journal={journal}"])
         sched = m.start_scheduler([ex])

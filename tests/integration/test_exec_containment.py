@@ -31,11 +31,11 @@ SUCCEEDED, FAILED, TIMED_OUT = pb.SUCCEEDED, pb.FAILED, pb.TIMED_OUT
 def config(d):
     # the escapers wait for their own setsid child to have written its pid
     write_script(os.path.join(d, "escaper.sh"),
-                 'read f\nsetsid sh -c \'echo $$ > "$1"; exec sleep 600\' sh "$f" &\n'
+                 'read f\nsetsid sh -c \'echo $$ > "$1"; exec sleep 600\' sh "$f" &\n'  # ok-sleep: the child under test
                  'while [ ! -s "$f" ]; do sleep 0.01; done\nexit 0\n')  # ok-sleep: the child's own poll
     write_script(os.path.join(d, "lingerer.sh"),
                  'read f\nsetsid sh -c \'echo $$ >> "$1"; exec sleep 600\' sh "$f" &\n'
-                 'echo $$ >> "$f"\nexec sleep 600\n')
+                 'echo $$ >> "$f"\nexec sleep 600\n')  # ok-sleep: the children under test run long
     path = os.path.join(d, "executor.cfg")
     with open(path, "w") as f:
         f.write(f"""
