@@ -339,14 +339,8 @@ static mnt_t *read_mounts(size_t *n) {
         int v2 = strcmp(fstype, "cgroup2") == 0;
         if (!v2 && strcmp(fstype, "cgroup") != 0)
             continue;
-        if (*n == cap) {
-            size_t nc = cap ? cap * 2 : 16;
-            mnt_t *nm = realloc(m, nc * sizeof(*m));
-            if (!nm)
-                break;
-            m = nm;
-            cap = nc;
-        }
+        if (em_grow(&m, &cap, *n + 1, sizeof(*m)) != 0)
+            break;
         mnt_t *x = &m[*n];
         x->point = strdup(fld[4]);
         x->root = strdup(fld[3]);
@@ -392,14 +386,8 @@ static own_t *read_own(size_t *n) {
         if (!c2)
             continue;
         *c1 = *c2 = '\0';
-        if (*n == cap) {
-            size_t nc = cap ? cap * 2 : 16;
-            own_t *no = realloc(o, nc * sizeof(*o));
-            if (!no)
-                break;
-            o = no;
-            cap = nc;
-        }
+        if (em_grow(&o, &cap, *n + 1, sizeof(*o)) != 0)
+            break;
         own_t *x = &o[*n];
         x->id = atoi(line);
         x->ctls = strdup(c1 + 1);
@@ -989,17 +977,12 @@ static int procs_of(const char *dir, pid_t **pids, size_t *n) {
             end = p + 1;
             continue;
         }
-        if (*n == cap) {
-            cap = cap ? cap * 2 : 16;
-            pid_t *np = realloc(*pids, cap * sizeof(**pids));
-            if (!np) {
-                free(*pids);
-                *pids = NULL;
-                free(buf);
-                errno = ENOMEM;
-                return -1;
-            }
-            *pids = np;
+        if (em_grow(pids, &cap, *n + 1, sizeof(**pids)) != 0) {
+            free(*pids);
+            *pids = NULL;
+            free(buf);
+            errno = ENOMEM;
+            return -1;
         }
         (*pids)[(*n)++] = (pid_t)v;
     }
@@ -1173,15 +1156,9 @@ typedef struct strvec {
 static int strvec_add(strvec_t *s, char *str) {
     if (!str)
         return -1;
-    if (s->n == s->cap) {
-        size_t nc = s->cap ? s->cap * 2 : 16;
-        char **nv = realloc(s->v, nc * sizeof(*nv));
-        if (!nv) {
-            free(str);
-            return -1;
-        }
-        s->v = nv;
-        s->cap = nc;
+    if (em_grow(&s->v, &s->cap, s->n + 1, sizeof(*s->v)) != 0) {
+        free(str);
+        return -1;
     }
     s->v[s->n++] = str;
     return 0;

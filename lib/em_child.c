@@ -186,17 +186,7 @@ static int subreaper_users;   /* under own_lock: supervisors with options alive 
 static int subreaper_was_set; /* under own_lock: the process was a subreaper before the first of them */
 
 /* Room for one more pid; under own_lock. 0, or -1 when out of memory. */
-static int own_reserve(void) {
-    if (own_n < own_cap)
-        return 0;
-    size_t cap = own_cap ? own_cap * 2 : 16;
-    pid_t *p = realloc(own_pids, cap * sizeof(*p));
-    if (!p)
-        return -1;
-    own_pids = p;
-    own_cap = cap;
-    return 0;
-}
+static int own_reserve(void) { return em_grow(&own_pids, &own_cap, own_n + 1, sizeof(*own_pids)); }
 
 /* Under own_lock, after own_reserve. */
 static void own_add_locked(pid_t pid) { own_pids[own_n++] = pid; }
@@ -1450,16 +1440,10 @@ void em_child_cancel(em_child_sup_t *s, uint64_t key) {
         pthread_mutex_unlock(&s->lock);
         return;
     }
-    if (s->n_cancels == s->cap_cancels) {
-        size_t cap = s->cap_cancels ? s->cap_cancels * 2 : 8;
-        uint64_t *p = realloc(s->cancels, cap * sizeof(*p));
-        if (!p) {
-            pthread_mutex_unlock(&s->lock);
-            EM_ERROR("child supervisor: out of memory: a cancel is dropped", EM_F_UINT("cancel_key", key));
-            return;
-        }
-        s->cancels = p;
-        s->cap_cancels = cap;
+    if (em_grow(&s->cancels, &s->cap_cancels, s->n_cancels + 1, sizeof(*s->cancels)) != 0) {
+        pthread_mutex_unlock(&s->lock);
+        EM_ERROR("child supervisor: out of memory: a cancel is dropped", EM_F_UINT("cancel_key", key));
+        return;
     }
     s->cancels[s->n_cancels++] = key;
     pthread_mutex_unlock(&s->lock);

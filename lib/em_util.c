@@ -212,3 +212,22 @@ void em_utf8_trim(char *s) {
     if (need > n - start)
         s[start] = '\0';
 }
+
+int em_grow(void *array_ptr, size_t *cap, size_t need, size_t elem) {
+    if (need <= *cap)
+        return 0;
+    size_t nc = *cap ? *cap : 8;
+    while (nc < need) {
+        if (nc > SIZE_MAX / 2 / elem)
+            return -1;
+        nc *= 2;
+    }
+    void *old;
+    memcpy(&old, array_ptr, sizeof(old));
+    void *p = realloc(old, nc * elem);
+    if (!p)
+        return -1;
+    memcpy(array_ptr, &p, sizeof(p));
+    *cap = nc;
+    return 0;
+}

@@ -14,6 +14,11 @@
 #define EM_CONTAINER_OF(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
 /* Wall clock in ms since the epoch (for timestamps in records). */
+/* Makes room for need elements of elem bytes in the array *array_ptr (a
+ * T ** passed as void *) of capacity *cap, doubling it (from 8). 0, or -1
+ * when out of memory: then the array and *cap are as they were. */
+int em_grow(void *array_ptr, size_t *cap, size_t need, size_t elem);
+
 int64_t em_now_unix_ms(void);
 /* Monotonic clock in ms and ns (for every timeout and duration). */
 int64_t em_mono_ms(void);

@@ -90,15 +90,10 @@ static void claim(ex_job_t *job, void *ctx) {
         if (!a.stop)
             return; /* starting, or a synchronous builtin: ends on its own */
     }
-    if (c->n == c->cap) {
-        size_t cap = c->cap ? c->cap * 2 : 8;
-        action_t *na = realloc(c->a, cap * sizeof(*na));
-        if (!na) { /* the claim stands: a queued job must still end, so end it without a message */
-            EM_ERROR("out of memory cancelling a job");
-            abort();
-        }
-        c->a = na;
-        c->cap = cap;
+    if (em_grow(&c->a, &c->cap, c->n + 1, sizeof(*c->a)) != 0) {
+        /* the claim stands and nothing else would end the job: give up loudly */
+        EM_ERROR("out of memory cancelling a job");
+        abort();
     }
     c->a[c->n++] = a;
 }

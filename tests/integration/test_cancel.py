@@ -8,7 +8,7 @@ runs (again):
 - an execution waiting in the delay topic for its next attempt;
 - executions an executor holds (the scheduler asks that executor): one
   queued behind its handler's concurrency, a running builtin sleep, and a
-  running exec `sleep 600` that ignores SIGTERM, whose process group is gone
+  running exec child of 600 s that ignores SIGTERM, whose process group is gone
   within kill_grace_ms + 1 s of the cancel.
 Ordinary executions beside them run once. The group's committed offsets
 reach the end of the requests and delay topics."""

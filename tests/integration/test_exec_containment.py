@@ -34,8 +34,10 @@ def config(d):
                  'read f\nsetsid sh -c \'echo $$ > "$1"; exec sleep 600\' sh "$f" &\n'  # ok-sleep: the child under test
                  'while [ ! -s "$f" ]; do sleep 0.01; done\nexit 0\n')  # ok-sleep: the child's own poll
     write_script(os.path.join(d, "lingerer.sh"),
-                 'read f\nsetsid sh -c \'echo $$ >> "$1"; exec sleep 600\' sh "$f" &\n'
+                 'read f\nsetsid sh -c \'echo $$ >> "$1"; exec sleep 600\' sh "$f" &\n'  # ok-sleep: the child under test
                  'echo $$ >> "$f"\nexec sleep 600\n')  # ok-sleep: the children under test run long
+    forker = "for i in $(seq 1 40); do sleep 30 & done; wait"  # ok-sleep: the children under test
+    stubborn = "trap '' TERM; sleep 600"  # ok-sleep: the child under test
     path = os.path.join(d, "executor.cfg")
     with open(path, "w") as f:
         f.write(f"""
@@ -46,9 +48,9 @@ handlers = {{
 }};
 exec = {{
   hog = {{ argv = [ "/usr/bin/python3", "-c", "b = bytearray(256 << 20)" ]; memory_mb = 64; }};
-  forker = {{ argv = [ "/bin/sh", "-c", "for i in $(seq 1 40); do sleep 30 & done; wait" ];
+  forker = {{ argv = [ "/bin/sh", "-c", "{forker}" ];
              processes = 16; default_timeout_ms = 3000; kill_grace_ms = 200; }};
-  stubborn = {{ argv = [ "/bin/sh", "-c", "trap '' TERM; sleep 600" ]; default_timeout_ms = 1000; kill_grace_ms = 500; }};
+  stubborn = {{ argv = [ "/bin/sh", "-c", "{stubborn}" ]; default_timeout_ms = 1000; kill_grace_ms = 500; }};
   forever = {{ argv = [ "/bin/sleep", "600" ]; default_timeout_ms = 1000; kill_grace_ms = 200; }};
   flood = {{ argv = [ "/bin/sh", "-c", "head -c 104857600 /dev/zero" ]; max_output_bytes = 1048576; }};
   escaper = {{ argv = [ "{d}/escaper.sh" ]; }};

@@ -387,7 +387,7 @@ static void kill_reaches_a_process_that_left_the_session(void **state) {
     st_t *t = *state;
     need_complete(t);
     em_cgroup_t *g = create(t, "escape", NULL);
-    static const char *const argv[] = {"/bin/sh", "-c", "sh -c \"setsid sh -c \\\"sleep 600\\\" &\"; sleep 600",
+    static const char *const argv[] = {"/bin/sh", "-c", "sh -c \"setsid sh -c \\\"sleep 600\\\" &\"; sleep 600", /* ok-sleep: the children under test run long */
                                        NULL};
     pid_t child = spawn_in(g, argv, 0);
     UNIT_WAIT_UNTIL(poll_pause(), escaped_and_stayed(g), WAIT_MS, "a sleep in and one out of the session");

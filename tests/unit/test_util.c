@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "em_execution.h"
@@ -155,6 +156,29 @@ static void trim_after_snprintf_at_every_size(void **state) {
     }
 }
 
+/* em_grow keeps what the array held, grows by doubling, and refuses a
+ * size that would overflow without touching the array. */
+static void grow_keeps_elements_and_refuses_overflow(void **state) {
+    (void)state;
+    uint64_t *a = NULL;
+    size_t cap = 0;
+    for (size_t i = 0; i < 1000; i++) {
+        assert_int_equal(em_grow(&a, &cap, i + 1, sizeof(*a)), 0);
+        assert_true(cap >= i + 1);
+        a[i] = i * 7;
+    }
+    assert_int_equal(cap, 1024);
+    for (size_t i = 0; i < 1000; i++)
+        assert_int_equal(a[i], i * 7);
+    assert_int_equal(em_grow(&a, &cap, 10, sizeof(*a)), 0); /* room already */
+    assert_int_equal(cap, 1024);
+    uint64_t *was = a;
+    assert_int_equal(em_grow(&a, &cap, SIZE_MAX / 4, sizeof(*a)), -1);
+    assert_ptr_equal(a, was);
+    assert_int_equal(cap, 1024);
+    free(a);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(clean_table),
@@ -162,6 +186,7 @@ int main(void) {
         cmocka_unit_test(clean_every_cap_is_valid),
         cmocka_unit_test(trim_table),
         cmocka_unit_test(trim_after_snprintf_at_every_size),
+        cmocka_unit_test(grow_keeps_elements_and_refuses_overflow),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
