@@ -1,7 +1,15 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Consumer-group membership, rebalance protocol handling, manual commits. */
+/*
+ * Consumer-group membership, rebalance protocol handling, manual commits,
+ * and the pause flags. librdkafka keeps one pause flag per partition; this
+ * module derives it from the owner's two wishes (the consumer-wide pause and
+ * the per-partition hold) and writes it whenever either wish or the
+ * assignment changes, so librdkafka's flag is want_paused || held[p] for
+ * every assigned partition and clear for every partition given up.
+ */
 #include "em_consumer.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,11 +24,50 @@ struct em_consumer {
     char *topic;      /* the subscribed topic */
     int closed;
     int want_paused;  /* the owner's wish, applied to every assignment */
+    /* Per partition id (dense: Kafka numbers a topic's partitions from 0),
+     * EM_PART_ASSIGNED and EM_PART_HELD; ids at or past cappart are
+     * neither. Grown on assign only, so a bad id never allocates. */
+    uint8_t *part;
+    size_t cappart;
+    int in_assign;    /* on_assign is running: holds are applied after the assign */
     /* partitions assigned while em_consumer_poll runs (see there) */
     int in_poll;
     int32_t *fresh;
     int nfresh, capfresh;
 };
+
+#define EM_PART_ASSIGNED 0x1 /* in this member's assignment, as the rebalance callbacks told the owner */
+#define EM_PART_HELD 0x2     /* held by the owner (em_consumer_hold_partition) */
+
+static int part_flags(const em_consumer_t *c, int32_t partition) {
+    return partition >= 0 && (size_t)partition < c->cappart ? c->part[partition] : 0;
+}
+
+/* librdkafka's pause flag partition should have. */
+static int should_pause(const em_consumer_t *c, int32_t partition) {
+    return c->want_paused || (part_flags(c, partition) & EM_PART_HELD);
+}
+
+/* Marks parts assigned (and not held). 0, or -1 when out of memory: then
+ * the partitions past the old capacity are not marked, and cannot be held. */
+static int parts_assigned(em_consumer_t *c, const rd_kafka_topic_partition_list_t *parts) {
+    int32_t max = -1;
+    for (int i = 0; i < parts->cnt; i++)
+        if (parts->elems[i].partition > max)
+            max = parts->elems[i].partition;
+    int rc = 0;
+    size_t old = c->cappart;
+    if (max >= 0 && em_grow(&c->part, &c->cappart, (size_t)max + 1, sizeof(*c->part)) != 0)
+        rc = -1;
+    else if (c->cappart > old)
+        memset(c->part + old, 0, c->cappart - old);
+    for (int i = 0; i < parts->cnt; i++) {
+        int32_t p = parts->elems[i].partition;
+        if (p >= 0 && (size_t)p < c->cappart)
+            c->part[p] = EM_PART_ASSIGNED;
+    }
+    return rc;
+}
 
 static void parts_text(const rd_kafka_topic_partition_list_t *parts, char *buf, size_t n) {
     size_t o = 0;
@@ -33,10 +80,11 @@ static void parts_text(const rd_kafka_topic_partition_list_t *parts, char *buf, 
     }
 }
 
-/* Pauses or resumes parts in librdkafka; per-partition errors are logged. */
-static void set_pause(em_consumer_t *c, const rd_kafka_topic_partition_list_t *parts, int pause) {
+/* Pauses or resumes parts in librdkafka; per-partition errors are logged,
+ * the first one returned. */
+static rd_kafka_resp_err_t set_pause(em_consumer_t *c, const rd_kafka_topic_partition_list_t *parts, int pause) {
     if (!parts || parts->cnt == 0)
-        return;
+        return RD_KAFKA_RESP_ERR_NO_ERROR;
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_copy(parts);
     rd_kafka_resp_err_t err = pause ? rd_kafka_pause_partitions(c->rk, l) : rd_kafka_resume_partitions(c->rk, l);
     for (int i = 0; !err && i < l->cnt; i++)
@@ -49,6 +97,27 @@ static void set_pause(em_consumer_t *c, const rd_kafka_topic_partition_list_t *p
         EM_WARN(pause ? "cannot pause partitions" : "cannot resume partitions",
                 EM_F_STR("error", rd_kafka_err2name(err)));
     rd_kafka_topic_partition_list_destroy(l);
+    return err;
+}
+
+/* Sets librdkafka's pause flag of each partition in parts to what the
+ * owner wants of it (should_pause). skip_held leaves held partitions
+ * alone (their flag is set whatever the consumer-wide wish). */
+static void apply_pause(em_consumer_t *c, const rd_kafka_topic_partition_list_t *parts, int skip_held) {
+    if (!parts || parts->cnt == 0)
+        return;
+    rd_kafka_topic_partition_list_t *l[2] = {rd_kafka_topic_partition_list_new(parts->cnt),
+                                             rd_kafka_topic_partition_list_new(parts->cnt)};
+    for (int i = 0; i < parts->cnt; i++) {
+        int32_t p = parts->elems[i].partition;
+        if (skip_held && (part_flags(c, p) & EM_PART_HELD))
+            continue;
+        rd_kafka_topic_partition_list_add(l[should_pause(c, p)], parts->elems[i].topic, p);
+    }
+    set_pause(c, l[0], 0);
+    set_pause(c, l[1], 1);
+    rd_kafka_topic_partition_list_destroy(l[0]);
+    rd_kafka_topic_partition_list_destroy(l[1]);
 }
 
 static void fresh_add(em_consumer_t *c, int32_t partition) {
@@ -80,8 +149,13 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         EM_INFO("partitions assigned", EM_F_STR("partitions", list), EM_F_INT("count", parts->cnt),
                 EM_F_STR("protocol", coop ? "cooperative" : "eager"));
+        /* assigned before the owner hears it, so on_assign may hold them */
+        if (parts_assigned(c, parts) != 0)
+            EM_ERROR("out of memory: newly assigned partitions cannot be held", EM_F_STR("partitions", list));
+        c->in_assign = 1;
         if (c->o.on_assign)
             c->o.on_assign(c->o.ctx, parts);
+        c->in_assign = 0;
         if (coop) {
             rd_kafka_error_t *e = rd_kafka_incremental_assign(rk, parts);
             if (e) {
@@ -92,8 +166,9 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
             rd_kafka_assign(rk, parts);
         }
         /* librdkafka keeps a partition's pause flag across unassign and
-         * assign: say explicitly what each new partition should be */
-        set_pause(c, parts, c->want_paused);
+         * assign: say explicitly what each new partition should be (paused
+         * when the consumer is, or when on_assign held it) */
+        apply_pause(c, parts, 0);
         if (c->in_poll)
             for (int i = 0; i < parts->cnt; i++)
                 fresh_add(c, parts->elems[i].partition);
@@ -115,9 +190,17 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
     }
     /* a partition given up paused would come back paused on its next
      * assign, to this member or (after a restart of librdkafka's state)
-     * never: clear the flag now */
-    if (c->want_paused)
-        set_pause(c, parts, 0);
+     * never: clear the flag now. Its hold ends here too. */
+    rd_kafka_topic_partition_list_t *paused = rd_kafka_topic_partition_list_new(parts->cnt);
+    for (int i = 0; i < parts->cnt; i++) {
+        int32_t p = parts->elems[i].partition;
+        if (should_pause(c, p))
+            rd_kafka_topic_partition_list_add(paused, parts->elems[i].topic, p);
+        if (p >= 0 && (size_t)p < c->cappart)
+            c->part[p] = 0;
+    }
+    set_pause(c, paused, 0);
+    rd_kafka_topic_partition_list_destroy(paused);
 }
 
 static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *offsets,
@@ -313,9 +396,36 @@ em_err_t em_consumer_set_paused(em_consumer_t *c, int paused) {
     rd_kafka_resp_err_t err = rd_kafka_assignment(c->rk, &a);
     if (err)
         return em_kafka_err(err);
-    set_pause(c, a, paused);
+    /* held partitions are paused either way: left alone, so a resume does
+     * not resume them and a pause does not disturb them */
+    apply_pause(c, a, 1);
     rd_kafka_topic_partition_list_destroy(a);
     return EM_OK;
+}
+
+em_err_t em_consumer_hold_partition(em_consumer_t *c, int32_t partition, int held) {
+    held = !!held;
+    int flags = part_flags(c, partition);
+    if (held == !!(flags & EM_PART_HELD))
+        return EM_OK; /* also a release of a partition not assigned */
+    if (!(flags & EM_PART_ASSIGNED) || !c->topic)
+        return EM_EINVAL;
+    /* librdkafka's flag changes only when the consumer-wide pause does not
+     * already set it; inside on_assign, the assign that follows sets it */
+    if (!c->want_paused && !c->in_assign) {
+        rd_kafka_topic_partition_list_t *one = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(one, c->topic, partition);
+        rd_kafka_resp_err_t err = set_pause(c, one, held);
+        rd_kafka_topic_partition_list_destroy(one);
+        if (err)
+            return em_kafka_err(err); /* librdkafka's flag unchanged: so is the hold */
+    }
+    c->part[partition] = (uint8_t)(held ? flags | EM_PART_HELD : flags & ~EM_PART_HELD);
+    return EM_OK;
+}
+
+int em_consumer_partition_held(const em_consumer_t *c, int32_t partition) {
+    return !!(part_flags(c, partition) & EM_PART_HELD);
 }
 
 int em_consumer_has_partition(em_consumer_t *c, int32_t partition) {
@@ -359,26 +469,26 @@ em_err_t em_consumer_restart_partition(em_consumer_t *c, int32_t partition, int6
             rc = EM_EIO;
             goto out;
         }
-        set_pause(c, one, c->want_paused);
+        /* eager: every partition was assigned again; set every flag, as on
+         * a rebalance (librdkafka keeps them, but says nothing about it) */
+        apply_pause(c, is_cooperative(c) ? one : a, 0);
         snprintf(what, n, "re-assigned (librdkafka had dropped it)");
         goto out;
     }
-    /* assigned: clear a pause nobody asked for, then fetch from offset */
-    if (!c->want_paused) {
-        rd_kafka_topic_partition_list_t *r = rd_kafka_topic_partition_list_copy(one);
-        rd_kafka_resume_partitions(c->rk, r);
-        rd_kafka_topic_partition_list_destroy(r);
-    }
+    /* assigned: clear a pause nobody asked for (a held partition stays
+     * paused), then fetch from offset */
+    apply_pause(c, one, 0);
+    const char *how = should_pause(c, partition) ? "kept paused (consumer paused or partition held)" : "resumed";
     rd_kafka_error_t *e = rd_kafka_seek_partitions(c->rk, one, 5000);
     if (e || one->elems[0].err) {
-        snprintf(what, n, "resumed; seek failed: %s",
+        snprintf(what, n, "%s; seek failed: %s", how,
                  e ? rd_kafka_error_string(e) : rd_kafka_err2name(one->elems[0].err));
         if (e)
             rd_kafka_error_destroy(e);
         rc = EM_EIO;
         goto out;
     }
-    snprintf(what, n, "resumed and sought");
+    snprintf(what, n, "%s and sought", how);
 out:
     rd_kafka_topic_partition_list_destroy(one);
     rd_kafka_topic_partition_list_destroy(a);
@@ -477,6 +587,7 @@ void em_consumer_destroy(em_consumer_t *c) {
     rd_kafka_destroy(c->rk);
     free(c->topic);
     free(c->fresh);
+    free(c->part);
     free(c);
 }
 

@@ -91,19 +91,50 @@ size_t em_consumer_poll(em_consumer_t *c, rd_kafka_message_t **msgs, size_t max,
 em_err_t em_consumer_commit(em_consumer_t *c, const rd_kafka_topic_partition_list_t *offsets, int async);
 
 /* Pauses (1) or resumes (0) fetching of every assigned partition, and of
- * every partition assigned later, until called again. librdkafka keeps a
+ * every partition assigned later, until called again; a resume leaves held
+ * partitions (em_consumer_hold_partition) paused. librdkafka keeps a
  * partition's pause flag across unassign and assign; this module clears it
  * when a partition is revoked and sets it explicitly on every assign, so a
  * partition never comes back paused behind the owner's back. Consumer
  * thread only. */
 em_err_t em_consumer_set_paused(em_consumer_t *c, int paused);
 
+/* Holds (held=1) or releases (held=0) one partition: librdkafka fetches an
+ * assigned partition only while the consumer is not paused
+ * (em_consumer_set_paused) and the partition is not held, so
+ * em_consumer_set_paused(c, 0) leaves a held partition paused, and a
+ * release while the consumer is paused leaves it paused until the consumer
+ * resumes. A partition is assigned unheld; its hold ends when it is revoked
+ * or lost (it comes back unheld on its next assignment).
+ * em_consumer_restart_partition keeps it.
+ *
+ * The caller's contract: once a hold returns, em_consumer_poll returns no
+ * record of partition; the records librdkafka had fetched ahead for it are
+ * dropped. After the release, records come again from the one after the
+ * last record of partition em_consumer_poll returned (from where the
+ * assignment or the last restart started it when none was returned since):
+ * none skipped, none returned twice. The same holds for
+ * em_consumer_set_paused. It needs librdkafka 2.1 or later: 2.0's batch
+ * consume intermittently skips offsets around a pause or resume (fixed by
+ * librdkafka PR 4208).
+ *
+ * Holding a partition this member is not assigned (as the rebalance
+ * callbacks told the owner; on_assign may already hold the partitions it
+ * is given) is EM_EINVAL; releasing a partition not held, assigned or not,
+ * is EM_OK and does nothing (a revoke has already released it). A call
+ * that fails changes nothing. Consumer thread only. */
+em_err_t em_consumer_hold_partition(em_consumer_t *c, int32_t partition, int held);
+
+/* Is partition held (1) or not (0)? Consumer thread only. */
+int em_consumer_partition_held(const em_consumer_t *c, int32_t partition);
+
 /* Is partition in librdkafka's current assignment? */
 int em_consumer_has_partition(em_consumer_t *c, int32_t partition);
 
 /* Puts one owned partition back in step with its owner: added back to
  * librdkafka's assignment if it is missing, its pause flag set to the
- * consumer's, and its fetch position moved to offset (an absolute offset,
+ * owner's wish (paused when the consumer is paused or the partition held),
+ * and its fetch position moved to offset (an absolute offset,
  * or RD_KAFKA_OFFSET_BEGINNING/STORED). what (n bytes) receives a short
  * description of the steps taken. Consumer thread only. */
 em_err_t em_consumer_restart_partition(em_consumer_t *c, int32_t partition, int64_t offset, char *what, size_t n);
