@@ -107,6 +107,7 @@ em_err_t em_execution_inspect(const uint8_t *buf, size_t len, em_exec_info_t *in
                 info->id = f.data;
                 info->id_len = f.len;
             } else {
+                info->handler = f.data;
                 info->handler_len = f.len;
             }
             break;

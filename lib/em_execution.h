@@ -17,6 +17,7 @@
 typedef struct em_exec_info {
     const uint8_t *id;  /* the id's bytes inside the buffer, NULL when absent */
     size_t id_len;
+    const uint8_t *handler; /* the handler's name inside the buffer (not NUL-terminated), NULL when absent */
     size_t handler_len;
     uint32_t timeout_ms;
     uint32_t max_attempts;

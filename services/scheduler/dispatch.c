@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Items (one per execution read from Kafka), the pending queue, and
- * batches to executors: packing, the Execute call, its answer (done in the
- * watermark, or back to the queue as a new attempt). Every function named
- * *_locked runs with s->lock held.
+ * Batches to executors: packing, the Execute call, its answer (done in the
+ * watermark, back to the queue as a new attempt, or refused by the executor
+ * and queued again as the same attempt). Every function named *_locked runs
+ * with s->lock held.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -25,109 +25,12 @@ typedef struct sc_call {
     int hint;                /* where the next result's item probably is (results come in order) */
     int accepted;            /* an executor said it took the batch (response header) */
     int alone;               /* ExecuteRequest.alone: its one execution runs with nothing beside it */
+    int report_finished;     /* ExecuteRequest.report_finished: an execution of it holds a resource */
     int protocol_errors;
     char executor[128];      /* which one */
     char peer[96];           /* its address, where a cancel for one of its executions goes */
     sc_item_t *items[];
 } sc_call_t;
-
-#define SC_MAX_FREE_ITEMS 65536
-
-sc_item_t *sc_item_new_locked(scheduler_t *s) {
-    sc_item_t *it = s->free_items;
-    if (it) {
-        s->free_items = it->next;
-        s->nfree_items--;
-        memset(it, 0, sizeof(*it));
-        return it;
-    }
-    return calloc(1, sizeof(*it));
-}
-
-static void item_free_locked(scheduler_t *s, sc_item_t *it) {
-    if (it->raw)
-        rd_kafka_message_destroy(it->raw);
-    if (it->has_body)
-        grpc_slice_unref(it->body);
-    free(it->dead_reason);
-    it->dead_reason = NULL;
-    free(it->out_rec);
-    it->out_rec = NULL;
-    if (s->nfree_items < SC_MAX_FREE_ITEMS) {
-        it->next = s->free_items;
-        s->free_items = it;
-        s->nfree_items++;
-    } else {
-        free(it);
-    }
-}
-
-void sc_items_release_all(scheduler_t *s) {
-    while (s->pend_head) {
-        sc_item_t *it = s->pend_head;
-        s->pend_head = it->next;
-        item_free_locked(s, it); /* recycled or freed; the recycled are freed below */
-    }
-    s->pend_tail = NULL;
-    s->npending = 0;
-    while (s->free_items) {
-        sc_item_t *it = s->free_items;
-        s->free_items = it->next;
-        free(it);
-    }
-    s->nfree_items = 0;
-}
-
-void sc_item_done_locked(scheduler_t *s, sc_item_t *it, int durable) {
-    sc_part_t *p = it->part;
-    if (durable && p->owned)
-        em_watermark_done(p->wm, it->seq);
-    p->inflight--;
-    if (p->inflight == 0)
-        p->progress_ms = em_mono_ms(); /* the stall watchdog's clock starts when it holds nothing */
-    if (!p->owned || p->revoking)
-        pthread_cond_broadcast(&s->cond);
-    if (!p->owned && p->inflight == 0)
-        sc_part_free(p);
-    item_free_locked(s, it);
-}
-
-void sc_pending_drop_revoking_locked(scheduler_t *s) {
-    sc_item_t **pp = &s->pend_head;
-    s->pend_tail = NULL;
-    while (*pp) {
-        sc_item_t *it = *pp;
-        if (it->part->revoking) {
-            *pp = it->next;
-            s->npending--;
-            sc_item_done_locked(s, it, 0);
-        } else {
-            s->pend_tail = it;
-            pp = &it->next;
-        }
-    }
-}
-
-void sc_pending_push_back_locked(scheduler_t *s, sc_item_t *it) {
-    it->next = NULL;
-    if (s->pend_tail)
-        s->pend_tail->next = it;
-    else
-        s->pend_head = it;
-    s->pend_tail = it;
-    s->npending++;
-}
-
-/* Puts items back at the front, keeping their order. */
-static void pending_push_front(scheduler_t *s, sc_item_t **items, int n) {
-    for (int i = n - 1; i >= 0; i--) {
-        items[i]->next = s->pend_head;
-        s->pend_head = items[i];
-        if (!s->pend_tail)
-            s->pend_tail = items[i];
-        s->npending++;
-    }
-}
 
 /* ---- dispatch ----------------------------------------------------------- */
 
@@ -188,6 +91,7 @@ static void take_result_locked(scheduler_t *s, sc_call_t *c, const uint8_t *buf,
     c->items[i] = NULL;
     c->nanswered++;
     s->inflight_items--;
+    sc_resources_release_locked(s, it);
     int failed = r.status == EXECMESH__V1__STATUS__FAILED || r.status == EXECMESH__V1__STATUS__TIMED_OUT;
     if (!r.final && failed) {
         sc_retry_later_locked(s, it, &r);
@@ -195,6 +99,57 @@ static void take_result_locked(scheduler_t *s, sc_call_t *c, const uint8_t *buf,
     }
     em_metric_add(s->m_out, 1);
     sc_item_done_locked(s, it, 1);
+}
+
+/* One execution the executor refused (ExecuteResponse.refused): nothing of
+ * it ran; the same attempt waits in its handler's queue again. A handler at
+ * its concurrency there delays only that handler's executions; an executor
+ * at executor.max_inflight delays dispatch a little (the next call may go
+ * to another executor). */
+static void take_refused_locked(scheduler_t *s, sc_call_t *c, const uint8_t *buf, size_t len) {
+    const uint8_t *p = buf, *end = buf + len;
+    em_pb_field_t f;
+    em_result_info_t r = {0};
+    const uint8_t *reason = NULL;
+    size_t reason_len = 0;
+    int busy = 0;
+    while (em_pb_next(&p, end, &f) == EM_OK) {
+        if (f.number == 1 && f.wire_type == EM_PB_LEN) {
+            r.id = f.data;
+            r.id_len = f.len;
+        } else if (f.number == 2 && f.wire_type == EM_PB_VARINT) {
+            r.attempt = (uint32_t)f.varint;
+        } else if (f.number == 4 && f.wire_type == EM_PB_LEN) {
+            reason = f.data;
+            reason_len = f.len;
+        } else if (f.number == 5 && f.wire_type == EM_PB_VARINT) {
+            busy = f.varint != 0;
+        }
+    }
+    int i = r.id ? find_item(c, &r) : -1;
+    if (i < 0) {
+        protocol_error_locked(s, c, "a refusal whose id and attempt match no execution of the call");
+        return;
+    }
+    sc_item_t *it = c->items[i];
+    c->items[i] = NULL;
+    c->nanswered++;
+    s->inflight_items--;
+    sc_resources_release_locked(s, it);
+    sc_pending_push_front_locked(s, &it, 1);
+    int64_t until = em_mono_ms() + s->retry_backoff_ms;
+    if (busy) {
+        em_metric_add(s->m_refused_handler, 1);
+        s->classes[it->cls]->busy_until_ms = until;
+        sc_resources_wake_at_locked(s, until);
+    } else {
+        em_metric_add(s->m_refused_full, 1);
+        backoff_locked(s, s->retry_backoff_ms);
+    }
+    char why[256];
+    snprintf(why, sizeof(why), "%.*s", (int)(reason_len < 255 ? reason_len : 255), reason ? (const char *)reason : "");
+    EM_DEBUG("executor refused an execution", EM_F_STR("executor", c->executor),
+             EM_F_STR("handler", s->classes[it->cls]->handler), EM_F_STR("reason", why));
 }
 
 /* Loop thread: the executor that took the call. */
@@ -239,11 +194,15 @@ static void on_execute_message(void *arg, const uint8_t *msg, size_t len) {
     while ((rc = em_pb_next(&p, end, &f)) == EM_OK) {
         if (f.number == 1 && f.wire_type == EM_PB_LEN)
             take_result_locked(s, c, f.data, f.len);
-        else if (f.number == 2 && f.wire_type == EM_PB_LEN)
+        else if (f.number == 2 && f.wire_type == EM_PB_LEN) {
             for (int i = 0; i < c->n; i++) /* finished, not yet stored: a death now is not its doing */
                 if (c->items[i] && c->items[i]->id_len == f.len &&
-                    memcmp(sc_item_id(c->items[i]), f.data, f.len) == 0)
+                    memcmp(sc_item_id(c->items[i]), f.data, f.len) == 0) {
                     c->items[i]->ran = 1;
+                    sc_resources_release_locked(s, c->items[i]); /* its resources are free again */
+                }
+        } else if (f.number == 3 && f.wire_type == EM_PB_LEN)
+            take_refused_locked(s, c, f.data, f.len);
     }
     if (rc != EM_ENOTFOUND)
         protocol_error_locked(s, c, "an ExecuteResponse that cannot be decoded");
@@ -289,14 +248,14 @@ static void unanswered_locked(scheduler_t *s, sc_call_t *c, grpc_status_code cod
                      "batches meanwhile",
                      EM_F_STR("details", details), EM_F_INT("executions", c->n), EM_F_INT("batch_bytes_was", was),
                      EM_F_INT("batch_bytes_now", s->batch_bytes_now));
-            pending_push_front(s, left, k);
+            sc_pending_push_front_locked(s, left, k);
             backoff_locked(s, s->retry_backoff_ms);
             return;
         }
         if (code == GRPC_STATUS_RESOURCE_EXHAUSTED) {
             em_metric_add(s->m_busy, 1);
             EM_DEBUG("executors busy, backing off", EM_F_STR("details", details), EM_F_INT("executions", k));
-            pending_push_front(s, left, k);
+            sc_pending_push_front_locked(s, left, k);
             backoff_locked(s, s->retry_backoff_ms);
             return;
         }
@@ -304,7 +263,7 @@ static void unanswered_locked(scheduler_t *s, sc_call_t *c, grpc_status_code cod
         EM_WARN("execute call failed before an executor took it, dispatching again",
                 EM_F_STR("code", em_rpc_status_name(code)), EM_F_STR("details", details), EM_F_INT("executions", k),
                 EM_F_INT("consecutive_failures", s->consecutive_failures));
-        pending_push_front(s, left, k);
+        sc_pending_push_front_locked(s, left, k);
         if (s->consecutive_failures > 1)
             backoff_locked(s, s->retry_backoff_ms);
         return;
@@ -340,7 +299,7 @@ static void unanswered_locked(scheduler_t *s, sc_call_t *c, grpc_status_code cod
         left[m++] = it;
     }
     em_metric_add(s->m_redispatched, m);
-    pending_push_front(s, left, m);
+    sc_pending_push_front_locked(s, left, m);
     if (s->consecutive_failures > 1)
         backoff_locked(s, s->retry_backoff_ms);
 }
@@ -356,6 +315,7 @@ static void on_execute_done(void *arg, grpc_status_code code, const char *detail
         sc_item_t *it = c->items[i];
         if (!it)
             continue; /* answered */
+        sc_resources_release_locked(s, it); /* it runs nowhere now */
         if (!it->part->owned || it->part->revoking) { /* the next owner runs it */
             sc_item_done_locked(s, it, 0);
             s->inflight_items--;
@@ -455,8 +415,8 @@ static size_t item_wire_size(const sc_item_t *it) {
  * when missing; the record is then released (holding it would pin its
  * whole fetch buffer) and the item keeps a reference to its bytes in this
  * slice. A later dispatch copies those and appends the new attempt. */
-static grpc_slice pack_batch(const scheduler_t *s, sc_item_t **items, int n, int alone) {
-    size_t total = alone ? 2 : 0; /* alone = true: field 2, varint 1 */
+static grpc_slice pack_batch(const scheduler_t *s, sc_item_t **items, int n, int alone, int report_finished) {
+    size_t total = (alone ? 2 : 0) + (report_finished ? 2 : 0); /* bool fields 2 and 3: tag and varint 1 */
     char id[300];
     for (int i = 0; i < n; i++) {
         const sc_item_t *it = items[i];
@@ -503,6 +463,10 @@ static grpc_slice pack_batch(const scheduler_t *s, sc_item_t **items, int n, int
         *out++ = (2 << 3) | EM_PB_VARINT;
         *out++ = 1;
     }
+    if (report_finished) {
+        *out++ = (3 << 3) | EM_PB_VARINT;
+        *out++ = 1;
+    }
     return slice;
 }
 
@@ -532,9 +496,79 @@ static int runs_alone(const scheduler_t *s, const sc_item_t *it) {
     return (int64_t)it->deaths + it->nsuspect + 1 >= s->quarantine_deaths;
 }
 
+/* Fills c from the handlers' queues, serving them in turn from the ring's
+ * head: from each, what its resources admit, until the batch is full. An
+ * execution that must run in a call of its own ends the batch (it is taken
+ * only as the first). *wake_ms: when a throttled handler may run again. */
+static void fill_batch_locked(scheduler_t *s, sc_call_t *c, int k, int64_t *timeout, int64_t *wake_ms) {
+    int64_t now = em_mono_ms();
+    size_t bytes = 0;
+    sc_class_t *ring[SC_MAX_CLASSES]; /* this turn's order; a class emptied leaves the ring meanwhile */
+    int n = 0;
+    if (s->act) {
+        sc_class_t *cl = s->act;
+        do {
+            ring[n++] = cl;
+            cl = cl->act_next;
+        } while (cl != s->act && n < SC_MAX_CLASSES);
+    }
+    for (int j = 0; j < n && c->n < k; j++) {
+        sc_class_t *cl = ring[j];
+        if (cl->busy_until_ms > now) {
+            if (!*wake_ms || cl->busy_until_ms < *wake_ms)
+                *wake_ms = cl->busy_until_ms;
+            continue;
+        }
+        while (c->n < k && cl->head) {
+            sc_item_t *it = cl->head;
+            if (it->isolate && c->n > 0)
+                return; /* it goes in a call of its own, the next */
+            /* one gRPC message: the batch stays within the byte cap (one
+             * execution always fits, validate_sizes saw to it) */
+            size_t w = item_wire_size(it);
+            if (c->n > 0 && (int64_t)(bytes + w) > s->batch_bytes_now) {
+                em_metric_add(s->m_byte_cuts, 1);
+                return;
+            }
+            if (!it->part->owned || it->part->revoking) {
+                sc_item_done_locked(s, sc_pending_pop_locked(s, cl), 0);
+                continue;
+            }
+            if (sc_cancelled_locked(s, it)) {
+                sc_cancel_item_locked(s, sc_pending_pop_locked(s, cl), "before it was dispatched");
+                continue;
+            }
+            if (cl->nres && !sc_resources_take_locked(s, cl, it, now, wake_ms))
+                break; /* its resource is at its limit: the next handler */
+            sc_pending_pop_locked(s, cl);
+            if (it->holding)
+                c->report_finished = 1;
+            /* the executors enforce each execution's timeout; the call's
+             * deadline only bounds a hung executor, so it must not be
+             * shorter than any handler's default */
+            int64_t t = it->timeout_ms ? (int64_t)it->timeout_ms : s->default_timeout_ms;
+            if (it->deadline_ms) { /* nor run past the caller's deadline */
+                int64_t left = it->deadline_ms - now;
+                if (left < t)
+                    t = left > 0 ? left : 0;
+            }
+            if (t > *timeout)
+                *timeout = t;
+            it->ran = 0;
+            bytes += w;
+            c->items[c->n++] = it;
+            if (it->isolate) {
+                c->alone = runs_alone(s, it);
+                return;
+            }
+        }
+    }
+}
+
 void sc_dispatch_locked(scheduler_t *s) {
     if (s->dispatch_closed || em_mono_ms() < s->backoff_until_ms || commit_stalled_locked(s))
         return;
+    int64_t wake_ms = 0;
     while (s->npending > 0 && s->inflight_calls < s->max_calls && s->inflight_items < s->max_inflight) {
         int room = s->max_inflight - s->inflight_items;
         int k = s->npending < s->batch_max ? s->npending : s->batch_max;
@@ -549,58 +583,23 @@ void sc_dispatch_locked(scheduler_t *s) {
         memset(c, 0, sizeof(*c));
         c->s = s;
         int64_t timeout = 0;
-        size_t bytes = 0;
-        for (int i = 0; i < k && s->pend_head; i++) {
-            sc_item_t *it = s->pend_head;
-            if (it->isolate && c->n > 0)
-                break; /* it goes in a call of its own, the next */
-            /* one gRPC message: the batch stays within the byte cap (one
-             * execution always fits, validate_sizes saw to it) */
-            size_t w = item_wire_size(it);
-            if (c->n > 0 && (int64_t)(bytes + w) > s->batch_bytes_now) {
-                em_metric_add(s->m_byte_cuts, 1);
-                break;
-            }
-            s->pend_head = it->next;
-            if (!s->pend_head)
-                s->pend_tail = NULL;
-            s->npending--;
-            if (!it->part->owned || it->part->revoking) {
-                sc_item_done_locked(s, it, 0);
-                continue;
-            }
-            if (sc_cancelled_locked(s, it)) {
-                sc_cancel_item_locked(s, it, "before it was dispatched");
-                continue;
-            }
-            /* the executors enforce each execution's timeout; the call's
-             * deadline only bounds a hung executor, so it must not be
-             * shorter than any handler's default */
-            int64_t t = it->timeout_ms ? (int64_t)it->timeout_ms : s->default_timeout_ms;
-            if (it->deadline_ms) { /* nor run past the caller's deadline */
-                int64_t left = it->deadline_ms - em_mono_ms();
-                if (left < t)
-                    t = left > 0 ? left : 0;
-            }
-            if (t > timeout)
-                timeout = t;
-            it->ran = 0;
-            bytes += w;
-            c->items[c->n++] = it;
-            if (it->isolate) {
-                c->alone = runs_alone(s, it);
-                break;
-            }
-        }
+        int before = s->npending;
+        fill_batch_locked(s, c, k, &timeout, &wake_ms);
+        if (s->act)
+            s->act = s->act->act_next; /* the next batch starts from the next handler */
         if (c->n == 0) {
             free(c);
-            continue;
+            if (s->npending < before)
+                continue; /* it dropped revoked or cancelled ones: look again */
+            break;        /* everything waiting is throttled or its handler busy */
         }
-        grpc_slice slice = pack_batch(s, c->items, c->n, c->alone);
+        grpc_slice slice = pack_batch(s, c->items, c->n, c->alone, c->report_finished);
         if (em_rpc_channel_call_stream(s->executors, s->m_execute, slice, timeout + s->deadline_grace_ms, &execute_cb,
                                        c) != EM_OK) {
             EM_WARN("cannot start an Execute call", EM_F_INT("executions", c->n));
-            pending_push_front(s, c->items, c->n);
+            for (int i = 0; i < c->n; i++)
+                sc_resources_release_locked(s, c->items[i]);
+            sc_pending_push_front_locked(s, c->items, c->n);
             free(c);
             backoff_locked(s, s->retry_backoff_ms);
             break;
@@ -610,9 +609,10 @@ void sc_dispatch_locked(scheduler_t *s) {
         s->inflight_calls++;
         s->inflight_items += c->n;
     }
+    if (wake_ms && s->npending > 0)
+        sc_resources_wake_at_locked(s, wake_ms);
     em_metric_set(s->m_inflight, s->inflight_items);
     em_metric_set(s->m_pending, s->npending);
     if (s->held_since && s->npending <= s->max_pending / 4 * 3)
         pthread_cond_broadcast(&s->cond); /* the consumer may take records again */
 }
-

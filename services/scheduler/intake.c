@@ -240,7 +240,8 @@ void sc_accept_locked(scheduler_t *s, rd_kafka_message_t *msg) {
     it->isolate = it->deaths > 0; /* it killed an executor before: it runs alone, blaming no batch-mate */
     if (info.submitted_unix_ms == 0)
         it->submitted_unix_ms = ts > 0 ? ts : em_now_unix_ms();
-    sc_pending_push_back_locked(s, it);
+    it->cls = (uint16_t)sc_class_of_locked(s, info.handler, info.handler_len);
+    sc_resources_accept_locked(s, it);
 }
 
 /* ---- the hold and the pause --------------------------------------------- */

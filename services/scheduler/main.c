@@ -81,6 +81,26 @@ static const em_setting_t scheduler_settings[] = {
      "(also the refresh of the per-partition lag metrics)."},
     {"kafka.start_paused", EM_CFG_BOOL, "false", 0, 0,
      "Join the group but consume nothing until POST /admin/resume on the metrics port."},
+    {"resources.*.name", EM_CFG_STR, "", 0, 63,
+     "A resource handlers touch (resources = { pg = { name = \"db:pg\"; ... }; }): its name in handlers.*.resources "
+     "and in the metrics (letters, digits and _ . : / -); empty: the group's own name. Every scheduler must have the "
+     "same resources.* and handlers.* (one file @included by each)."},
+    {"resources.*.concurrency", EM_CFG_INT, "0", 0, 1000000,
+     "Executions touching the resource at once across the whole mesh (each scheduler takes the share of the "
+     "partitions it owns); 0: no limit."},
+    {"resources.*.rate", EM_CFG_INT, "0", 0, 1000000000,
+     "Executions of the resource started per resources.*.per_ms across the whole mesh (a token bucket, shared out "
+     "like the concurrency); 0: no limit."},
+    {"resources.*.per_ms", EM_CFG_INT, "1000", 1, 86400000, "The period of resources.*.rate."},
+    {"resources.*.burst", EM_CFG_INT, "1", 1, 1000000,
+     "The token bucket's size across the mesh: the most executions started at once after a quiet time (each "
+     "scheduler's bucket holds at least 1)."},
+    {"resources.*.max_waiting", EM_CFG_INT, "64", 1, 1000000,
+     "Executions of the resource waiting in this scheduler's memory; the next one read holds its partition in "
+     "Kafka (fetching nothing more of it) until room appears, so a backlog waits in Kafka."},
+    {"handlers.*.resources", EM_CFG_STRLIST, "", 0, 8,
+     "The resources (resources.*.name) handler NAME touches: its executions start only within every one's limits. "
+     "A name no resource has is refused."},
     {"submit.max_executions", EM_CFG_INT, "10000", 1, 1000000, "Most executions in one Submit call."},
     {"submit.max_payload_bytes", EM_CFG_INT, "0", 0, 268435456,
      "Largest payload Submit accepts. 0: the largest execution, kafka.max_message_bytes - 65536, which also "
@@ -114,7 +134,7 @@ _Static_assert(6 * EM_SIZE_DEATH_MAX <= EM_SIZE_RETRY_ROOM - EM_SIZE_RESULT_ROOM
  * kafka.max_message_bytes and must agree with it and with gRPC's cap. */
 static int validate_sizes(const em_config_t *cfg) {
     char why[512];
-    if (em_producer_check_config(cfg, scheduler_desc.program) != 0)
+    if (em_producer_check_config(cfg, scheduler_desc.program) != 0 || sc_resources_check(cfg) != 0)
         return -1;
     int64_t L = em_config_int(cfg, "kafka.max_message_bytes");
     int64_t E = em_size_max_execution(L);
@@ -171,6 +191,7 @@ static void *consumer_main(void *arg) {
         sc_consumer_turn_locked(s);
         for (size_t i = 0; i < n; i++)
             sc_accept_locked(s, msgs[i]);
+        sc_resources_unpark_locked(s);
         sc_dispatch_locked(s);
         sc_flow_control_locked(s);
         now = em_mono_ms();
@@ -328,6 +349,10 @@ int main(int argc, char **argv) {
     /* the parts */
     read_settings(&s, cfg);
     register_metrics(&s);
+    if (sc_resources_init(&s, cfg) != EM_OK) {
+        EM_ERROR("out of memory reading the resources");
+        goto out;
+    }
     em_rpc_channel_opts_t co;
     em_service_channel_opts(&s.svc, &co);
     s.executors = em_rpc_channel_new(s.svc.loop, em_config_str(cfg, "executors.target"), "execmesh.v1.Executor", &co,
@@ -456,6 +481,7 @@ out:
     }
     sc_cancel_peers_close(&s); /* the timers sent the last cancels: nothing uses them now */
     sc_items_release_all(&s); /* their records go back to the consumer before the consumer goes */
+    sc_resources_free(&s);
     em_delay_destroy(s.delay); /* commits what it forwarded; before the producer it uses goes */
     em_cancels_destroy(s.cancels);
     em_consumer_destroy(s.consumer);

@@ -133,6 +133,13 @@ static void rebalanced_locked(scheduler_t *s) {
 
 void sc_on_assign(void *ctx, const rd_kafka_topic_partition_list_t *parts) {
     scheduler_t *s = ctx;
+    int32_t maxid = -1;
+    for (int i = 0; i < parts->cnt; i++)
+        if (parts->elems[i].partition > maxid)
+            maxid = parts->elems[i].partition;
+    /* the shares' denominator: asked once, and again when partitions were added */
+    if (s->topic_partitions <= maxid && !atomic_load(&s->stopping))
+        sc_resources_learn_partitions(s);
     pthread_mutex_lock(&s->lock);
     rebalanced_locked(s);
     sc_commit_stall_clear_locked(s, "partitions assigned");
@@ -163,6 +170,8 @@ void sc_on_assign(void *ctx, const rd_kafka_topic_partition_list_t *parts) {
     }
     int owned = count_owned_locked(s);
     em_metric_set(s->m_assigned, owned);
+    sc_resources_reshare_locked(s);
+    sc_dispatch_locked(s); /* a larger share may admit what waits */
     pthread_mutex_unlock(&s->lock);
     EM_INFO("assignment now", EM_F_INT("partitions", owned));
 }
@@ -184,7 +193,12 @@ void sc_on_revoke(void *ctx, const rd_kafka_topic_partition_list_t *parts, int l
             p->revoking = 1;
     }
     sc_pending_drop_revoking_locked(s);
-    /* 2. wait (bounded) for what is in flight, unless already lost */
+    /* the resource shares without them: nothing more is admitted beyond
+     * the smaller share */
+    sc_resources_reshare_locked(s);
+    /* 2. wait (bounded) for what is in flight, unless already lost, and
+     * until the executions running fit the smaller shares: the next owner
+     * may use the share the moment the partitions are its */
     int waiting = 0;
     for (;;) {
         waiting = 0;
@@ -193,7 +207,7 @@ void sc_on_revoke(void *ctx, const rd_kafka_topic_partition_list_t *parts, int l
             if (p)
                 waiting += p->inflight;
         }
-        if (waiting == 0 || lost || em_mono_ms() >= deadline)
+        if ((waiting == 0 && sc_resources_within_share_locked(s)) || lost || em_mono_ms() >= deadline)
             break;
         s->consumer_alive_ms = em_mono_ms(); /* waiting here is not a stall */
         em_cond_wait_ms(&s->cond, &s->lock, deadline - em_mono_ms());

@@ -15,7 +15,13 @@
  * The files:
  *   intake.c      records in: accept or dead-letter, the intake hold and
  *                 the partition pauses (flow control and operator)
- *   dispatch.c    items, the pending queue, Execute batches and their answers
+ *   pending.c     items and the pending queue: one FIFO per handler, served
+ *                 round-robin
+ *   resources.c   mesh-wide resource limits: this scheduler's share of
+ *                 each resource (by the partitions it owns), admission,
+ *                 executions parked while their resource's queue is full
+ *                 (their partition held in Kafka), executor refusals
+ *   dispatch.c    Execute batches and their answers
  *   outcome.c     what follows an attempt: retries and deaths through the
  *                 delay topic, the mesh's own final results (quarantine)
  *   partitions.c  assign, revoke, the commit tick and commit answers
@@ -65,6 +71,12 @@ typedef struct sc_part {
     int64_t stalled_since_ms; /* monotonic: when the watchdog found it stalled; 0 while it flows */
     int heal_wanted;          /* the consumer thread restarts it on its next turn */
     int heals;                /* restarts since it stalled */
+
+    /* resources.c: records whose resource queue was full, in offset order;
+     * while any is parked the partition is held in Kafka (fetches nothing) */
+    struct sc_item *park_head, *park_tail;
+    int nparked;
+    int held;
 } sc_part_t;
 
 /* The most uncharged executor deaths an execution keeps (at least the
@@ -94,6 +106,9 @@ typedef struct sc_item {
         char executor[64];
     } suspect[SC_MAX_SUSPECTS];  /* those deaths, for its history */
     int ran;                     /* its executor said it ran to its end (result not yet stored) */
+    uint16_t cls;                /* its handler's queue (pending.c) */
+    uint8_t holding;             /* it holds its resources' concurrency (dispatched, not yet finished) */
+    uint8_t throttled;           /* it waited for a resource (counted once) */
     uint8_t *out_rec;            /* a record outcome.c is storing for it (malloc'd), or NULL */
     size_t out_len;
     int out_kind;                /* what out_rec is: SC_OUT_DELAY or SC_OUT_RESULT */
@@ -111,6 +126,44 @@ typedef struct sc_debug_req {
     int32_t partition;
     em_consumer_stall_t kind;
 } sc_debug_req_t;
+
+/* A resource a handler touches (resources.c): the mesh-wide limits and
+ * this scheduler's share of them. */
+typedef struct sc_resource {
+    char name[64];
+    int64_t concurrency;      /* mesh-wide; 0: unlimited */
+    int64_t rate, per_ms;     /* mesh-wide: rate executions per per_ms; rate 0: unlimited */
+    int64_t burst;            /* mesh-wide token bucket size */
+    int64_t max_waiting;      /* executions queued here for it; more are parked in their partition */
+    /* this scheduler's share: by the partitions it owns */
+    int share_conc;           /* -1: unlimited */
+    double share_rate_ms;     /* tokens per ms; < 0: unlimited */
+    double share_burst;
+    double tokens;
+    int64_t tokens_ms;        /* monotonic: when tokens was last brought up to date */
+    int running;              /* dispatched and not finished */
+    int waiting;              /* queued (pending) here */
+    int parked;               /* parked in held partitions */
+    em_metric_t *m_admitted, *m_throttled, *m_running, *m_waiting, *m_share_conc, *m_share_rate;
+} sc_resource_t;
+
+#define SC_MAX_HANDLER_RESOURCES 8
+#define SC_MAX_CLASSES 1024
+
+/* The executions of one handler waiting for dispatch (pending.c). Class 0
+ * takes the handlers past SC_MAX_CLASSES. */
+typedef struct sc_class {
+    char *handler;            /* NUL-terminated copy */
+    size_t len;
+    uint32_t hash;
+    struct sc_item *head, *tail;
+    int n;
+    int nres;
+    int res[SC_MAX_HANDLER_RESOURCES]; /* indexes into s->res */
+    int64_t busy_until_ms;    /* monotonic: an executor said the handler is at its concurrency */
+    struct sc_class *act_prev, *act_next; /* the ring of classes with executions waiting */
+    int active;
+} sc_class_t;
 
 typedef struct scheduler {
     em_service_t svc;
@@ -150,12 +203,32 @@ typedef struct scheduler {
     int64_t quarantine_deaths;
     struct sc_call *calls;        /* Execute calls in flight (dispatch.c) */
 
+    /* resources.c, pending.c */
+    sc_resource_t *res;
+    int nres;
+    struct sc_handler_res {       /* handlers.NAME.resources from the config */
+        char *handler;
+        int nres;
+        int res[SC_MAX_HANDLER_RESOURCES];
+    } *hres;
+    int nhres;
+    sc_class_t **classes;         /* by index; classes[0] is the overflow class */
+    int nclasses;
+    size_t cap_classes;
+    int *class_slots;             /* open addressing by handler hash: class index + 1, 0 empty */
+    int nslots;
+    sc_class_t *act;              /* the ring of classes with executions waiting; the next served */
+    int topic_partitions;         /* the requests topic's partitions (the shares' denominator) */
+    int owned_parts;              /* partitions owned and not being revoked */
+    int nheld;                    /* partitions held for parked records */
+    int64_t res_wake_ms;          /* monotonic: when the armed wake-up fires; 0 none */
+    em_metric_t *m_held, *m_refused_handler, *m_refused_full;
+
     pthread_mutex_t lock;
     pthread_cond_t cond;
     pthread_cond_t watchdog_cond; /* wakes the watchdog thread early (stopping) */
     sc_part_t **parts; /* by partition id; NULL when not owned */
     int nparts;
-    sc_item_t *pend_head, *pend_tail;
     sc_item_t *free_items; /* recycled items: no allocation per execution */
     int nfree_items;
     int npending;
@@ -188,8 +261,14 @@ typedef struct scheduler {
     em_metric_t *m_calls, *m_byte_cuts, *m_dead_truncated, *m_too_large_refused;
 } scheduler_t;
 
-/* dispatch.c */
+/* pending.c */
 sc_item_t *sc_item_new_locked(scheduler_t *s);
+/* The queue of the handler named h[0..n) (created on first sight). */
+int sc_class_of_locked(scheduler_t *s, const uint8_t *h, size_t n);
+/* Puts items back at the front of their handlers' queues, keeping their order. */
+void sc_pending_push_front_locked(scheduler_t *s, sc_item_t **items, int n);
+/* The next execution to dispatch from class c (removed from its queue). */
+sc_item_t *sc_pending_pop_locked(scheduler_t *s, sc_class_t *c);
 /* The item leaves the scheduler: durable means its result (or dead letter)
  * is stored, so its offset may be committed. */
 void sc_item_done_locked(scheduler_t *s, sc_item_t *it, int durable);
@@ -237,6 +316,38 @@ void sc_cancel_seen(void *ctx, const uint8_t *id, size_t len);
 void sc_cancel_on_executor_locked(scheduler_t *s, const char *peer, const uint8_t *id, size_t len);
 /* At exit, after the timers: closes the channels to single executors. */
 void sc_cancel_peers_close(scheduler_t *s);
+
+/* resources.c */
+/* Reads resources.* and handlers.*.resources; 0, or -1 with the reason
+ * printed naming file, line and key (also --check-config). */
+int sc_resources_check(const em_config_t *cfg);
+em_err_t sc_resources_init(scheduler_t *s, const em_config_t *cfg);
+void sc_resources_free(scheduler_t *s);
+/* The requests topic's partition count, asked of Kafka (consumer thread,
+ * outside the lock). */
+void sc_resources_learn_partitions(scheduler_t *s);
+/* Recomputes this scheduler's shares from the partitions it owns, leaving
+ * out those being revoked. */
+void sc_resources_reshare_locked(scheduler_t *s);
+/* Does every resource's running count fit its share? (revoke waits for it) */
+int sc_resources_within_share_locked(const scheduler_t *s);
+/* May the head of class c run now? Takes its resources if so; else 0,
+ * with *wake_ms lowered to when it may (0: when something finishes). */
+int sc_resources_take_locked(scheduler_t *s, sc_class_t *c, sc_item_t *it, int64_t now, int64_t *wake_ms);
+/* The item's resources are free again (it finished, was refused, or its call ended). */
+void sc_resources_release_locked(scheduler_t *s, sc_item_t *it);
+/* Arms a dispatch at wake_ms (monotonic). */
+void sc_resources_wake_at_locked(scheduler_t *s, int64_t wake_ms);
+/* The intake of a new item: queued, or parked in its partition when its
+ * resource's queue is full (the partition is then held). Consumer thread. */
+void sc_resources_accept_locked(scheduler_t *s, sc_item_t *it);
+/* Consumer thread, each turn: parked records move to their queues as room
+ * appears; a partition with none parked is released. */
+void sc_resources_unpark_locked(scheduler_t *s);
+/* Drops the parked items of partitions being revoked. */
+void sc_resources_drop_parked_locked(scheduler_t *s);
+/* pending.c bookkeeping of a class's queue length (waiting per resource). */
+void sc_resources_queued_locked(scheduler_t *s, const sc_class_t *c, int delta);
 
 /* dispatch.c: a new cancel for id: the executors that accepted it are asked to stop it */
 void sc_dispatch_cancel_seen_locked(scheduler_t *s, const uint8_t *id, size_t len);
