@@ -76,6 +76,16 @@ em_err_t em_watermark_track_stamped(em_watermark_t *wm, int64_t offset, int64_t 
     return EM_OK;
 }
 
+em_err_t em_watermark_untrack_last(em_watermark_t *wm, uint64_t seq) {
+    if (wm->tail == wm->head || seq != wm->tail - 1 || wm->ring[seq & (wm->cap - 1)].done)
+        return EM_EINVAL;
+    wm->tail--;
+    /* the largest offset still tracked, else the last finished one */
+    wm->last = wm->tail > wm->head ? wm->ring[(wm->tail - 1) & (wm->cap - 1)].offset
+                                   : (wm->committable >= 0 ? wm->committable - 1 : -1);
+    return EM_OK;
+}
+
 em_err_t em_watermark_done(em_watermark_t *wm, uint64_t seq) {
     if (seq < wm->head || seq >= wm->tail)
         return EM_EINVAL;

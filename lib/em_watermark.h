@@ -29,6 +29,11 @@ em_err_t em_watermark_track(em_watermark_t *wm, int64_t offset, uint64_t *seq);
  * em_watermark_oldest_stamp. */
 em_err_t em_watermark_track_stamped(em_watermark_t *wm, int64_t offset, int64_t stamp, uint64_t *seq);
 
+/* Forgets the offset tracked last (seq, not finished), as if it had never
+ * been tracked: the owner gave the record back to Kafka (it will be read
+ * again). EM_EINVAL when seq is not the last tracked or is finished. */
+em_err_t em_watermark_untrack_last(em_watermark_t *wm, uint64_t seq);
+
 /* Marks the tracked offset behind seq finished. EM_EINVAL for a seq that
  * is unknown or already finished. */
 em_err_t em_watermark_done(em_watermark_t *wm, uint64_t seq);

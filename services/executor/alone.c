@@ -6,8 +6,11 @@
  * so this executor makes that true:
  *
  *   1. from the call's arrival it takes no other work: every other
- *      Execute call is refused RESOURCE_EXHAUSTED (the scheduler sends it
- *      elsewhere, or later), and so is a second alone call;
+ *      Execute call is refused whole, RESOURCE_EXHAUSTED (the scheduler
+ *      sends it elsewhere, or later), and so is a second alone call; the
+ *      alone call itself is taken or refused whole (executor.max_inflight),
+ *      never refused execution by execution, and its handler's concurrency
+ *      is no bar (nothing else runs beside it when it starts);
  *   2. it waits, unaccepted, until every job it holds has finished
  *      (polled every ALONE_POLL_MS on the timer thread);
  *   3. then it accepts the call (the "execmesh-accepted" header) and runs
@@ -33,20 +36,21 @@ static struct {
     ex_batch_t *running;  /* its batch, started */
 } A = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
-int ex_alone_admit(size_t n, int alone, int *inflight_before) {
+long ex_alone_admit(size_t n, int alone, int *inflight_before) {
     pthread_mutex_lock(&A.lock);
-    int rc = -1;
+    long taken = -1;
     if (!A.reserved) {
         *inflight_before = atomic_load(&EX.inflight);
-        rc = 1;
-        if (n <= (size_t)EX.max_inflight && (size_t)*inflight_before + n <= (size_t)EX.max_inflight) {
-            atomic_fetch_add(&EX.inflight, (int)n);
+        size_t room = *inflight_before < EX.max_inflight ? (size_t)(EX.max_inflight - *inflight_before) : 0;
+        taken = (long)(n < room ? n : room);
+        if (alone && (size_t)taken < n)
+            taken = 0; /* all or none */
+        atomic_fetch_add(&EX.inflight, (int)taken);
+        if (taken > 0)
             A.reserved = alone;
-            rc = 0;
-        }
     }
     pthread_mutex_unlock(&A.lock);
-    return rc;
+    return taken;
 }
 
 void ex_alone_cancel_reservation(void) {

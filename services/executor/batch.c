@@ -2,14 +2,25 @@
 /*
  * Executor.Execute: one call is a batch of executions.
  *
- *   1. count the executions and take their room in executor.max_inflight
- *      (RESOURCE_EXHAUSTED beyond it) before allocating anything for them;
+ *   1. count the executions and take room for as many as fit in
+ *      executor.max_inflight before allocating anything for them (none:
+ *      RESOURCE_EXHAUSTED, the call refused whole);
  *   2. read them in place (views into the request, alive until the batch
- *      is freed) and tell the caller the batch is accepted (the response
- *      headers carry "execmesh-accepted: <replica>": from then on the
- *      caller knows this executor had it, and gRPC retries it no more);
- *   3. start every job; each ends with job_finish → ex_batch_job_done;
- *   4. finished results are published to a sink in groups and, once the
+ *      is freed), in order: one fits while the executor has room left and
+ *      its handler a free slot (handlers.c; the slot is taken now); the
+ *      others are refused one by one, each named in a Refused entry (the
+ *      limit it met and its value), and nothing of them runs or stays
+ *      here. None fits: the call is refused whole, RESOURCE_EXHAUSTED. An
+ *      unknown handler is no refusal: its execution ends REJECTED;
+ *   3. tell the caller the batch is accepted (the response headers carry
+ *      "execmesh-accepted: <replica>": from then on the caller knows this
+ *      executor had it, and gRPC retries it no more), then send the
+ *      refusals, all in one message before any other;
+ *   4. start every job taken, at once; each ends with job_finish →
+ *      ex_batch_job_done, which first sends a `finished` message naming it
+ *      when the caller asked (ExecuteRequest.report_finished) or the call
+ *      carried one execution;
+ *   5. finished results are published to a sink in groups and, once the
  *      sink acknowledged a group, streamed to the caller as one response
  *      message: what finished while the first jobs ran goes out as soon
  *      as they are started; later completions go out one publish round
@@ -58,6 +69,8 @@ struct ex_batch {
     int split;             /* the last group left ready results behind (publish.group_max_bytes): next at once */
     grpc_slice packed;     /* the group being published, as PublishRequest == ExecuteResponse bytes */
     int publish_tries;
+    int report_finished;   /* a `finished` message for each execution as it ends */
+    grpc_slice refused;    /* the executions of the call not taken (ExecuteResponse bytes), until sent */
 };
 
 ex_result_t *ex_batch_result(ex_batch_t *b, size_t idx) { return &b->res[idx]; }
@@ -113,6 +126,7 @@ static void batch_free(ex_batch_t *b) {
         free(b->res[i].final_error);
     }
     grpc_slice_unref(b->packed);
+    grpc_slice_unref(b->refused);
     release_inflight(b, b->n - b->released);
     atomic_fetch_sub(&EX.batches, 1);
     ex_alone_freed(b);
@@ -424,7 +438,9 @@ void ex_batch_job_done(ex_batch_t *b, size_t idx) {
     pthread_mutex_lock(&b->lock);
     b->unfinished--;
     action_t a = ACT_NONE;
-    if (b->n == 1 && !b->call_ended) /* the caller may charge a death to it: say it ended */
+    /* the caller asked, or may charge a death to it (a call of one): say it
+     * ended, at once, before its result */
+    if (b->report_finished && !b->call_ended)
         em_rpc_call_send_slice(b->call, finished_msg(b, idx));
     if (!b->call_ended) {
         b->ready[b->nready++] = idx;
@@ -441,13 +457,13 @@ void ex_batch_job_done(ex_batch_t *b, size_t idx) {
 
 /* ---- reading the request ------------------------------------------------ */
 
-/* Reads one Execution's fields (the last value of a field wins); headers
- * and history are kept as their encoded entries. EM_EINVAL when malformed. */
-static em_err_t read_execution(em_arena_t *a, const uint8_t *buf, size_t len, ex_exec_t *ex) {
+/* Reads one Execution's scalar fields (the last value of a field wins) and
+ * counts its headers and history entries into ex->nheaders and
+ * ex->nhistory; read_lists collects them. EM_EINVAL when malformed. */
+static em_err_t read_execution(const uint8_t *buf, size_t len, ex_exec_t *ex) {
     const uint8_t *p = buf, *end = buf + len;
     em_pb_field_t f;
     em_err_t rc;
-    size_t nh = 0, nhist = 0;
     while ((rc = em_pb_next(&p, end, &f)) == EM_OK) {
         int want_len = (f.number >= 1 && f.number <= 4) || f.number == 10;
         int want_varint = (f.number >= 5 && f.number <= 9) || f.number == 11;
@@ -457,38 +473,40 @@ static em_err_t read_execution(em_arena_t *a, const uint8_t *buf, size_t len, ex
         case 1: ex->id = (ex_span_t){f.data, f.len}; break;
         case 2: ex->handler = (ex_span_t){f.data, f.len}; break;
         case 3: ex->payload = (ex_span_t){f.data, f.len}; break;
-        case 4: nh++; break;
+        case 4: ex->nheaders++; break;
         case 5: ex->timeout_ms = (uint32_t)f.varint; break;
         case 6: ex->max_attempts = (uint32_t)f.varint; break;
         case 7: ex->attempt = (uint32_t)f.varint; break;
         case 8: ex->submitted_unix_ms = (int64_t)f.varint; break;
         case 9: ex->deadline_unix_ms = (int64_t)f.varint; break;
-        case 10: nhist++; break;
+        case 10: ex->nhistory++; break;
         default: break;
         }
     }
     if (rc != EM_ENOTFOUND)
         return EM_EINVAL;
     ex->wire_len = len;
-    if (nh == 0 && nhist == 0) /* the common case: one pass */
+    return EM_OK;
+}
+
+/* Keeps the headers and history entries of an execution read_execution
+ * read (and taken), as their encoded bytes. */
+static em_err_t read_lists(em_arena_t *a, const uint8_t *buf, size_t len, ex_exec_t *ex) {
+    size_t nh = ex->nheaders, nhist = ex->nhistory;
+    ex->nheaders = ex->nhistory = 0;
+    if (nh == 0 && nhist == 0) /* the common case */
         return EM_OK;
     if ((nh && !(ex->headers = em_arena_alloc(a, nh * sizeof(*ex->headers), 0))) ||
         (nhist && !(ex->history = em_arena_alloc(a, nhist * sizeof(*ex->history), 0))))
         return EM_ENOMEM;
-    for (p = buf; em_pb_next(&p, end, &f) == EM_OK;) {
+    em_pb_field_t f;
+    for (const uint8_t *p = buf; em_pb_next(&p, buf + len, &f) == EM_OK;) {
         if (f.number == 4)
             ex->headers[ex->nheaders++] = (ex_span_t){f.data, f.len};
         else if (f.number == 10)
             ex->history[ex->nhistory++] = (ex_span_t){f.data, f.len};
     }
     return EM_OK;
-}
-
-static ex_handler_t *handler_find(const uint8_t *name, size_t n) {
-    for (int i = 0; i < EX.nhandlers; i++)
-        if (strlen(EX.handlers[i].name) == n && memcmp(EX.handlers[i].name, name, n) == 0)
-            return &EX.handlers[i];
-    return NULL;
 }
 
 /* The job's deadline: its timeout from now, or the caller's absolute
@@ -504,46 +522,86 @@ static void set_deadline(ex_job_t *job, int64_t now_mono, int64_t now_unix) {
     }
 }
 
-/* Refuses the call before anything is allocated for it. */
-static int refuse(em_rpc_call_t *call, grpc_status_code code, const char *msg) {
-    em_rpc_call_fail(call, code, msg);
-    return -1;
-}
+/* ---- admission: take what fits, refuse the rest one by one -------------- */
 
-/* Counts the executions and takes their room; 0 on success. *alone: the
- * call asks to run its one execution with nothing beside it (alone.c). */
-static int admit(em_rpc_call_t *call, const uint8_t *req, size_t len, size_t *nout, int *alone) {
+/* The request's top level. */
+typedef struct request_info {
+    size_t n; /* executions */
+    int alone, report_finished;
+} request_info_t;
+
+/* Reads the request's top level without allocating; refuses the call (-1)
+ * when it cannot be read or asks for what cannot be. */
+static int scan_request(em_rpc_call_t *call, const uint8_t *req, size_t len, request_info_t *ri) {
     char msg[256];
     const uint8_t *p = req, *end = req + len;
     em_pb_field_t f;
     em_err_t rc;
-    size_t n = 0;
-    *alone = 0;
+    *ri = (request_info_t){0};
     while ((rc = em_pb_next(&p, end, &f)) == EM_OK) {
-        n += f.number == 1;
+        ri->n += f.number == 1;
         if (f.number == 2 && f.wire_type == EM_PB_VARINT)
-            *alone = f.varint != 0;
+            ri->alone = f.varint != 0;
+        if (f.number == 3 && f.wire_type == EM_PB_VARINT)
+            ri->report_finished = f.varint != 0;
     }
     if (rc != EM_ENOTFOUND)
-        return refuse(call, GRPC_STATUS_INVALID_ARGUMENT, "ExecuteRequest: cannot decode");
-    if (n == 0)
-        return refuse(call, GRPC_STATUS_INVALID_ARGUMENT, "executions: empty");
-    if (*alone && n != 1) {
-        snprintf(msg, sizeof(msg), "alone: a call that runs alone carries one execution, not %zu", n);
-        return refuse(call, GRPC_STATUS_INVALID_ARGUMENT, msg);
-    }
-    int before = 0;
-    int taken = ex_alone_admit(n, *alone, &before);
-    if (taken != 0) {
-        if (taken < 0)
-            snprintf(msg, sizeof(msg), "executor busy: an execution runs alone here (batch of %zu)", n);
-        else
-            snprintf(msg, sizeof(msg), "executor at capacity: %d executions in flight, limit %d, batch of %zu", before,
-                     EX.max_inflight, n);
-        em_metric_add(EX.m_busy, 1);
-        return refuse(call, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
-    }
-    *nout = n;
+        snprintf(msg, sizeof(msg), "ExecuteRequest: cannot decode");
+    else if (ri->n == 0)
+        snprintf(msg, sizeof(msg), "executions: empty");
+    else if (ri->alone && ri->n != 1)
+        snprintf(msg, sizeof(msg), "alone: a call that runs alone carries one execution, not %zu", ri->n);
+    else
+        return 0;
+    em_rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, msg);
+    return -1;
+}
+
+/* The executions refused one by one, as ExecuteResponse bytes (`refused`
+ * entries, field 3) for the one message that names them all: at most
+ * publish.group_max_bytes, like every answer message. */
+typedef struct refusals {
+    uint8_t *buf;
+    size_t len, cap;
+    size_t handler_busy, max_inflight; /* how many met each limit */
+    char first[200];                   /* the first reason, for a call refused whole */
+} refusals_t;
+
+/* The bytes of a Refused message (without its tag and length). */
+static size_t refusal_inner(const ex_exec_t *ex, uint32_t attempt, size_t reason_n, int busy) {
+    return (ex->id.n ? em_pb_len_field_size(1, ex->id.n) : 0) + em_pb_varint_field_size(2, attempt) +
+           (ex->handler.n ? em_pb_len_field_size(3, ex->handler.n) : 0) + em_pb_len_field_size(4, reason_n) +
+           (busy ? em_pb_varint_field_size(5, 1) : 0);
+}
+
+/* Names ex refused for reason (busy: its handler's limit, else the
+ * executor's): 0, or -1 when it would not fit the message (or out of
+ * memory). */
+static int refusal_add(refusals_t *rf, const ex_exec_t *ex, const char *reason, int busy) {
+    uint32_t attempt = ex->attempt ? ex->attempt : 1; /* as its result would say */
+    size_t rl = strlen(reason);
+    size_t inner = refusal_inner(ex, attempt, rl, busy);
+    size_t w = em_pb_len_field_size(3, inner);
+    if ((int64_t)(rf->len + w) > EX.group_max_bytes || em_grow(&rf->buf, &rf->cap, rf->len + w, 1) != 0)
+        return -1;
+    uint8_t *o = rf->buf + rf->len;
+    o = em_pb_write_raw_varint(o, (3 << 3) | EM_PB_LEN);
+    o = em_pb_write_raw_varint(o, inner);
+    if (ex->id.n)
+        o = em_pb_write_len_field(o, 1, ex->id.p, ex->id.n);
+    o = em_pb_write_varint_field(o, 2, attempt);
+    if (ex->handler.n)
+        o = em_pb_write_len_field(o, 3, ex->handler.p, ex->handler.n);
+    o = em_pb_write_len_field(o, 4, reason, rl);
+    if (busy)
+        o = em_pb_write_varint_field(o, 5, 1);
+    rf->len = (size_t)(o - rf->buf);
+    if (busy)
+        rf->handler_busy++;
+    else
+        rf->max_inflight++;
+    if (!rf->first[0])
+        snprintf(rf->first, sizeof(rf->first), "%s", reason);
     return 0;
 }
 
@@ -566,57 +624,169 @@ static ex_batch_t *batch_new(size_t n, size_t len) {
     }
     b->n = n;
     b->packed = grpc_empty_slice();
+    b->refused = grpc_empty_slice();
     pthread_mutex_init(&b->lock, NULL);
     return b;
 }
 
-/* Runs on the loop thread. */
-void ex_on_execute(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_t len) {
-    char msg[1024];
-    size_t n;
-    int alone;
-    (void)ctx;
-    if (admit(call, req, len, &n, &alone) != 0)
-        return;
-    ex_batch_t *b = batch_new(n, len);
-    if (!b) {
-        atomic_fetch_sub(&EX.inflight, (int)n);
-        if (alone)
-            ex_alone_cancel_reservation();
-        em_rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "executor: out of memory");
-        return;
-    }
+/* Gives back the handler slots b's jobs hold. */
+static void put_slots(ex_batch_t *b, size_t n) {
+    for (size_t k = 0; k < n; k++)
+        if (b->jobs[k].slot) {
+            b->jobs[k].slot = 0;
+            ex_handler_put(b->jobs[k].handler);
+        }
+}
+
+/* Takes the executions of the request that fit into b (its arrays sized
+ * for room of them): those whose handler takes a slot, up to room, in
+ * request order; names the others in rf. Returns how many were taken
+ * (their slots held); else, with every slot given back and the call's
+ * refusal in code and msg, -2 when the refusals would not fit one message
+ * (a refusal for want of room), -1 when an execution cannot be read. */
+static long take_executions(ex_batch_t *b, const uint8_t *req, size_t len, const request_info_t *ri, size_t room,
+                            refusals_t *rf, grpc_status_code *code, char *msg, size_t msg_size) {
+    char reason[200];
+    snprintf(reason, sizeof(reason), "executor at executor.max_inflight %d", EX.max_inflight);
     const uint8_t *p = req, *end = req + len;
     em_pb_field_t f;
-    em_err_t rc = EM_OK;
-    size_t i = 0;
-    while (em_pb_next(&p, end, &f) == EM_OK) {
+    size_t i = 0, taken = 0;
+    for (; em_pb_next(&p, end, &f) == EM_OK; i += f.number == 1) {
         if (f.number != 1)
             continue;
-        if (f.wire_type != EM_PB_LEN || (rc = read_execution(b->arena, f.data, f.len, &b->execs[i])) != EM_OK) {
-            snprintf(msg, sizeof(msg), "executions[%zu]: %s", i,
-                     rc == EM_ENOMEM ? "out of memory" : "not a valid execmesh.v1.Execution");
-            atomic_fetch_sub(&EX.inflight, (int)n);
-            if (alone)
-                ex_alone_cancel_reservation();
-            pthread_mutex_destroy(&b->lock);
-            em_arena_destroy(b->arena);
-            em_rpc_call_fail(call, rc == EM_ENOMEM ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_INVALID_ARGUMENT,
-                             msg);
-            return;
+        ex_exec_t ex = {0};
+        em_err_t rc = f.wire_type == EM_PB_LEN ? read_execution(f.data, f.len, &ex) : EM_EINVAL;
+        if (rc != EM_OK) {
+            *code = GRPC_STATUS_INVALID_ARGUMENT;
+            snprintf(msg, msg_size, "executions[%zu]: not a valid execmesh.v1.Execution", i);
+            goto refuse;
         }
-        i++;
+        ex_handler_t *hd = ex_handler_find(ex.handler.p, ex.handler.n);
+        int slot = 0, running = 0;
+        if (taken == room) {
+            if (refusal_add(rf, &ex, reason, 0) != 0)
+                goto too_many;
+            continue;
+        }
+        if (hd && hd->async && !ri->alone) { /* an alone call takes its slot when it starts */
+            if (!ex_handler_take(hd, 0, &running)) {
+                char busy[200];
+                snprintf(busy, sizeof(busy), "handler %s runs %d executions, its concurrency %d", hd->name, running,
+                         hd->concurrency);
+                if (refusal_add(rf, &ex, busy, 1) != 0)
+                    goto too_many;
+                continue;
+            }
+            slot = 1;
+        }
+        b->jobs[taken].handler = hd; /* NULL: unknown, it ends REJECTED */
+        b->jobs[taken].slot = slot;
+        if ((rc = read_lists(b->arena, f.data, f.len, &ex)) != EM_OK) {
+            taken++; /* its slot is given back below */
+            *code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+            snprintf(msg, msg_size, "executions[%zu]: out of memory", i);
+            goto refuse;
+        }
+        b->execs[taken++] = ex;
     }
-    em_metric_add(EX.m_in, (int64_t)n);
-    em_metric_add(EX.m_inflight, (int64_t)n);
+    return (long)taken;
+too_many:
+    *code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+    snprintf(msg, msg_size,
+             "executor at capacity: batch of %zu, %zu taken (executor.max_inflight %d); the refusals of the rest "
+             "would not fit one message (publish.group_max_bytes %lld)",
+             ri->n, taken, EX.max_inflight, (long long)EX.group_max_bytes);
+    put_slots(b, taken);
+    return -2;
+refuse:
+    put_slots(b, taken);
+    return -1;
+}
+
+/* Executor.Execute, on the loop thread. */
+void ex_on_execute(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_t len) {
+    char msg[1024];
+    request_info_t ri;
+    refusals_t rf = {0};
+    grpc_status_code code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+    ex_batch_t *b = NULL;
+    int busy = 1; /* a refusal for want of room (execmesh_executor_busy_total) */
+    (void)ctx;
+    if (scan_request(call, req, len, &ri) != 0)
+        return;
+    int before = 0;
+    long room = ex_alone_admit(ri.n, ri.alone, &before);
+    if (room <= 0) {
+        if (room < 0)
+            snprintf(msg, sizeof(msg), "executor busy: an execution runs alone here (batch of %zu)", ri.n);
+        else
+            snprintf(msg, sizeof(msg), "executor at capacity: %d executions in flight, limit %d, batch of %zu", before,
+                     EX.max_inflight, ri.n);
+        em_metric_add(EX.m_busy, 1);
+        em_rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
+        return;
+    }
+    /* from here room is taken: every refusal gives it back */
+    /* the rest is refused at least for executor.max_inflight: when even the
+     * smallest refusals of them pass one message, the call is refused whole
+     * before anything is allocated for it */
+    size_t over = ri.n - (size_t)room;
+    if (over > 0) {
+        ex_exec_t none = {0};
+        snprintf(msg, sizeof(msg), "executor at executor.max_inflight %d", EX.max_inflight);
+        size_t least = em_pb_len_field_size(3, refusal_inner(&none, 1, strlen(msg), 0));
+        if (over > (size_t)EX.group_max_bytes / least) {
+            snprintf(msg, sizeof(msg),
+                     "executor at capacity: %d executions in flight, limit %d, batch of %zu: room for %ld, and the "
+                     "refusals of the rest would not fit one message (publish.group_max_bytes %lld)",
+                     before, EX.max_inflight, ri.n, room, (long long)EX.group_max_bytes);
+            goto refuse;
+        }
+    }
+    b = batch_new((size_t)room, len);
+    if (!b) {
+        snprintf(msg, sizeof(msg), "executor: out of memory");
+        busy = 0;
+        goto refuse;
+    }
+    long taken = take_executions(b, req, len, &ri, (size_t)room, &rf, &code, msg, sizeof(msg));
+    if (taken == 0)
+        snprintf(msg, sizeof(msg), "executor busy: no execution of the batch of %zu fits: %s", ri.n, rf.first);
+    if (taken == -1)
+        busy = 0; /* not a valid request, or out of memory */
+    if (taken <= 0)
+        goto refuse;
+    atomic_fetch_sub(&EX.inflight, (int)(room - taken)); /* the room not used */
+    b->n = (size_t)taken;
+    b->unfinished = (size_t)taken;
+    b->report_finished = ri.report_finished || ri.n == 1;
+    if (rf.len)
+        b->refused = grpc_slice_from_copied_buffer((const char *)rf.buf, rf.len);
+    free(rf.buf);
+    em_metric_add(EX.m_in, taken);
+    em_metric_add(EX.m_inflight, taken);
+    em_metric_add(EX.m_refused_busy, (int64_t)rf.handler_busy);
+    em_metric_add(EX.m_refused_inflight, (int64_t)rf.max_inflight);
     atomic_fetch_add(&EX.batches, 1);
     b->call = call;
-    b->unfinished = n;
     live_link(b);
-    if (alone)
+    if (ri.alone)
         ex_alone_hold(b); /* accepted and started once nothing else runs here */
     else
         ex_batch_begin(b);
+    return;
+refuse:
+    if (busy)
+        em_metric_add(EX.m_busy, 1);
+    free(rf.buf);
+    atomic_fetch_sub(&EX.inflight, (int)room);
+    if (ri.alone)
+        ex_alone_cancel_reservation();
+    if (b) {
+        pthread_mutex_destroy(&b->lock);
+        em_arena_destroy(b->arena);
+    }
+    em_rpc_call_fail(call, code, msg);
 }
 
 em_rpc_call_t *ex_batch_call(ex_batch_t *b) { return b->call; }
@@ -624,8 +794,10 @@ em_rpc_call_t *ex_batch_call(ex_batch_t *b) { return b->call; }
 void ex_batch_drop(ex_batch_t *b, grpc_status_code code, const char *why) {
     live_unlink(b);
     em_rpc_call_fail(b->call, code, why);
+    put_slots(b, b->n);
     release_inflight(b, b->n);
     atomic_fetch_sub(&EX.batches, 1);
+    grpc_slice_unref(b->refused);
     pthread_mutex_destroy(&b->lock);
     em_arena_destroy(b->arena);
 }
@@ -635,6 +807,10 @@ void ex_batch_begin(ex_batch_t *b) {
     size_t n = b->n;
     b->starting = 1;
     em_rpc_call_send_headers(b->call, "execmesh-accepted", EX.svc.replica);
+    if (!GRPC_SLICE_IS_EMPTY(b->refused)) { /* the refusals, in one message before any other */
+        em_rpc_call_send_slice(b->call, b->refused);
+        b->refused = grpc_empty_slice();
+    }
 
     /* attempts first: a job may finish as soon as it starts */
     int64_t now_mono = em_mono_ms(), now_unix = em_now_unix_ms();
@@ -648,7 +824,7 @@ void ex_batch_begin(ex_batch_t *b) {
     for (size_t k = 0; k < n; k++) {
         ex_job_t *job = &b->jobs[k];
         const ex_exec_t *ex = job->ex;
-        ex_handler_t *hd = handler_find(ex->handler.p, ex->handler.n);
+        ex_handler_t *hd = job->handler;
         if (!hd) {
             if (!ex->handler.n)
                 snprintf(msg, sizeof(msg), "handler is required");
@@ -659,7 +835,10 @@ void ex_batch_begin(ex_batch_t *b) {
             job_finish(job, EXECMESH__V1__STATUS__REJECTED, NULL, 0, 0, msg, 0);
             continue;
         }
-        job->handler = hd;
+        if (hd->async && !job->slot) { /* a call that runs alone: nothing runs beside it */
+            int running;
+            job->slot = ex_handler_take(hd, 1, &running);
+        }
         set_deadline(job, now_mono, now_unix);
         ex_job_start(job);
     }

@@ -1,16 +1,17 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Executor.Cancel: the scheduler that dispatched an execution here asks to
- * stop it. Each job of the batches held here with that id, not finished:
+ * stop it. Nothing waits here for a handler (an execution beyond its
+ * handler's concurrency is refused on arrival and waits in Kafka), so each
+ * job of the batches held here with that id, not finished, is:
  *
- *   - waiting in its handler's queue: it leaves the queue and ends
- *     CANCELLED ("cancelled while queued");
  *   - running, with a stop armed by its handler (ex_stop_t): the cancel
  *     takes the stop and calls it once: a sleep ends CANCELLED at once, an
  *     exec child's process group gets SIGTERM, then SIGKILL after
  *     kill_grace_ms, and the job ends CANCELLED when the child is reaped;
- *   - not started yet (its batch still starting, or held to run alone):
- *     job_begin ends it CANCELLED instead of starting it;
+ *   - taken and not begun yet (its batch held to run alone, or still
+ *     starting, or an exec child not spawned yet): ex_job_start (or the
+ *     handler arming its stop) ends it CANCELLED instead of starting it;
  *   - a synchronous builtin ends on its own, within microseconds.
  *
  * Each outcome goes out as every result does (published, then answered on
@@ -57,10 +58,10 @@ int ex_stop_taken(const ex_stop_t *st) {
     return taken;
 }
 
-/* What a cancel does once the batches' lock is released. */
+/* What a cancel does once the batches' lock is released: the stop it took. */
 typedef struct action {
     ex_job_t *job; /* claimed: only this action finishes it */
-    void (*stop)(ex_job_t *job, uint64_t key); /* NULL: it was queued */
+    void (*stop)(ex_job_t *job, uint64_t key);
     uint64_t key;
 } action_t;
 
@@ -75,21 +76,19 @@ static void claim(ex_job_t *job, void *ctx) {
     if (atomic_load(&job->done))
         return;
     c->found++;
-    atomic_store(&job->cancel, 1); /* not started yet: it never starts */
+    atomic_store(&job->cancel, 1); /* not begun yet: it never starts */
     action_t a = {job, NULL, 0};
-    if (!ex_job_unqueue(job)) {
-        pthread_mutex_lock(&stop_lock);
-        ex_stop_t *st = job->stop;
-        if (st) {
-            st->taken = 1;
-            job->stop = NULL;
-            a.stop = st->fn;
-            a.key = st->key;
-        }
-        pthread_mutex_unlock(&stop_lock);
-        if (!a.stop)
-            return; /* starting, or a synchronous builtin: ends on its own */
+    pthread_mutex_lock(&stop_lock);
+    ex_stop_t *st = job->stop;
+    if (st) {
+        st->taken = 1;
+        job->stop = NULL;
+        a.stop = st->fn;
+        a.key = st->key;
     }
+    pthread_mutex_unlock(&stop_lock);
+    if (!a.stop)
+        return; /* not begun, or a synchronous builtin: ends on its own */
     if (em_grow(&c->a, &c->cap, c->n + 1, sizeof(*c->a)) != 0) {
         /* the claim stands and nothing else would end the job: give up loudly */
         EM_ERROR("out of memory cancelling a job");
@@ -98,18 +97,7 @@ static void claim(ex_job_t *job, void *ctx) {
     c->a[c->n++] = a;
 }
 
-static void act(const action_t *a) {
-    if (a->stop) {
-        a->stop(a->job, a->key);
-        return;
-    }
-    char msg[160];
-    ex_job_t *job = a->job;
-    snprintf(msg, sizeof(msg), "cancelled while queued in the executor (waited %lld ms for a slot of handler %s)",
-             (long long)(em_mono_ms() - job->arrived_ms), job->handler->name);
-    job->handler = NULL; /* it holds no slot: job_finish must give none back */
-    job_finish(job, EXECMESH__V1__STATUS__CANCELLED, NULL, 0, 0, msg, 0);
-}
+static void act(const action_t *a) { a->stop(a->job, a->key); }
 
 #define CANCEL_MAX_IDS 1024
 

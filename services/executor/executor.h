@@ -1,15 +1,21 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The executor's parts. One Execute call is a batch (batch.c): its
- * executions are read in place from the request, each becomes a job run by
- * its handler (jobs.c: the handler's queue, the deadline, the outcome and
- * the retry decision), and results are published to a sink and streamed
- * back to the caller in groups as they finish, so a long execution does not
- * hold back the results of the short ones beside it.
+ * The executor's parts. One Execute call is a batch (batch.c): on its
+ * arrival each execution is taken, when its handler has a free slot and the
+ * executor has room in executor.max_inflight, or refused (named in the
+ * answer's first message; it waits in Kafka, not here). Each taken one is
+ * read in place from the request and becomes a job that starts at once,
+ * run by its handler (jobs.c: the deadline, the outcome and the retry
+ * decision), and results are published to a sink and streamed back to the
+ * caller in groups as they finish, so a long execution does not hold back
+ * the results of the short ones beside it.
  *
- *   main.c          settings, the handlers' setup, metrics, serve and drain
- *   batch.c         Execute: read, accept, start, publish groups, answer
- *   jobs.c          handler queues, deadlines, job_finish, retry policy
+ *   main.c          settings, metrics, serve and drain
+ *   handlers.c      the handler table: settings, lookup, concurrency slots
+ *   batch.c         Execute: admit, read, accept, start, publish groups, answer
+ *   alone.c         a call whose execution runs with nothing beside it
+ *   jobs.c          deadlines, job_finish, retry policy
+ *   cancel.c        Executor.Cancel
  *   builtins.c      the in-process handlers
  *   exec_handler.c  the exec handlers (child processes)
  *
@@ -77,12 +83,12 @@ typedef struct ex_job {
     const ex_exec_t *ex;
     ex_handler_t *handler;
     int64_t timeout_ms;   /* the execution's timeout (its own, else the handler's default) */
-    int64_t deadline_ms;  /* monotonic: when it must have ended (arrival + timeout, or the caller's deadline) */
+    int64_t deadline_ms;  /* monotonic: when it must have ended (its batch's start + timeout, or the caller's deadline) */
     const char *deadline_why; /* what set deadline_ms, for messages */
-    int64_t arrived_ms;   /* monotonic: when its batch arrived */
+    int64_t arrived_ms;   /* monotonic: when its batch started here (an alone call: was accepted) */
     int64_t run_ms;       /* the time left when it started: what a handler may run */
     int64_t started_unix_ms;
-    struct ex_job *next;  /* the handler's wait queue */
+    int slot;             /* it holds a slot of its handler (given back by job_finish) */
     atomic_int done;      /* job_finish ran */
     atomic_int cancel;    /* a cancel came: it does not start, or stops */
     ex_stop_t *stop;      /* under the stop lock: how to stop it while it runs, or NULL */
@@ -105,13 +111,12 @@ struct ex_handler {
     const char *name;
     ex_run_fn run;
     int async;        /* finishes later, from another thread: counts against concurrency */
-    int concurrency;  /* async jobs running at once */
+    int concurrency;  /* async jobs holding a slot at once (beyond it executions are refused) */
     int64_t default_timeout_ms;
     ex_retry_policy_t retry;
     void *ctx; /* the handler's own settings (an exec handler's ex_exec_conf_t), or NULL */
     pthread_mutex_t lock;
-    int running;
-    ex_job_t *wait_head, *wait_tail;
+    int running;      /* slots held: jobs taken and not yet finished */
 };
 
 /* One execution's outcome, encoded into the response. */
@@ -151,6 +156,7 @@ typedef struct executor {
     em_journal_t *journal;
     size_t replica_len;
     em_metric_t *m_in, *m_out, *m_failed, *m_inflight, *m_busy, *m_publish_failed, *m_retries, *m_exhausted;
+    em_metric_t *m_refused_busy, *m_refused_inflight; /* executions refused one by one, by the limit met */
     em_metric_t *m_expired, *m_too_large, *m_history_full, *m_group_splits, *m_alone;
     em_metric_t *m_status[7];
 } executor_t;
@@ -178,10 +184,12 @@ void ex_batch_drop(ex_batch_t *b, grpc_status_code code, const char *why);
 em_rpc_call_t *ex_batch_call(ex_batch_t *b);
 
 /* alone.c: a call that runs its execution with nothing beside it */
-/* Takes room in executor.max_inflight for n executions (under the alone
- * lock): 0; 1 at capacity (*inflight_before says how full); -1 while an
- * execution runs alone here (or waits to). alone: this call does. */
-int ex_alone_admit(size_t n, int alone, int *inflight_before);
+/* Takes room in executor.max_inflight for a call of n executions (under the
+ * alone lock): an alone call (this one runs alone) all or none, another as
+ * many as fit, up to n. Returns how many were taken (0: none fit;
+ * *inflight_before says how full it was), or -1 while an execution runs
+ * alone here (or waits to). The caller gives back what it does not use. */
+long ex_alone_admit(size_t n, int alone, int *inflight_before);
 /* The alone call admitted could not be read: take work again. */
 void ex_alone_cancel_reservation(void);
 /* Holds b (admitted alone) until nothing else runs, then begins it. */
@@ -209,14 +217,31 @@ int ex_stop_disarm(ex_job_t *job, ex_stop_t *st);
 /* Was st taken by a cancel? (st stays the caller's.) */
 int ex_stop_taken(const ex_stop_t *st);
 
+/* handlers.c */
+/* Refuses (-1, reason on stderr naming file, line and key) bad handler
+ * settings: an unknown builtin, a name offered twice, too many handlers,
+ * builtin.NAME.* of a builtin not offered, bad exec handlers or retry
+ * policies. */
+int ex_handlers_check(const em_config_t *cfg, const char *program);
+/* Builds EX.handlers (and starts the child supervisor when exec handlers
+ * are offered): 0, or -1 after logging why. */
+int ex_handlers_setup(const em_config_t *cfg, const char *program);
+/* Frees the handlers' settings; after every job ended. */
+void ex_handlers_cleanup(void);
+/* The handler named name[0..n), or NULL. */
+ex_handler_t *ex_handler_find(const uint8_t *name, size_t n);
+/* Takes a slot of h: 1, or 0 when h holds `concurrency` slots already
+ * (force: taken anyway). *running: the slots h holds now. Any thread. */
+int ex_handler_take(ex_handler_t *h, int force, int *running);
+/* Gives back a slot of h. Any thread. */
+void ex_handler_put(ex_handler_t *h);
+
 /* jobs.c */
-/* Takes job out of its handler's wait queue: 1 when it was there (it never
- * started and holds no slot). */
-int ex_job_unqueue(ex_job_t *job);
-/* Starts job now, or queues it behind its handler's concurrency. Past its
- * deadline it ends TIMED_OUT without running. */
+/* Starts job now (its slot, if its handler counts them, is taken already).
+ * Cancelled or past its deadline, it ends CANCELLED or TIMED_OUT without
+ * running. */
 void ex_job_start(ex_job_t *job);
-/* Ends job with its outcome. output (may be NULL) is borrowed when owned is
+/* Ends job with its outcome and gives back its slot. output (may be NULL) is borrowed when owned is
  * 0, or taken (free'd with the batch) when owned is 1. error may be NULL;
  * it is copied as valid UTF-8. */
 void job_finish(ex_job_t *job, Execmesh__V1__Status status, const uint8_t *output, size_t len, int owned,

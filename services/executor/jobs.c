@@ -2,12 +2,16 @@
 /*
  * Jobs: one execution of a batch, from its start to its outcome.
  *
- * A job starts at once, or waits in its handler's queue while the handler
- * runs `concurrency` jobs; it never starts past its deadline (the time it
- * waited in the executor counts), and then ends TIMED_OUT saying so. The
- * deadline is monotonic: the execution's timeout counted from its arrival
- * here, or sooner the caller's absolute deadline turned into "so many ms
- * from now" on arrival, so a wall-clock jump fires nothing early or late.
+ * Nothing waits in the executor for a handler: an execution is taken only
+ * when its handler has a free slot (handlers.c; the others are refused on
+ * arrival, batch.c), and a taken job starts at once, holding its slot until
+ * job_finish gives it back. Its deadline is monotonic: the execution's
+ * timeout counted from its batch's start here (a call that runs alone
+ * starts once it is accepted, alone.c), or sooner the caller's absolute
+ * deadline turned into "so many ms from now" then, so a wall-clock jump
+ * fires nothing early or late. A job whose deadline passed already (the
+ * caller's, before it arrived) does not start and ends TIMED_OUT saying so;
+ * nor does one a cancel reached first (CANCELLED).
  *
  * job_finish records the outcome and decides what follows: FAILED and
  * TIMED_OUT run again (the scheduler makes the retry wait durably in Kafka)
@@ -24,15 +28,9 @@
  * EM_SIZE_RETRY_ROOM: the execution ends EXHAUSTED saying the history is
  * full.
  *
- * A cancel (cancel.c) takes a queued job out of its handler's queue, stops
- * a running one through what its handler armed, and keeps one not started
- * yet from starting (job_begin ends it CANCELLED).
- *
- * When a job ends, the next queued job of its handler starts on the same
- * thread. A queued job that ends at once (past its deadline, a spawn
- * failure) would start the next from inside job_finish, and a long queue of
- * those would overflow the stack: jobs started from inside job_finish go
- * to a per-thread list that the outermost call runs in a loop.
+ * A cancel (cancel.c) stops a running job through what its handler armed,
+ * and keeps one not begun yet from starting (ex_job_start ends it
+ * CANCELLED).
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -167,13 +165,9 @@ static void decide(ex_job_t *job, ex_result_t *r) {
     }
 }
 
-/* ---- the handler queue -------------------------------------------------- */
+/* ---- starting --------------------------------------------------------- */
 
-static __thread int in_finish;                    /* inside job_finish on this thread */
-static __thread ex_job_t *deferred_head, *deferred_tail; /* jobs to start when it returns */
-
-/* Starts a job that holds a slot of its handler (or needs none). */
-static void job_begin(ex_job_t *job) {
+void ex_job_start(ex_job_t *job) {
     int64_t now = em_mono_ms();
     int64_t left = job->deadline_ms - now;
     if (atomic_load(&job->cancel)) {
@@ -182,9 +176,9 @@ static void job_begin(ex_job_t *job) {
     }
     if (left <= 0) {
         char msg[256];
-        int64_t queued = now - job->arrived_ms;
+        int64_t waited = now - job->arrived_ms;
         snprintf(msg, sizeof(msg), "not started: %s passed before it could start (waited %" PRId64 " ms in the executor)",
-                 job->deadline_why, queued);
+                 job->deadline_why, waited);
         em_metric_add(EX.m_expired, 1);
         job_finish(job, EXECMESH__V1__STATUS__TIMED_OUT, NULL, 0, 0, msg, 0);
         return;
@@ -194,75 +188,6 @@ static void job_begin(ex_job_t *job) {
     em_journal_write(EX.journal, "S %.*s %u", (int)job->ex->id.n, (const char *)job->ex->id.p,
                      ex_batch_result(job->batch, job->idx)->attempt);
     job->handler->run(job);
-}
-
-/* Starts a dequeued job, or defers it when called from inside job_finish. */
-static void job_begin_queued(ex_job_t *job) {
-    if (in_finish) {
-        job->next = NULL;
-        if (deferred_tail)
-            deferred_tail->next = job;
-        else
-            deferred_head = job;
-        deferred_tail = job;
-        return;
-    }
-    job_begin(job);
-}
-
-void ex_job_start(ex_job_t *job) {
-    ex_handler_t *h = job->handler;
-    if (h->async) {
-        pthread_mutex_lock(&h->lock);
-        if (h->running >= h->concurrency) {
-            job->next = NULL;
-            if (h->wait_tail)
-                h->wait_tail->next = job;
-            else
-                h->wait_head = job;
-            h->wait_tail = job;
-            pthread_mutex_unlock(&h->lock);
-            return;
-        }
-        h->running++;
-        pthread_mutex_unlock(&h->lock);
-    }
-    job_begin_queued(job);
-}
-
-/* The handler slot job held goes to the next queued job, or is freed. */
-static ex_job_t *handler_release(ex_handler_t *h) {
-    ex_job_t *next = NULL;
-    pthread_mutex_lock(&h->lock);
-    if (h->wait_head) {
-        next = h->wait_head;
-        h->wait_head = next->next;
-        if (!h->wait_head)
-            h->wait_tail = NULL;
-    } else {
-        h->running--;
-    }
-    pthread_mutex_unlock(&h->lock);
-    return next;
-}
-
-int ex_job_unqueue(ex_job_t *job) {
-    ex_handler_t *h = job->handler;
-    if (!h || !h->async)
-        return 0;
-    int found = 0;
-    pthread_mutex_lock(&h->lock);
-    for (ex_job_t **pp = &h->wait_head, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->next) {
-        if (*pp != job)
-            continue;
-        *pp = job->next;
-        if (h->wait_tail == job)
-            h->wait_tail = prev;
-        found = 1;
-        break;
-    }
-    pthread_mutex_unlock(&h->lock);
-    return found;
 }
 
 /* A copy of error[0..n) as valid UTF-8, cut to EM_SIZE_ERROR_MAX - 1 bytes
@@ -353,21 +278,9 @@ void job_finish(ex_job_t *job, Execmesh__V1__Status status, const uint8_t *outpu
     if (r->status != EXECMESH__V1__STATUS__SUCCEEDED)
         em_metric_add(EX.m_failed, 1);
 
-    ex_handler_t *h = job->handler;
-    ex_job_t *next = h && h->async ? handler_release(h) : NULL; /* a job with a handler held a slot */
-    int outer = !in_finish;
-    in_finish = 1;
-    ex_batch_job_done(b, job->idx); /* b and job may be gone after this */
-    if (next)
-        job_begin_queued(next);
-    if (!outer)
-        return;
-    while (deferred_head) {
-        ex_job_t *j = deferred_head;
-        deferred_head = j->next;
-        if (!deferred_head)
-            deferred_tail = NULL;
-        job_begin(j); /* may finish at once and defer more: this loop takes them */
+    if (job->slot) {
+        job->slot = 0;
+        ex_handler_put(job->handler);
     }
-    in_finish = 0;
+    ex_batch_job_done(b, job->idx); /* b and job may be gone after this */
 }

@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * execmesh-executor: runs configured handlers. Serves Executor.Execute: a
- * batch of executions is run (each by its handler, within the handler's
- * concurrency and the executor's in-flight bound, never past its deadline),
- * the results are published to a result sink as they finish, and each group
- * the sink acknowledged is streamed back to the caller (batch.c, jobs.c).
- * Never talks to Kafka, so it stays SERVING through a broker outage.
+ * execmesh-executor: runs configured handlers. Serves Executor.Execute: of
+ * a batch of executions, those within their handler's concurrency and the
+ * executor's in-flight bound are taken and run at once (each by its
+ * handler, never past its deadline), the others refused one by one on
+ * arrival (they wait in Kafka, not here); the results are published to a
+ * result sink as they finish, and each group the sink acknowledged is
+ * streamed back to the caller (batch.c, handlers.c, jobs.c). Never talks to
+ * Kafka, so it stays SERVING through a broker outage.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -23,14 +25,19 @@ static const em_setting_t executor_settings[] = {
     {"sinks.target", EM_CFG_STR, "ipv4:127.0.0.1:7300", 1, 4095,
      "gRPC target of the result sinks: ipv4:H:P,H:P... or dns:///name:port (round_robin over all)."},
     {"executor.max_inflight", EM_CFG_INT, "4096", 1, 1000000,
-     "Executions accepted and not yet answered; a batch beyond it gets RESOURCE_EXHAUSTED."},
+     "Executions taken and not yet answered. Of an Execute call, the executions beyond it are refused one by one "
+     "(ExecuteResponse.refused, handler_busy false; they wait in Kafka); a call none of whose executions fits is "
+     "refused whole with RESOURCE_EXHAUSTED."},
     {"handlers.builtin", EM_CFG_STRLIST, "echo,sleep,fail,sha256", 0, 32,
      "Builtin handlers to offer: any of echo, fail, sha256, sleep."},
     {"handlers.concurrency", EM_CFG_INT, "8", 1, 100000,
-     "Per handler: executions running at once (for handlers that wait, like sleep); more wait in the executor."},
+     "Per handler: executions running at once (for handlers that wait, like sleep, and exec handlers). Beyond it "
+     "an Execute call's executions of the handler are refused one by one (ExecuteResponse.refused, handler_busy "
+     "true) and wait in Kafka, never in the executor; a call none of whose executions fits is refused whole with "
+     "RESOURCE_EXHAUSTED."},
     {"handlers.default_timeout_ms", EM_CFG_INT, "30000", 1, 86400000,
-     "Timeout of an execution that sets none (timeout_ms = 0), counted from its arrival at the executor "
-     "(time queued behind the handler's concurrency counts)."},
+     "Timeout of an execution that sets none (timeout_ms = 0), counted from its start at the executor "
+     "(for a call that runs alone, from when it is accepted)."},
     {"handlers.max_attempts", EM_CFG_INT, "1", 1, 1000,
      "Attempts of an execution that sets none (max_attempts = 0): FAILED and TIMED_OUT run again until this many "
      "attempts ran; the last failing one ends EXHAUSTED (when more than 1 was allowed)."},
@@ -52,7 +59,8 @@ static const em_setting_t executor_settings[] = {
     {"exec.*.env", EM_CFG_STRLIST, "", 0, 256,
      "Exec handler NAME: the child's whole environment as NAME=VALUE; empty: PATH=/usr/local/bin:/usr/bin:/bin only."},
     {"exec.*.concurrency", EM_CFG_INT, "0", 0, 100000,
-     "Exec handler NAME: children running at once (more executions wait in the executor); 0: handlers.concurrency."},
+     "Exec handler NAME: children running at once; beyond it executions are refused one by one "
+     "(ExecuteResponse.refused, handler_busy true) and wait in Kafka, never in the executor. 0: handlers.concurrency."},
     {"exec.*.default_timeout_ms", EM_CFG_INT, "0", 0, 86400000,
      "Exec handler NAME: timeout of an execution that sets none; 0: handlers.default_timeout_ms. "
      "Past the timeout: TIMED_OUT, SIGTERM to the child's process group, SIGKILL after kill_grace_ms."},
@@ -113,8 +121,7 @@ static const em_setting_t executor_settings[] = {
      "published and streamed back as one group (0: each at once)."},
 };
 
-static int validate_handlers(const em_config_t *cfg);
-static int validate_sizes(const em_config_t *cfg);
+static int validate(const em_config_t *cfg);
 
 static const em_service_desc_t executor_desc = {
     .name = "executor",
@@ -122,180 +129,42 @@ static const em_service_desc_t executor_desc = {
     .summary = "runs execution handlers and hands each result to a sink (Executor.Execute)",
     .settings = executor_settings,
     .nsettings = EM_ARRAY_LEN(executor_settings),
-    .validate = validate_handlers,
+    .validate = validate,
 };
 
 ex_env_t ex_env;
 
 executor_t EX;
 
-/* Refuses a pair of settings that disagree, naming the one the file (or
- * --set) gave: key when it was set, else other. Returns -1. */
-/* The size model (lib/em_sizes.h): a result always fits a group, and a
- * group one gRPC message. */
-static int validate_sizes(const em_config_t *cfg) {
+/* The settings that depend on each other: the handlers' (handlers.c), and
+ * the size model (lib/em_sizes.h): a result always fits a group, and a
+ * group one gRPC message. Refusals name file, line and key. */
+static int validate(const em_config_t *cfg) {
+    if (ex_handlers_check(cfg, executor_desc.program) != 0)
+        return -1;
     return em_sizes_check_cap(cfg, executor_desc.program, "publish.group_max_bytes", "publish.max_result_bytes",
                               "a group (one Publish, one Execute answer)");
 }
 
-/* Adds handler name to the list EX.handler_list shows in errors. */
-static void list_handler(const char *name) {
-    size_t o = strlen(EX.handler_list);
-    snprintf(EX.handler_list + o, sizeof(EX.handler_list) - o, "%s%s", o ? ", " : "", name);
-}
-
-/* The handlers' settings as start-up needs them, checked when the config is
- * loaded (also by --check-config): known builtins, no name offered twice,
- * every exec handler's argv runnable. Refusals name file, line and key. */
-static int validate_handlers(const em_config_t *cfg) {
-    size_t nb = em_config_list_len(cfg, "handlers.builtin"), ne = em_config_list_len(cfg, "handlers.exec");
-    for (size_t i = 0; i < nb; i++) {
-        const char *name = em_config_list_get(cfg, "handlers.builtin", i);
-        int async;
-        if (!builtin_lookup(name, &async)) {
-            fprintf(stderr, "execmesh-executor: config refused: %s: key 'handlers.builtin': unknown builtin '%s' (known: %s)\n",
-                    em_config_source(cfg, "handlers.builtin"), name, builtin_names());
-            return -1;
-        }
-    }
-    for (size_t i = 0; i < ne; i++) {
-        const char *name = em_config_list_get(cfg, "handlers.exec", i);
-        int twice = 0;
-        for (size_t j = 0; j < nb && !twice; j++)
-            twice = strcmp(name, em_config_list_get(cfg, "handlers.builtin", j)) == 0;
-        for (size_t j = 0; j < i && !twice; j++)
-            twice = strcmp(name, em_config_list_get(cfg, "handlers.exec", j)) == 0;
-        if (twice) {
-            fprintf(stderr, "execmesh-executor: config refused: %s: key 'handlers.exec': handler '%s' is offered twice (handlers.builtin, handlers.exec)\n",
-                    em_config_source(cfg, "handlers.exec"), name);
-            return -1;
-        }
-    }
-    size_t distinct = ne;
-    for (size_t i = 0; i < nb; i++) {
-        int seen = 0;
-        for (size_t j = 0; j < i && !seen; j++)
-            seen = strcmp(em_config_list_get(cfg, "handlers.builtin", i), em_config_list_get(cfg, "handlers.builtin", j)) == 0;
-        distinct += !seen;
-    }
-    if (distinct > EX_MAX_HANDLERS) {
-        fprintf(stderr, "execmesh-executor: config refused: %s: key 'handlers.exec': more than %d handlers\n",
-                em_config_source(cfg, "handlers.exec"), EX_MAX_HANDLERS);
-        return -1;
-    }
-    /* builtin.NAME.* must name an offered builtin: a typo is refused, not ignored */
-    const char *key;
-    for (size_t i = 0; (key = em_config_instance_key(cfg, i)) != NULL; i++) {
-        if (strncmp(key, "builtin.", 8) != 0)
-            continue;
-        const char *nm = key + 8;
-        size_t nl = strcspn(nm, ".");
-        int offered = 0;
-        for (size_t j = 0; j < nb && !offered; j++) {
-            const char *h = em_config_list_get(cfg, "handlers.builtin", j);
-            offered = strlen(h) == nl && memcmp(h, nm, nl) == 0;
-        }
-        if (!offered) {
-            fprintf(stderr, "execmesh-executor: config refused: %s: key '%s': builtin '%.*s' is not offered: add it to handlers.builtin\n",
-                    em_config_source(cfg, key), key, (int)(nl > 64 ? 64 : nl), nm);
-            return -1;
-        }
-    }
-    if (validate_sizes(cfg) != 0)
-        return -1;
-    if (ex_exec_check(cfg, executor_desc.program) != 0) /* names first: the policy keys are per name */
-        return -1;
-    for (size_t i = 0; i < ne; i++) {
-        char prefix[96];
-        snprintf(prefix, sizeof(prefix), "exec.%s.", em_config_list_get(cfg, "handlers.exec", i));
-        if (ex_retry_policy_check(cfg, prefix, executor_desc.program) != 0)
-            return -1;
-    }
-    return 0;
-}
-
-static ex_handler_t *handler_named(const char *name) {
-    for (int i = 0; i < EX.nhandlers; i++)
-        if (strcmp(EX.handlers[i].name, name) == 0)
-            return &EX.handlers[i];
-    return NULL;
-}
-
-/* Builds the exec handlers (validate_handlers accepted their settings). */
-static int setup_exec_handlers(const em_config_t *cfg) {
-    size_t n = em_config_list_len(cfg, "handlers.exec");
-    for (size_t i = 0; i < n; i++) {
-        const char *name = em_config_list_get(cfg, "handlers.exec", i);
-        ex_exec_conf_t *conf = ex_exec_conf_new(cfg, name, EX.svc.metrics, executor_desc.program);
-        if (!conf)
-            return -1;
-        char key[128];
-        ex_handler_t *h = &EX.handlers[EX.nhandlers++];
-        h->name = name;
-        h->run = ex_exec_run;
-        h->async = 1;
-        h->ctx = conf;
-        snprintf(key, sizeof(key), "exec.%s.concurrency", name);
-        h->concurrency = (int)em_config_int(cfg, key);
-        if (!h->concurrency)
-            h->concurrency = (int)em_config_int(cfg, "handlers.concurrency");
-        snprintf(key, sizeof(key), "exec.%s.default_timeout_ms", name);
-        h->default_timeout_ms = em_config_int(cfg, key);
-        if (!h->default_timeout_ms)
-            h->default_timeout_ms = em_config_int(cfg, "handlers.default_timeout_ms");
-        snprintf(key, sizeof(key), "exec.%s.", name);
-        ex_retry_policy_read(cfg, key, &h->retry);
-        pthread_mutex_init(&h->lock, NULL);
-        list_handler(name);
-    }
-    if (n > 0) {
-        char err[256];
-        if (ex_exec_start(cfg, EX.svc.replica, EX.svc.metrics, err, sizeof(err)) != EM_OK) {
-            EM_ERROR("cannot start the child supervisor", EM_F_STR("error", err));
-            return -1;
-        }
-    }
-    return 0;
-}
-
-static int setup_handlers(const em_config_t *cfg) {
-    size_t n = em_config_list_len(cfg, "handlers.builtin");
-    for (size_t i = 0; i < n; i++) {
-        const char *name = em_config_list_get(cfg, "handlers.builtin", i);
-        int async = 0;
-        ex_run_fn run = builtin_lookup(name, &async);
-        if (!run) /* validate_handlers refused it already */
-            return -1;
-        if (handler_named(name))
-            continue;
-        char key[128];
-        ex_handler_t *h = &EX.handlers[EX.nhandlers++];
-        h->name = name;
-        h->run = run;
-        h->async = async;
-        h->concurrency = (int)em_config_int(cfg, "handlers.concurrency");
-        snprintf(key, sizeof(key), "builtin.%s.default_timeout_ms", name);
-        h->default_timeout_ms = em_config_int(cfg, key);
-        if (!h->default_timeout_ms)
-            h->default_timeout_ms = em_config_int(cfg, "handlers.default_timeout_ms");
-        snprintf(key, sizeof(key), "builtin.%s.", name);
-        ex_retry_policy_read(cfg, key, &h->retry);
-        pthread_mutex_init(&h->lock, NULL);
-        list_handler(name);
-    }
-    return setup_exec_handlers(cfg);
-}
-
 static void register_metrics(void) {
     em_metrics_t *m = EX.svc.metrics;
-    EX.m_in = em_metrics_counter(m, "execmesh_executions_in_total", NULL, "Executions received by Execute.");
+    EX.m_in = em_metrics_counter(m, "execmesh_executions_in_total", NULL,
+                                 "Executions taken by Execute (those refused are not counted).");
     EX.m_out = em_metrics_counter(m, "execmesh_executions_out_total", NULL,
                                  "Executions whose result a sink acknowledged.");
     EX.m_failed = em_metrics_counter(m, "execmesh_executions_failed_total", NULL,
                                     "Executions that ended other than SUCCEEDED.");
-    EX.m_inflight = em_metrics_gauge(m, "execmesh_inflight", NULL, "Executions accepted and not yet answered.");
+    EX.m_inflight = em_metrics_gauge(m, "execmesh_inflight", NULL, "Executions taken and not yet answered.");
     EX.m_busy = em_metrics_counter(m, "execmesh_executor_busy_total", NULL,
-                                  "Execute calls refused with RESOURCE_EXHAUSTED (at capacity).");
+                                  "Execute calls refused whole with RESOURCE_EXHAUSTED: none of their executions "
+                                  "fit (executor.max_inflight, handler concurrency), or an execution runs alone here.");
+    static const char refused_help[] =
+        "Executions of accepted Execute calls refused one by one (ExecuteResponse.refused), by the limit they met: "
+        "handler_busy (their handler's concurrency) or max_inflight (executor.max_inflight).";
+    EX.m_refused_busy = em_metrics_counter(m, "execmesh_executor_executions_refused_total", "reason=\"handler_busy\"",
+                                           refused_help);
+    EX.m_refused_inflight = em_metrics_counter(m, "execmesh_executor_executions_refused_total",
+                                               "reason=\"max_inflight\"", refused_help);
     EX.m_publish_failed =
         em_metrics_counter(m, "execmesh_executor_publish_failed_total", NULL, "Publish calls to sinks that failed.");
     EX.m_retries = em_metrics_counter(m, "execmesh_executor_retries_total", NULL,
@@ -337,7 +206,7 @@ int main(int argc, char **argv) {
     rc = 1;
 
     /* the parts */
-    if (setup_handlers(cfg) != 0) {
+    if (ex_handlers_setup(cfg, executor_desc.program) != 0) {
         rc = 2;
         goto out;
     }
@@ -400,9 +269,7 @@ out:
         EM_WARN("batches still open at exit", EM_F_INT("batches", atomic_load(&EX.batches)));
     EM_INFO("stopped", EM_F_INT("exit_code", rc));
     em_journal_close(EX.journal);
-    for (int i = 0; i < EX.nhandlers; i++)
-        if (EX.handlers[i].run == ex_exec_run)
-            ex_exec_conf_free(EX.handlers[i].ctx);
+    ex_handlers_cleanup();
     em_service_cleanup(&EX.svc);
     return rc;
 }

@@ -91,7 +91,7 @@ static void take_result_locked(scheduler_t *s, sc_call_t *c, const uint8_t *buf,
     c->items[i] = NULL;
     c->nanswered++;
     s->inflight_items--;
-    sc_resources_release_locked(s, it);
+    sc_item_settled_locked(s, it, 1);
     int failed = r.status == EXECMESH__V1__STATUS__FAILED || r.status == EXECMESH__V1__STATUS__TIMED_OUT;
     if (!r.final && failed) {
         sc_retry_later_locked(s, it, &r);
@@ -135,12 +135,12 @@ static void take_refused_locked(scheduler_t *s, sc_call_t *c, const uint8_t *buf
     c->items[i] = NULL;
     c->nanswered++;
     s->inflight_items--;
-    sc_resources_release_locked(s, it);
+    sc_item_settled_locked(s, it, 0);
     sc_pending_push_front_locked(s, &it, 1);
     int64_t until = em_mono_ms() + s->retry_backoff_ms;
     if (busy) {
         em_metric_add(s->m_refused_handler, 1);
-        s->classes[it->cls]->busy_until_ms = until;
+        sc_class_refused_locked(s, s->classes[it->cls], until);
         sc_resources_wake_at_locked(s, until);
     } else {
         em_metric_add(s->m_refused_full, 1);
@@ -199,7 +199,7 @@ static void on_execute_message(void *arg, const uint8_t *msg, size_t len) {
                 if (c->items[i] && c->items[i]->id_len == f.len &&
                     memcmp(sc_item_id(c->items[i]), f.data, f.len) == 0) {
                     c->items[i]->ran = 1;
-                    sc_resources_release_locked(s, c->items[i]); /* its resources are free again */
+                    sc_item_settled_locked(s, c->items[i], 1); /* its resources are free again */
                 }
         } else if (f.number == 3 && f.wire_type == EM_PB_LEN)
             take_refused_locked(s, c, f.data, f.len);
@@ -315,7 +315,7 @@ static void on_execute_done(void *arg, grpc_status_code code, const char *detail
         sc_item_t *it = c->items[i];
         if (!it)
             continue; /* answered */
-        sc_resources_release_locked(s, it); /* it runs nowhere now */
+        sc_item_settled_locked(s, it, 0); /* it runs nowhere now */
         if (!it->part->owned || it->part->revoking) { /* the next owner runs it */
             sc_item_done_locked(s, it, 0);
             s->inflight_items--;
@@ -519,7 +519,8 @@ static void fill_batch_locked(scheduler_t *s, sc_call_t *c, int k, int64_t *time
                 *wake_ms = cl->busy_until_ms;
             continue;
         }
-        while (c->n < k && cl->head) {
+        int allow = cl->window ? cl->window - cl->inflight : k;
+        while (c->n < k && cl->head && allow > 0) {
             sc_item_t *it = cl->head;
             if (it->isolate && c->n > 0)
                 return; /* it goes in a call of its own, the next */
@@ -541,8 +542,11 @@ static void fill_batch_locked(scheduler_t *s, sc_call_t *c, int k, int64_t *time
             if (cl->nres && !sc_resources_take_locked(s, cl, it, now, wake_ms))
                 break; /* its resource is at its limit: the next handler */
             sc_pending_pop_locked(s, cl);
-            if (it->holding)
-                c->report_finished = 1;
+            it->dispatched = 1;
+            cl->inflight++;
+            allow--;
+            if (it->holding || cl->window)
+                c->report_finished = 1; /* a slot of it frees when it finishes */
             /* the executors enforce each execution's timeout; the call's
              * deadline only bounds a hung executor, so it must not be
              * shorter than any handler's default */
@@ -598,7 +602,7 @@ void sc_dispatch_locked(scheduler_t *s) {
                                        c) != EM_OK) {
             EM_WARN("cannot start an Execute call", EM_F_INT("executions", c->n));
             for (int i = 0; i < c->n; i++)
-                sc_resources_release_locked(s, c->items[i]);
+                sc_item_settled_locked(s, c->items[i], 0);
             sc_pending_push_front_locked(s, c->items, c->n);
             free(c);
             backoff_locked(s, s->retry_backoff_ms);

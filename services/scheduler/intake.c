@@ -162,7 +162,7 @@ static void dead_letter_locked(scheduler_t *s, sc_item_t *it, const char *reason
 void sc_accept_locked(scheduler_t *s, rd_kafka_message_t *msg) {
     sc_part_t *p = sc_part_get(s, msg->partition);
     uint64_t seq;
-    if (!p || !p->owned || p->revoking) {
+    if (!p || !p->owned || p->revoking || p->rewound) { /* rewound: it comes again when the partition is released */
         rd_kafka_message_destroy(msg);
         return;
     }

@@ -29,7 +29,7 @@ sc_item_t *sc_item_new_locked(scheduler_t *s) {
 }
 
 static void item_free_locked(scheduler_t *s, sc_item_t *it) {
-    sc_resources_release_locked(s, it);
+    sc_item_settled_locked(s, it, 0);
     if (it->raw)
         rd_kafka_message_destroy(it->raw);
     if (it->has_body)
@@ -170,6 +170,34 @@ static void queued(scheduler_t *s, sc_class_t *c, int delta) {
         ring_link(s, c);
     else if (c->n == 0 && c->active)
         ring_unlink(s, c);
+}
+
+/* ---- a handler's window --------------------------------------------------
+ * An executor that refuses a handler's execution (its concurrency there is
+ * full) sets the handler's window to what the executors hold of it now;
+ * each execution of it that finishes opens the window by one and ends the
+ * backoff (a slot is free again), so the next batches carry about what the
+ * executors can take instead of a refusal for most of each batch. A window
+ * that grew past dispatch.max_inflight is lifted. */
+
+void sc_item_settled_locked(scheduler_t *s, sc_item_t *it, int ran) {
+    if (it->dispatched) {
+        sc_class_t *c = s->classes[it->cls];
+        it->dispatched = 0;
+        c->inflight--;
+        if (ran && c->window) {
+            c->busy_until_ms = 0;
+            if (++c->window > s->max_inflight)
+                c->window = 0;
+        }
+    }
+    sc_resources_release_locked(s, it);
+}
+
+void sc_class_refused_locked(scheduler_t *s, sc_class_t *c, int64_t until_ms) {
+    (void)s;
+    c->window = c->inflight > 0 ? c->inflight : 1;
+    c->busy_until_ms = until_ms;
 }
 
 /* ---- the queues --------------------------------------------------------- */

@@ -32,13 +32,18 @@
  *
  * Waiting. Executions of a handler wait in its own queue (pending.c): one
  * whose resource is at its limit waits without holding up the others. At
- * most max_waiting executions of a resource wait in memory; the next one
- * read from Kafka is parked in its partition (with the records after it
- * from the same poll), and the partition is held: librdkafka fetches
- * nothing more of it, so the backlog waits in Kafka. Other partitions flow;
- * an execution of another resource waits only behind the records before it
- * in its own partition. The consumer thread moves parked records to their
- * queues as room appears and releases the partition once none is parked.
+ * most max_waiting executions of a resource wait in its queues; the next
+ * one read from Kafka is parked in its partition, and the partition is
+ * held: librdkafka fetches nothing more of it. A poll may still hand over
+ * more of that partition's records (fetched before the hold): records of
+ * other handlers go to their queues, those of a full resource are parked
+ * up to SC_PARK_MAX, and at the next one the partition is sought back to
+ * it, the rest of the poll's records of it are dropped, and they wait in
+ * Kafka. The consumer thread moves parked records to their queues as room
+ * appears, one per held partition in turn, and releases a partition once
+ * none of it is parked: it fetches again from where it was sought back.
+ * Other partitions flow; an execution of another handler waits only
+ * behind the records before it in its own partition.
  */
 #include <inttypes.h>
 #include <math.h>
@@ -219,6 +224,9 @@ em_err_t sc_resources_init(scheduler_t *s, const em_config_t *cfg) {
     s->m_held = em_metrics_gauge(s->svc.metrics, "execmesh_scheduler_held_partitions", NULL,
                                  "Partitions held in Kafka because an execution read from them waits for a "
                                  "resource whose queue is full (resources.NAME.max_waiting).");
+    s->m_rewinds = em_metrics_counter(s->svc.metrics, "execmesh_scheduler_partition_rewinds_total", NULL,
+                                      "Held partitions sought back to their first record not kept in memory (the "
+                                      "rest waits in Kafka, read again on release).");
     s->m_refused_handler = em_metrics_counter(s->svc.metrics, "execmesh_scheduler_refused_total",
                                               "reason=\"handler_busy\"",
                                               "Executions an executor refused (nothing ran; dispatched again): "
@@ -439,14 +447,8 @@ static void hold(scheduler_t *s, sc_part_t *p, int on) {
              EM_F_INT("partition", p->id));
 }
 
-void sc_resources_accept_locked(scheduler_t *s, sc_item_t *it) {
-    sc_part_t *p = it->part;
-    sc_class_t *c = s->classes[it->cls];
-    if (!p->nparked && !(c->nres && full(s, c))) {
-        sc_pending_push_back_locked(s, it);
-        return;
-    }
-    /* parked, in offset order behind what is parked already */
+/* Parks it in its partition (held from the first one on). */
+static void park(scheduler_t *s, sc_part_t *p, sc_item_t *it) {
     it->next = NULL;
     if (p->park_tail)
         p->park_tail->next = it;
@@ -454,31 +456,71 @@ void sc_resources_accept_locked(scheduler_t *s, sc_item_t *it) {
         p->park_head = it;
     p->park_tail = it;
     p->nparked++;
-    parked(s, c, 1);
+    parked(s, s->classes[it->cls], 1);
     hold(s, p, 1);
+}
+
+void sc_resources_accept_locked(scheduler_t *s, sc_item_t *it) {
+    sc_part_t *p = it->part;
+    sc_class_t *c = s->classes[it->cls];
+    if (!c->nres || !full(s, c)) {
+        sc_pending_push_back_locked(s, it);
+        return;
+    }
+    if (p->nparked < SC_PARK_MAX) {
+        park(s, p, it);
+        return;
+    }
+    /* enough of this partition waits here: it and what follows go back to
+     * Kafka (the partition, held, is sought back to it; the rest of this
+     * poll's records of it are dropped as they come) */
+    char what[160];
+    if (em_consumer_restart_partition(s->consumer, p->id, it->offset, what, sizeof(what)) != EM_OK ||
+        em_watermark_untrack_last(p->wm, it->seq) != EM_OK) {
+        EM_WARN("cannot seek a held partition back; keeping the record parked", EM_F_INT("partition", p->id),
+                EM_F_INT("offset", it->offset), EM_F_STR("what", what));
+        park(s, p, it);
+        return;
+    }
+    p->rewound = 1;
+    p->next_offset = it->offset;
+    em_metric_add(s->m_rewinds, 1);
+    sc_item_done_locked(s, it, 0); /* untracked: nothing to commit for it */
 }
 
 void sc_resources_unpark_locked(scheduler_t *s) {
     if (!s->nheld)
         return;
-    for (int i = 0; i < s->nparts; i++) {
-        sc_part_t *p = s->parts[i];
-        if (!p || !p->held)
-            continue;
-        while (p->park_head) {
+    /* one parked record per held partition per round, from where the last
+     * turn stopped: the partitions share the room fairly */
+    int moved = 1;
+    while (moved) {
+        moved = 0;
+        for (int k = 0; k < s->nparts; k++) {
+            int i = (s->unpark_next + k) % s->nparts;
+            sc_part_t *p = s->parts[i];
+            if (!p || !p->held || !p->park_head)
+                continue;
             sc_item_t *it = p->park_head;
             sc_class_t *c = s->classes[it->cls];
             if (c->nres && full(s, c))
-                break;
+                continue;
             p->park_head = it->next;
             if (!p->park_head)
                 p->park_tail = NULL;
             p->nparked--;
             parked(s, c, -1);
             sc_pending_push_back_locked(s, it);
+            s->unpark_next = (i + 1) % s->nparts;
+            moved = 1;
         }
-        if (!p->park_head)
-            hold(s, p, 0);
+    }
+    for (int i = 0; i < s->nparts; i++) {
+        sc_part_t *p = s->parts[i];
+        if (p && p->held && !p->park_head) {
+            hold(s, p, 0); /* it fetches again: from where it was sought back to, when it was */
+            p->rewound = 0;
+        }
     }
 }
 
@@ -495,6 +537,7 @@ void sc_resources_drop_parked_locked(scheduler_t *s) {
             sc_item_done_locked(s, it, 0);
         }
         p->park_tail = NULL;
+        p->rewound = 0;
         if (p->held) { /* the revoke clears librdkafka's hold */
             p->held = 0;
             s->nheld--;

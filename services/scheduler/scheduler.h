@@ -72,11 +72,13 @@ typedef struct sc_part {
     int heal_wanted;          /* the consumer thread restarts it on its next turn */
     int heals;                /* restarts since it stalled */
 
-    /* resources.c: records whose resource queue was full, in offset order;
-     * while any is parked the partition is held in Kafka (fetches nothing) */
+    /* resources.c: records whose resource's queue was full (at most
+     * SC_PARK_MAX); while any is parked the partition is held in Kafka
+     * (fetches nothing) */
     struct sc_item *park_head, *park_tail;
     int nparked;
     int held;
+    int rewound;              /* sought back to the first record not kept: what the poll still gives of it is dropped */
 } sc_part_t;
 
 /* The most uncharged executor deaths an execution keeps (at least the
@@ -108,6 +110,7 @@ typedef struct sc_item {
     int ran;                     /* its executor said it ran to its end (result not yet stored) */
     uint16_t cls;                /* its handler's queue (pending.c) */
     uint8_t holding;             /* it holds its resources' concurrency (dispatched, not yet finished) */
+    uint8_t dispatched;          /* counted in its class's inflight */
     uint8_t throttled;           /* it waited for a resource (counted once) */
     uint8_t *out_rec;            /* a record outcome.c is storing for it (malloc'd), or NULL */
     size_t out_len;
@@ -148,6 +151,9 @@ typedef struct sc_resource {
 } sc_resource_t;
 
 #define SC_MAX_HANDLER_RESOURCES 8
+/* The most records a held partition keeps parked in memory; past them it is
+ * sought back and the rest waits in Kafka. */
+#define SC_PARK_MAX 16
 #define SC_MAX_CLASSES 1024
 
 /* The executions of one handler waiting for dispatch (pending.c). Class 0
@@ -161,6 +167,9 @@ typedef struct sc_class {
     int nres;
     int res[SC_MAX_HANDLER_RESOURCES]; /* indexes into s->res */
     int64_t busy_until_ms;    /* monotonic: an executor said the handler is at its concurrency */
+    int inflight;             /* dispatched, not yet finished, refused or back */
+    int window;               /* 0: no bound; else at most this many in flight: set to what the executors
+                               * held when one refused the handler, one more for each that finished */
     struct sc_class *act_prev, *act_next; /* the ring of classes with executions waiting */
     int active;
 } sc_class_t;
@@ -221,8 +230,9 @@ typedef struct scheduler {
     int topic_partitions;         /* the requests topic's partitions (the shares' denominator) */
     int owned_parts;              /* partitions owned and not being revoked */
     int nheld;                    /* partitions held for parked records */
+    int unpark_next;              /* where the next unpark round starts (fairness among held partitions) */
     int64_t res_wake_ms;          /* monotonic: when the armed wake-up fires; 0 none */
-    em_metric_t *m_held, *m_refused_handler, *m_refused_full;
+    em_metric_t *m_held, *m_rewinds, *m_refused_handler, *m_refused_full;
 
     pthread_mutex_t lock;
     pthread_cond_t cond;
@@ -269,6 +279,11 @@ int sc_class_of_locked(scheduler_t *s, const uint8_t *h, size_t n);
 void sc_pending_push_front_locked(scheduler_t *s, sc_item_t **items, int n);
 /* The next execution to dispatch from class c (removed from its queue). */
 sc_item_t *sc_pending_pop_locked(scheduler_t *s, sc_class_t *c);
+/* it leaves its executor: finished there (ran: its handler has room again
+ * there) or not (refused, its call ended, dropped). Frees its resources. */
+void sc_item_settled_locked(scheduler_t *s, sc_item_t *it, int ran);
+/* An executor refused it: its handler is at its concurrency there. */
+void sc_class_refused_locked(scheduler_t *s, sc_class_t *c, int64_t until_ms);
 /* The item leaves the scheduler: durable means its result (or dead letter)
  * is stored, so its offset may be committed. */
 void sc_item_done_locked(scheduler_t *s, sc_item_t *it, int durable);

@@ -6,10 +6,12 @@ runs (again):
 - an execution still waiting in Kafka (the scheduler paused);
 - a cancel that arrives before its execution: it still wins;
 - an execution waiting in the delay topic for its next attempt;
-- executions an executor holds (the scheduler asks that executor): one
-  queued behind its handler's concurrency, a running builtin sleep, and a
-  running exec child of 600 s that ignores SIGTERM, whose process group is gone
-  within kill_grace_ms + 1 s of the cancel.
+- executions an executor holds (the scheduler asks that executor): a
+  running builtin sleep, and a running exec child of 600 s that ignores
+  SIGTERM, whose process group is gone within kill_grace_ms + 1 s of the
+  cancel; and, asked of the executor directly, one it took and has not begun
+  (nothing waits in an executor for a handler, but a call that runs alone is
+  held until nothing else runs there), which never starts.
 Ordinary executions beside them run once. The group's committed offsets
 reach the end of the requests and delay topics."""
 import os
@@ -21,6 +23,7 @@ import grpc
 import pytest
 
 from mesh import BIN, Mesh, execution, pb, wait_for
+from execmesh.v1 import internal_pb2, internal_pb2_grpc
 from test_lifecycle import wait_delay_drained, wait_results
 
 CANCELLED, SUCCEEDED, FAILED = pb.CANCELLED, pb.SUCCEEDED, pb.FAILED
@@ -114,7 +117,7 @@ def test_a_cancel_reaches_the_executor_that_holds_it():
         grace_ms = 1000
         with open(cfg, "w") as f:
             # the child ignores SIGTERM (inherited across exec): only the SIGKILL after the grace ends it
-            f.write('handlers = { builtin = [ "echo", "sleep" ]; exec = [ "sleeper" ]; concurrency = 1; };\n'
+            f.write('handlers = { builtin = [ "echo", "sleep" ]; exec = [ "sleeper" ]; };\n'
                     'exec = { sleeper = { argv = [ "/bin/sh", "-c", "trap \'\' TERM; read f; echo $$ > $f; '
                     f'exec sleep 600" ]; kill_grace_ms = {grace_ms}; default_timeout_ms = 900000; }}; }};\n'  # ok-sleep: the child under test
                     'builtin = { sleep = { default_timeout_ms = 900000; }; };\n')
@@ -123,22 +126,26 @@ def test_a_cancel_reaches_the_executor_that_holds_it():
         m.wait_assigned([sched], 6)
         stub = m.stub(sched)
         ordinary = [f"ok-{i}" for i in range(4)]
-        # the builtin sleep runs one at a time: "queued" waits behind "hold" in the executor
         stub.Submit(pb.SubmitRequest(executions=[execution("hold", "sleep", b"600000")]), timeout=30)
         wait_for(lambda: started(journal, "hold") == [1], 30, "the long builtin sleep to start")
-        stub.Submit(pb.SubmitRequest(executions=[execution("queued", "sleep", b"1000"),
-                                                 execution("child", "sleeper", (pidfile + "\n").encode())]
+        stub.Submit(pb.SubmitRequest(executions=[execution("child", "sleeper", (pidfile + "\n").encode())]
                                      + [execution(i) for i in ordinary]), timeout=30)
         wait_for(lambda: os.path.exists(pidfile) and open(pidfile).read().strip(), 30, "the exec child to start")
         pgid = int(open(pidfile).read())
-        wait_for(lambda: ex.metric("execmesh_inflight") >= 3, 30, "the executor to hold hold, queued and child")
-        assert started(journal, "queued") == [], "the queued sleep started although the handler was busy"
+        got = wait_results(m, ordinary, 30, "the ordinary executions' results")
+        for i in ordinary:
+            assert [(r.status, r.final) for r in got[i]] == [(SUCCEEDED, True)], (i, got[i])
 
-        # one held in the executor's queue, then (so that it never gets the slot) the running builtin
-        stub.Cancel(pb.CancelRequest(ids=["queued"]), timeout=30)
-        got = wait_results(m, ["queued"], 30, "the queued sleep's result")
-        assert [(r.status, r.final, r.attempt) for r in got["queued"]] == [(CANCELLED, True, 1)], got["queued"]
-        assert got["queued"][0].error.startswith("cancelled while queued in the executor"), got["queued"][0].error
+        # taken and not begun: a call that runs alone (as a scheduler sends one after an executor death)
+        # is held unaccepted while hold and child run; a cancel finds it there, and it never starts
+        exstub = internal_pb2_grpc.ExecutorStub(ex.channel())
+        held = exstub.Execute(internal_pb2.ExecuteRequest(executions=[execution("held", "sleep", b"10", attempt=1)],
+                                                          alone=True), timeout=60)
+        wait_for(lambda: list(exstub.Cancel(pb.CancelRequest(ids=["held"]), timeout=10).ids) == ["held"], 10,
+                 "the executor to hold the alone call and find it for the cancel")
+        assert not held.done() and started(journal, "held") == []
+
+        # the running builtin
         stub.Cancel(pb.CancelRequest(ids=["hold"]), timeout=30)
         got = wait_results(m, ["hold"], 30, "the running sleep's result")
         assert [(r.status, r.final, r.attempt) for r in got["hold"]] == [(CANCELLED, True, 1)], got["hold"]
@@ -156,16 +163,20 @@ def test_a_cancel_reaches_the_executor_that_holds_it():
         assert "SIGTERM to its process group, then SIGKILL" in got["child"][0].error, got["child"][0].error
         pgid = None
 
+        # nothing runs beside it now: the alone call is accepted, and its cancelled execution ends unstarted
+        answer = [r for msg in held for r in msg.results]
+        assert dict(held.initial_metadata()).get("execmesh-accepted"), "the alone call was not accepted"
+        assert [(r.id, r.status, r.final) for r in answer] == [("held", CANCELLED, True)], answer
+        assert answer[0].error == "cancelled before it started", answer[0].error
+
         # never run again; the rest ran once
-        got = wait_results(m, ordinary, 30, "the ordinary executions' results")
-        for i in ordinary:
-            assert [(r.status, r.final) for r in got[i]] == [(SUCCEEDED, True)], (i, got[i])
         m.wait_lag_zero(30)
-        assert started(journal, "queued") == [] and started(journal, "hold") == [1] and started(journal, "child") == [1]
-        assert all(len(got[i]) == 1 for i in ["queued", "hold", "child"])
-        assert sched.metric("execmesh_scheduler_executor_cancels_total") >= 3
-        print(f"CANCEL executor: queued, running builtin and exec child cancelled; process group gone in "
-              f"{gone_ms:.0f} ms (kill_grace_ms {grace_ms})")
+        assert started(journal, "held") == [] and started(journal, "hold") == [1] and started(journal, "child") == [1]
+        got = wait_results(m, ["held", "hold", "child"] + ordinary, 30, "every result")
+        assert all(len(got[i]) == 1 for i in ["held", "hold", "child"] + ordinary), got
+        assert sched.metric("execmesh_scheduler_executor_cancels_total") >= 2
+        print(f"CANCEL executor: one taken and not begun, a running builtin and an exec child cancelled; process "
+              f"group gone in {gone_ms:.0f} ms (kill_grace_ms {grace_ms})")
     finally:
         if pgid is not None and group_alive(pgid):
             os.killpg(pgid, signal.SIGKILL)

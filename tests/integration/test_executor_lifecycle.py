@@ -1,9 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """The executor's side of an execution's life, through the real mesh:
-deadlines (timeout_ms bounds builtins, time queued in the executor counts,
-a caller's absolute deadline that passed is not started), exit codes an
-exec handler names as final, a deep queue of expired jobs (no recursion),
-an oversized batch refused before allocation, and a scheduler stopped
+deadlines (timeout_ms bounds builtins, a caller's absolute deadline that
+passed is not started, an execution refused while its handler is full runs
+later with its whole timeout), exit codes an exec handler names as final, a
+deep backlog on a handler of concurrency 1 (refused, never queued in the
+executor), an oversized batch refused before allocation, and a scheduler stopped
 while its calls outlive its drain. Liveness: the group's committed offsets
 reach the end."""
 import os
@@ -11,6 +12,7 @@ import signal
 import time
 
 from mesh import Mesh, execution, wait_for
+from pg import max_overlap
 from test_lifecycle import EXHAUSTED, FAILED, SUCCEEDED, TIMED_OUT, submit, wait_delay_drained, wait_results
 
 
@@ -28,14 +30,16 @@ def test_deadlines_bound_builtins_queue_time_and_callers_deadline():
         assert [(r.status, r.final) for r in got["slow"]] == [(TIMED_OUT, True)], got["slow"]
         assert [(r.status, r.final) for r in got["late"]] == [(TIMED_OUT, True)], got["late"]
         assert "caller's deadline" in got["late"][0].error, got["late"][0].error
-        # concurrency 1: the second waits behind the first in the executor, past its own timeout
+        # concurrency 1: the executor refuses the second while the first runs (nothing waits in
+        # its memory); it waits in the scheduler, which knows no deadline for it (timeout_ms bounds
+        # its run, not its wait), and runs after the first, its own full timeout
         submit(m, sched, [execution("q1", "sleep", b"1500", timeout_ms=1000),
                           execution("q2", "sleep", b"1500", timeout_ms=1000)])
-        got = wait_results(m, ["q1", "q2"], 30, "the queued sleeps' results")
-        errors = sorted(got[i][0].error for i in ("q1", "q2"))
+        got = wait_results(m, ["q1", "q2"], 30, "the sleeps' results")
         assert all(len(got[i]) == 1 and got[i][0].status == TIMED_OUT for i in ("q1", "q2")), got
-        assert errors[0].startswith("not started") and "waited" in errors[0], errors
-        assert errors[1].startswith("sleep: timed out after 1000 ms"), errors
+        assert all(got[i][0].error.startswith("sleep: timed out after 1000 ms") for i in ("q1", "q2")), got
+        first, second = sorted((got[i][0] for i in ("q1", "q2")), key=lambda r: r.started_unix_ms)
+        assert second.started_unix_ms >= first.finished_unix_ms - 5, "both ran at once on a handler of concurrency 1"
         m.wait_lag_zero(30)
     finally:
         m.close()
@@ -68,28 +72,29 @@ def test_exit_codes_named_final_are_not_retried():
         m.close()
 
 
-def test_a_deep_queue_of_expired_jobs_does_not_overflow_the_stack():
-    """5000 executions queue behind a blocker on a handler of concurrency 1;
-    when it ends, each in turn is found past its deadline and ends at once:
-    the next starts from a loop, not from inside the last one's finish."""
-    m = Mesh("lifecycle-deep-queue")
+def test_a_deep_backlog_on_a_handler_of_concurrency_1_waits_in_the_scheduler():
+    """1000 executions for a handler of concurrency 1, in batches of up to
+    1000: the executor takes one at a time and refuses the rest (nothing
+    queues in its memory: it never holds more than one), the scheduler sizes
+    what it sends to what was taken, and every one runs exactly once."""
+    m = Mesh("lifecycle-deep-backlog")
     try:
         sink = m.start_sink()
-        journal = os.path.join(m.dir, "executor.journal")
-        ex = m.start_executor([sink], args=["--set", "handlers.concurrency=1", "--set", "executor.max_inflight=100000",
-                                            "--set", f"executor.journal={journal}"])
+        ex = m.start_executor([sink], args=["--set", "handlers.concurrency=1", "--set", "executor.max_inflight=100000"])
         sched = m.start_scheduler([ex], args=["--set", "dispatch.max_inflight=100000",
                                               "--set", "dispatch.batch_max=1000", "--set", "dispatch.max_pending=100000"])
         m.wait_assigned([sched], 6)
-        submit(m, sched, [execution("blocker", "sleep", b"4000", timeout_ms=5000)])
-        wait_for(lambda: os.path.exists(journal) and " S blocker " in open(journal).read(), 30, "the blocker to start")
-        ids = [f"q-{i}" for i in range(5000)]
-        for k in range(0, len(ids), 2500):
-            submit(m, sched, [execution(i, "sleep", b"10", timeout_ms=200) for i in ids[k:k + 2500]])
-        got = wait_results(m, ids + ["blocker"], 180, "every queued execution's result")
-        expired = sum(1 for i in ids if got[i][0].status == TIMED_OUT and got[i][0].error.startswith("not started"))
-        assert expired > 4000, f"only {expired} of {len(ids)} expired in the queue: the test did not queue them"
-        assert ex.alive()
+        ids = [f"q-{i}" for i in range(1000)]
+        submit(m, sched, [execution(i, "sleep", b"2") for i in ids])
+        got = wait_results(m, ids, 180, "every execution's result")
+        assert all(len(got[i]) == 1 and got[i][0].status == SUCCEEDED for i in ids)
+        overlap = max_overlap([(got[i][0].started_unix_ms, got[i][0].finished_unix_ms) for i in ids])
+        refused = sched.metric('execmesh_scheduler_refused_total{reason="handler_busy"}')
+        taken = ex.metric("execmesh_executions_in_total")
+        print(f"\nBACKLOG most_running_at_once={overlap} refused={refused:.0f} executor_took={taken:.0f}")
+        assert overlap == 1, "the handler ran more than its concurrency at once"
+        assert refused > 0, "the executor never refused: the test did not reach the handler's bound"
+        assert taken == len(ids), "an execution was taken twice"
         m.wait_lag_zero(60)
     finally:
         m.close()

@@ -11,35 +11,7 @@ import subprocess
 import time
 
 from mesh import BIN, Mesh, execution, pb, results_by_id, status_name, wait_for
-
-
-def max_overlap(intervals):
-    """The most intervals [start, end) open at one instant (an end at the
-    instant of a start does not overlap it)."""
-    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
-    cur = best = 0
-    for _, d in events:
-        cur += d
-        best = max(best, cur)
-    return best
-
-
-def max_window(starts, width):
-    """The most starts in any window [t, t + width)."""
-    starts = sorted(starts)
-    best, j = 0, 0
-    for i, s in enumerate(starts):
-        while starts[j] <= s - width:
-            j += 1
-        best = max(best, i - j + 1)
-    return best
-
-
-def test_the_analysis_can_fail():
-    assert max_overlap([(0, 10), (5, 15), (10, 20)]) == 2
-    assert max_overlap([(0, 10), (1, 9), (2, 8)]) == 3
-    assert max_window([0, 100, 999, 1000, 1500], 1000) == 3
-    assert max_window([0, 1, 2], 1000) == 3
+from pg import max_overlap, max_starts_in_window
 
 
 def test_check_config_refuses_bad_resources(tmp_path):
@@ -112,11 +84,11 @@ def test_a_throttled_resource_holds_only_its_own_handler():
         starts = sorted(s for s, _ in iv)
         span = (starts[-1] - starts[0]) / 1000
         echo_last = max(got[e.id][0].finished_unix_ms for e in echoes)
-        print(f"\nTHROTTLE overlap={max_overlap(iv)} max_1s={max_window(starts, 1000)} "
+        print(f"\nTHROTTLE overlap={max_overlap(iv)} max_1s={max_starts_in_window(starts, 1000)} "
               f"rate={(len(starts) - 1) / span:.1f}/s echoes_done_after={echo_last / 1000 - t0:.2f}s "
               f"sleeps_span={span:.2f}s")
         assert max_overlap(iv) <= 2
-        assert max_window(starts, 1000) <= 20 + 2
+        assert max_starts_in_window(starts, 1000) <= 20 + 2
         assert span >= (60 - 2) / 20 * 0.95, "the rate was not held"
         # the echoes were not queued behind the throttled sleeps
         assert echo_last < starts[-1], "the echoes waited for the throttled handler"
@@ -134,16 +106,18 @@ def test_a_throttled_resource_holds_only_its_own_handler():
 
 def test_a_backlog_beyond_the_resource_queue_waits_in_kafka():
     """resources.*.max_waiting 4: the scheduler keeps at most 4 executions of
-    the resource in memory; the records after them wait in Kafka, their
-    partitions held (execmesh_scheduler_held_partitions). Everything still
-    runs once, and the group's committed offsets reach the end."""
+    the resource in its queue and 16 parked per partition; the records after
+    them wait in Kafka, their partitions held
+    (execmesh_scheduler_held_partitions) and sought back
+    (execmesh_scheduler_partition_rewinds_total). Everything still runs
+    exactly once, and the group's committed offsets reach the end."""
     m = Mesh("res-backlog")
     try:
         sink = m.start_sink()
         ex = m.start_executor([sink], args=["--set", "handlers.concurrency=16"])
         cfg = resource_config(m, 'resources = { one = { name = "db:one"; concurrency = 4; rate = 100; burst = 4; '
                                  'max_waiting = 4; }; };\nhandlers = { sleep = { resources = [ "db:one" ]; }; };\n')
-        sched = m.start_scheduler([ex], args=["--config", cfg, "--set", "kafka.poll_batch=8"])
+        sched = m.start_scheduler([ex], args=["--config", cfg])
         m.wait_assigned([sched], 6)
         held, waiting = [], []
 
@@ -161,11 +135,13 @@ def test_a_backlog_beyond_the_resource_queue_waits_in_kafka():
                                          until=lambda r: {e.id for e in execs} <= set(results_by_id(r)),
                                          timeout=60, what="all 300 results"))
         assert all(status_name(got[e.id][0].status) == "SUCCEEDED" and len(got[e.id]) == 1 for e in execs)
+        rewinds = sched.metric("execmesh_scheduler_partition_rewinds_total")
         print(f"\nBACKLOG most_held_partitions={max(held):.0f} most_waiting_in_memory={max(waiting):.0f} "
-              f"samples={len(held)}")
+              f"rewinds={rewinds:.0f} samples={len(held)}")
         assert max(held) > 0, "no partition was ever held"
-        # in memory: the queue (4) plus what each of 6 partitions' last poll parked (8 each at most)
-        assert max(waiting) <= 4 + 6 * 8
+        assert rewinds > 0, "no held partition was ever sought back: the backlog never waited in Kafka"
+        # in memory: the queue (4) plus at most 16 parked in each of the 6 partitions
+        assert max(waiting) <= 4 + 6 * 16
         wait_for(lambda: sched.metric("execmesh_scheduler_held_partitions") == 0, 10, "every partition released")
         m.wait_lag_zero(30)
     finally:

@@ -369,6 +369,34 @@ static void oldest_stamp_is_the_first_unfinished(void **state) {
     em_watermark_destroy(wm);
 }
 
+/* A record given back to Kafka: the last tracked offset is forgotten and may
+ * be tracked again; only the last, and only unfinished. */
+static void untrack_last_gives_the_offset_back(void **state) {
+    (void)state;
+    em_watermark_t *wm = em_watermark_new();
+    uint64_t s10, s11, s12, again;
+    assert_int_equal(em_watermark_track(wm, 10, &s10), EM_OK);
+    assert_int_equal(em_watermark_track(wm, 11, &s11), EM_OK);
+    assert_int_equal(em_watermark_untrack_last(wm, s10), EM_EINVAL); /* not the last */
+    assert_int_equal(em_watermark_untrack_last(wm, s11), EM_OK);
+    assert_int_equal(em_watermark_pending(wm), 1);
+    assert_int_equal(em_watermark_track(wm, 11, &again), EM_OK); /* read again */
+    assert_int_equal(em_watermark_untrack_last(wm, again), EM_OK);
+    assert_int_equal(em_watermark_done(wm, s10), EM_OK);
+    assert_int_equal(em_watermark_committable(wm), 11);
+    /* empty: the offset after the finished prefix may be tracked again, not one below */
+    assert_int_equal(em_watermark_track(wm, 12, &s12), EM_OK);
+    assert_int_equal(em_watermark_done(wm, s12), EM_OK);
+    assert_int_equal(em_watermark_untrack_last(wm, s12), EM_EINVAL); /* finished */
+    assert_int_equal(em_watermark_track(wm, 13, &s12), EM_OK);
+    assert_int_equal(em_watermark_untrack_last(wm, s12), EM_OK);
+    assert_int_equal(em_watermark_track(wm, 12, &again), EM_EINVAL);
+    assert_int_equal(em_watermark_track(wm, 13, &again), EM_OK);
+    assert_int_equal(em_watermark_done(wm, again), EM_OK);
+    assert_int_equal(em_watermark_committable(wm), 14);
+    em_watermark_destroy(wm);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(oldest_stamp_is_the_first_unfinished),
@@ -380,6 +408,7 @@ int main(void) {
         cmocka_unit_test(interleaved_with_wraparound_match_the_model),
         cmocka_unit_test(growth_with_a_moved_head),
         cmocka_unit_test(refusals_leave_the_state_alone),
+        cmocka_unit_test(untrack_last_gives_the_offset_back),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
