@@ -45,9 +45,12 @@ build_pkgs=(
   librdkafka-dev libconfig-dev libcmocka-dev libmicrohttpd-dev libssl-dev
   g++ python3 patch libsasl2-dev libzstd-dev liblz4-dev zlib1g-dev
 )
+# postgresql (initdb, pg_ctl under /usr/lib/postgresql/N/bin) and
+# postgresql-client (psql): the neighbour of the resource flood test, which
+# starts a server of its own (tests/integration/pg.py).
 test_pkgs=(
   python3-grpcio python3-protobuf python3-confluent-kafka python3-pytest
-  kcat procps iproute2
+  kcat procps iproute2 postgresql postgresql-client
 )
 
 want=("${build_pkgs[@]}")

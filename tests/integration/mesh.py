@@ -54,6 +54,15 @@ class WaitTimeout(AssertionError):
     pass
 
 
+def pid_gone(pid):
+    """No such process, or a zombie waiting for its parent (or init) to reap it."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
 def wait_for(cond, timeout, what, interval=0.02):
     """Polls cond() until it returns a truthy value, at most timeout seconds."""
     deadline = time.monotonic() + timeout

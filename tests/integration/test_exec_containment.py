@@ -21,8 +21,8 @@ import os
 import signal
 import time
 
-from mesh import Mesh, execution, pb, wait_for
-from test_exec_handler import pid_gone, read_pids, write_script
+from mesh import Mesh, execution, pb, pid_gone, wait_for
+from test_exec_handler import read_pids, write_script
 from test_lifecycle import wait_results
 
 SUCCEEDED, FAILED, TIMED_OUT = pb.SUCCEEDED, pb.FAILED, pb.TIMED_OUT

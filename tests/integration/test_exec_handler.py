@@ -13,7 +13,7 @@ import subprocess
 
 import grpc
 
-from mesh import BIN, Mesh, execution, pb, results_by_id, status_name, wait_for
+from mesh import BIN, Mesh, execution, pb, pid_gone, results_by_id, status_name, wait_for
 from execmesh.v1 import internal_pb2, internal_pb2_grpc
 
 
@@ -21,15 +21,6 @@ def write_script(path, text):
     with open(path, "w") as f:
         f.write("#!/bin/sh\n" + text)
     os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR)
-
-
-def pid_gone(pid):
-    """No such process, or a zombie waiting for init to reap it."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except OSError:
-        return True
 
 
 def read_pids(path):
