@@ -10,8 +10,11 @@
  *      its handler a free slot (handlers.c; the slot is taken now); the
  *      others are refused one by one, each named in a Refused entry (the
  *      limit it met and its value), and nothing of them runs or stays
- *      here. None fits: the call is refused whole, RESOURCE_EXHAUSTED. An
- *      unknown handler is no refusal: its execution ends REJECTED;
+ *      here. When every one met its handler's concurrency, the call is
+ *      answered with the refusals alone (OK: the caller learns which
+ *      handlers to delay); none fits for want of room: refused whole,
+ *      RESOURCE_EXHAUSTED. An unknown handler is no refusal: its execution
+ *      ends REJECTED;
  *   3. tell the caller the batch is accepted (the response headers carry
  *      "execmesh-accepted: <replica>": from then on the caller knows this
  *      executor had it, and gRPC retries it no more), then send the
@@ -750,6 +753,21 @@ void ex_on_execute(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_t le
         goto refuse;
     }
     long taken = take_executions(b, req, len, &ri, (size_t)room, &rf, &code, msg, sizeof(msg));
+    if (taken == 0 && rf.handler_busy && !ri.alone) {
+        /* every one met its handler's concurrency: accepted with nothing to
+         * run, the refusals its only answer, so the caller delays those
+         * handlers only (a call refused whole says nothing of which) */
+        atomic_fetch_sub(&EX.inflight, (int)room);
+        pthread_mutex_destroy(&b->lock);
+        em_arena_destroy(b->arena);
+        em_metric_add(EX.m_refused_busy, (int64_t)rf.handler_busy);
+        em_metric_add(EX.m_refused_inflight, (int64_t)rf.max_inflight);
+        em_rpc_call_send_headers(call, "execmesh-accepted", EX.svc.replica);
+        em_rpc_call_send_slice(call, grpc_slice_from_copied_buffer((const char *)rf.buf, rf.len));
+        free(rf.buf);
+        em_rpc_call_finish(call);
+        return;
+    }
     if (taken == 0)
         snprintf(msg, sizeof(msg), "executor busy: no execution of the batch of %zu fits: %s", ri.n, rf.first);
     if (taken == -1)

@@ -175,10 +175,12 @@ static void queued(scheduler_t *s, sc_class_t *c, int delta) {
 /* ---- a handler's window --------------------------------------------------
  * An executor that refuses a handler's execution (its concurrency there is
  * full) sets the handler's window to what the executors hold of it now;
- * each execution of it that finishes opens the window by one and ends the
- * backoff (a slot is free again), so the next batches carry about what the
- * executors can take instead of a refusal for most of each batch. A window
- * that grew past dispatch.max_inflight is lifted. */
+ * each execution of it that finishes frees its place in the window and ends
+ * the backoff (a slot is free again), and a window's worth of them opens
+ * the window by one (probing for more executors or slots), so the next
+ * batches carry about what the executors can take instead of a refusal for
+ * most of each batch. A window that grew past dispatch.max_inflight is
+ * lifted. */
 
 void sc_item_settled_locked(scheduler_t *s, sc_item_t *it, int ran) {
     if (it->dispatched) {
@@ -187,8 +189,11 @@ void sc_item_settled_locked(scheduler_t *s, sc_item_t *it, int ran) {
         c->inflight--;
         if (ran && c->window) {
             c->busy_until_ms = 0;
-            if (++c->window > s->max_inflight)
-                c->window = 0;
+            if (++c->window_acked >= c->window) { /* a window's worth finished: try one more */
+                c->window_acked = 0;
+                if (++c->window > s->max_inflight)
+                    c->window = 0;
+            }
         }
     }
     sc_resources_release_locked(s, it);
@@ -197,6 +202,7 @@ void sc_item_settled_locked(scheduler_t *s, sc_item_t *it, int ran) {
 void sc_class_refused_locked(scheduler_t *s, sc_class_t *c, int64_t until_ms) {
     (void)s;
     c->window = c->inflight > 0 ? c->inflight : 1;
+    c->window_acked = 0;
     c->busy_until_ms = until_ms;
 }
 

@@ -169,7 +169,8 @@ typedef struct sc_class {
     int64_t busy_until_ms;    /* monotonic: an executor said the handler is at its concurrency */
     int inflight;             /* dispatched, not yet finished, refused or back */
     int window;               /* 0: no bound; else at most this many in flight: set to what the executors
-                               * held when one refused the handler, one more for each that finished */
+                               * held when one refused the handler, one more per window that finished */
+    int window_acked;         /* finished since the window last grew */
     struct sc_class *act_prev, *act_next; /* the ring of classes with executions waiting */
     int active;
 } sc_class_t;
