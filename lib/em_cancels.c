@@ -61,13 +61,6 @@ static void metric_set(em_metric_t *m, int64_t v) {
         em_metric_set(m, v);
 }
 
-static uint64_t hash_id(const uint8_t *p, size_t n) {
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ p[i]) * 1099511628211ull;
-    return h;
-}
-
 static entry_t **bucket_of(em_cancels_t *c, uint64_t h) { return &c->buckets[h & (c->nbuckets - 1)]; }
 
 static entry_t *find_locked(em_cancels_t *c, const uint8_t *id, size_t len, uint64_t h) {
@@ -103,7 +96,7 @@ static void expire_locked(em_cancels_t *c, int64_t now) {
  * so arrival order is expiry order (a late old record is simply forgotten
  * with the ones before it). */
 static int remember(em_cancels_t *c, const uint8_t *id, size_t len, int64_t at) {
-    uint64_t h = hash_id(id, len);
+    uint64_t h = em_fnv1a(id, len);
     pthread_mutex_lock(&c->lock);
     if (find_locked(c, id, len, h)) {
         pthread_mutex_unlock(&c->lock);
@@ -134,7 +127,7 @@ static int remember(em_cancels_t *c, const uint8_t *id, size_t len, int64_t at) 
 }
 
 int em_cancels_has(em_cancels_t *c, const uint8_t *id, size_t len) {
-    uint64_t h = hash_id(id, len);
+    uint64_t h = em_fnv1a(id, len);
     pthread_mutex_lock(&c->lock);
     entry_t *e = find_locked(c, id, len, h);
     int yes = e && em_now_unix_ms() - e->at_unix_ms <= c->remember_ms;

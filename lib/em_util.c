@@ -231,3 +231,11 @@ int em_grow(void *array_ptr, size_t *cap, size_t need, size_t elem) {
     *cap = nc;
     return 0;
 }
+
+uint64_t em_fnv1a(const void *p, size_t n) {
+    const uint8_t *b = p;
+    uint64_t h = 14695981039346656037ull; /* the offset basis */
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 1099511628211ull;
+    return h;
+}

@@ -19,6 +19,9 @@
  * when out of memory: then the array and *cap are as they were. */
 int em_grow(void *array_ptr, size_t *cap, size_t need, size_t elem);
 
+/* FNV-1a, 64 bits, of p[0..n): for hash tables keyed by short strings. */
+uint64_t em_fnv1a(const void *p, size_t n);
+
 int64_t em_now_unix_ms(void);
 /* Monotonic clock in ms and ns (for every timeout and duration). */
 int64_t em_mono_ms(void);

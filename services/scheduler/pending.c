@@ -63,13 +63,6 @@ void sc_item_done_locked(scheduler_t *s, sc_item_t *it, int durable) {
 
 /* ---- classes ------------------------------------------------------------ */
 
-static uint32_t hash_name(const uint8_t *h, size_t n) {
-    uint32_t x = 2166136261u; /* FNV-1a */
-    for (size_t i = 0; i < n; i++)
-        x = (x ^ h[i]) * 16777619u;
-    return x;
-}
-
 static sc_class_t *class_make(scheduler_t *s, const uint8_t *h, size_t n, uint32_t hash) {
     sc_class_t *c = calloc(1, sizeof(*c));
     if (!c || !(c->handler = malloc(n + 1))) {
@@ -107,7 +100,7 @@ static int slots_grow(scheduler_t *s) {
 }
 
 int sc_class_of_locked(scheduler_t *s, const uint8_t *h, size_t n) {
-    uint32_t hash = hash_name(h, n);
+    uint32_t hash = (uint32_t)em_fnv1a(h, n);
     if (s->nslots) {
         uint32_t mask = (uint32_t)(s->nslots - 1);
         for (uint32_t i = hash & mask; s->class_slots[i]; i = (i + 1) & mask) {

@@ -179,6 +179,14 @@ static void grow_keeps_elements_and_refuses_overflow(void **state) {
     free(a);
 }
 
+/* The published FNV-1a 64 test vectors. */
+static void fnv1a_matches_the_reference_values(void **state) {
+    (void)state;
+    assert_true(em_fnv1a("", 0) == 0xcbf29ce484222325ull);
+    assert_true(em_fnv1a("a", 1) == 0xaf63dc4c8601ec8cull);
+    assert_true(em_fnv1a("foobar", 6) == 0x85944171f73967e8ull);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(clean_table),
@@ -187,6 +195,7 @@ int main(void) {
         cmocka_unit_test(trim_table),
         cmocka_unit_test(trim_after_snprintf_at_every_size),
         cmocka_unit_test(grow_keeps_elements_and_refuses_overflow),
+        cmocka_unit_test(fnv1a_matches_the_reference_values),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
