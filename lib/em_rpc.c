@@ -5,22 +5,27 @@
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/support/time.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdlib.h>
 
 #include "em_log.h"
 #include "em_rpc_int.h"
+#include "em_util.h"
 
 struct em_rpc_loop {
     grpc_completion_queue *cq;
     pthread_t thread;
     int started;
+    atomic_llong turned_ms; /* monotonic: the loop's last wake-up (at least every 250 ms) */
 };
 
 static void *loop_main(void *arg) {
     em_rpc_loop_t *loop = arg;
     for (;;) {
-        grpc_event ev = grpc_completion_queue_next(loop->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+        /* a wake-up at least every 250 ms: the liveness heartbeat (/livez, liveness.stall_ms >= 1000) */
+        grpc_event ev = grpc_completion_queue_next(loop->cq, em_rpc_deadline_ms(250), NULL);
+        atomic_store(&loop->turned_ms, em_mono_ms());
         if (ev.type == GRPC_QUEUE_SHUTDOWN)
             break;
         if (ev.type != GRPC_OP_COMPLETE)
@@ -119,3 +124,5 @@ const char *em_rpc_status_name(grpc_status_code code) {
 gpr_timespec em_rpc_deadline_ms(int64_t timeout_ms) {
     return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
 }
+
+int64_t em_rpc_loop_turned_ms(em_rpc_loop_t *loop) { return atomic_load(&loop->turned_ms); }

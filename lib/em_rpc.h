@@ -29,6 +29,9 @@ em_err_t em_rpc_loop_start(em_rpc_loop_t *loop);
  * every server and channel using the loop first. */
 void em_rpc_loop_destroy(em_rpc_loop_t *loop);
 grpc_completion_queue *em_rpc_loop_cq(em_rpc_loop_t *loop);
+/* Monotonic ms of the loop thread's last wake-up (it wakes at least every
+ * 250 ms while it runs); 0 before it started. */
+int64_t em_rpc_loop_turned_ms(em_rpc_loop_t *loop);
 
 /* Packs msg into a new slice (the caller owns the returned slice). */
 grpc_slice em_rpc_pack(const ProtobufCMessage *msg);

@@ -93,6 +93,8 @@ static void usage(const em_service_desc_t *d, FILE *out) {
 
 static int service_init(em_service_t *svc, const em_service_desc_t *desc, int argc, char **argv);
 
+static int on_livez(void *ctx, const char *rest, char *out, size_t n);
+
 int em_service_init(em_service_t *svc, const em_service_desc_t *desc, int argc, char **argv) {
     char **owned = NULL;
     int nowned = 0;
@@ -242,7 +244,51 @@ static int service_init(em_service_t *svc, const em_service_desc_t *desc, int ar
         EM_ERROR("cannot create the gRPC server", EM_F_STR("error", err));
         return 1;
     }
+    svc->live_stall_ms = em_config_int(svc->cfg, "liveness.stall_ms");
+    em_metrics_route(svc->metrics, "GET", "/livez", on_livez, svc);
     return -1;
+}
+
+/* ---- liveness: GET /livez ---------------------------------------------- */
+
+int em_live_verdict(int64_t now, const char *const *names, const int64_t *turned, int n, int64_t stall_ms,
+                    char *out, size_t outn) {
+    for (int i = 0; i < n; i++) {
+        if (turned[i] && now - turned[i] > stall_ms) {
+            snprintf(out, outn, "not live: the %s loop has not turned for %lld ms (liveness.stall_ms %lld)\n",
+                     names[i], (long long)(now - turned[i]), (long long)stall_ms);
+            return 503;
+        }
+    }
+    snprintf(out, outn, "live\n");
+    return 200;
+}
+
+void em_service_live_source(em_service_t *svc, const char *name, int64_t (*turned_ms)(void *ctx), void *ctx) {
+    if (svc->nlive < (int)EM_ARRAY_LEN(svc->live))
+        svc->live[svc->nlive++] = (struct em_live_source){name, turned_ms, ctx};
+}
+
+static int on_livez(void *ctx, const char *rest, char *out, size_t n) {
+    em_service_t *svc = ctx;
+    const char *names[1 + EM_ARRAY_LEN(svc->live)];
+    int64_t turned[1 + EM_ARRAY_LEN(svc->live)];
+    int k = 0;
+    if (rest[0]) {
+        snprintf(out, n, "not found: try /livez\n");
+        return 404;
+    }
+    if (atomic_load(&svc->draining)) { /* a drain has deadlines of its own; a restart would only cut it */
+        snprintf(out, n, "live (draining)\n");
+        return 200;
+    }
+    names[k] = "gRPC";
+    turned[k++] = em_rpc_loop_turned_ms(svc->loop);
+    for (int i = 0; i < svc->nlive; i++) {
+        names[k] = svc->live[i].name;
+        turned[k++] = svc->live[i].turned_ms(svc->live[i].ctx);
+    }
+    return em_live_verdict(em_mono_ms(), names, turned, k, svc->live_stall_ms, out, n);
 }
 
 void em_service_channel_opts(const em_service_t *svc, struct em_rpc_channel_opts *o) {
@@ -351,6 +397,7 @@ int em_service_wait(em_service_t *svc) {
 
 int64_t em_service_drain_begin(em_service_t *svc) {
     int64_t start = em_mono_ms();
+    atomic_store(&svc->draining, 1);
     em_health_block(svc->health, EM_HEALTH_DRAINING, 1);
     int64_t ns = em_config_int(svc->cfg, "drain.notserving_ms");
     if (ns > 0) {

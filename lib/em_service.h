@@ -46,7 +46,11 @@
     {"ports_file", EM_CFG_STR, "", 0, 4095, "If set, the bound ports are written here (grpc=, metrics=, pid= lines) once serving starts."}, \
     {"drain.notserving_ms", EM_CFG_INT, "200", 0, 60000,                                                        \
      "On SIGTERM: NOT_SERVING this long before refusing new calls, so clients move away first."},           \
-    {"drain.timeout_ms", EM_CFG_INT, "20000", 0, 600000, "On SIGTERM: longest wait for in-flight work before it is cancelled."}
+    {"drain.timeout_ms", EM_CFG_INT, "20000", 0, 600000, "On SIGTERM: longest wait for in-flight work before it is cancelled."}, \
+    {"liveness.stall_ms", EM_CFG_INT, "10000", 1000, 600000,                                                    \
+     "GET /livez on the metrics port answers 200 while the process's loops turn (the gRPC loop, and the "      \
+     "scheduler's consumer loop), 503 naming the loop that has not turned for this long. It does not follow "   \
+     "health: a broker outage makes a service NOT_SERVING but not dead (the Kubernetes liveness probe)."}
 
 /* "--flag VALUE" as a short form of "--set key=VALUE". */
 typedef struct em_flag_alias {
@@ -79,6 +83,14 @@ typedef struct em_service {
     em_timers_t *timers;
     int grpc_port;
     int metrics_port;
+    int64_t live_stall_ms;      /* liveness.stall_ms */
+    atomic_int draining;        /* SIGTERM taken: the drain is bounded by its own deadlines, /livez says live */
+    struct em_live_source {     /* loops /livez watches besides the gRPC loop */
+        const char *name;
+        int64_t (*turned_ms)(void *ctx); /* monotonic ms of its last turn; 0: not started */
+        void *ctx;
+    } live[4];
+    int nlive;
     sigset_t sigs;
     /* After the first SIGTERM/SIGINT: the thread that waits for a second */
     pthread_t second_signal;
@@ -92,6 +104,16 @@ typedef struct em_service {
  * --version, --check-config; 2 for usage and config errors, with the reason
  * on stderr). */
 int em_service_init(em_service_t *svc, const em_service_desc_t *desc, int argc, char **argv);
+
+/* Adds a loop /livez watches (before em_service_start): turned_ms(ctx)
+ * gives its last turn (monotonic ms, 0 while it has not started). */
+void em_service_live_source(em_service_t *svc, const char *name, int64_t (*turned_ms)(void *ctx), void *ctx);
+
+/* The verdict /livez gives at now: 200, or 503 with the loop that has not
+ * turned for more than stall_ms named in out. turned[i] of names[i]; 0
+ * (not started) counts as turning. */
+int em_live_verdict(int64_t now, const char *const *names, const int64_t *turned, int n, int64_t stall_ms,
+                    char *out, size_t outn);
 
 /* Client channel options from the common settings. */
 struct em_rpc_channel_opts;

@@ -213,6 +213,16 @@ static void *consumer_main(void *arg) {
     return NULL;
 }
 
+/* /livez: the consumer loop's last turn (it turns at least every 100 ms
+ * while it runs, also while paused or held, and during a revoke's wait). */
+static int64_t consumer_turned(void *ctx) {
+    scheduler_t *s = ctx;
+    pthread_mutex_lock(&s->lock);
+    int64_t t = s->consumer_alive_ms;
+    pthread_mutex_unlock(&s->lock);
+    return t;
+}
+
 /* POST /admin/pause and /admin/resume on the metrics port: stop and restart
  * consuming (the partitions stay assigned; Submit keeps working). */
 static int admin_consume(void *ctx, const char *rest, char *out, size_t n) {
@@ -430,6 +440,7 @@ int main(int argc, char **argv) {
         em_rpc_server_add_method(s.svc.server, "execmesh.v1.Scheduler", "Cancel", sc_on_cancel, &s, 32) != EM_OK)
         goto out;
     em_metrics_route(s.svc.metrics, "POST", "/admin/", admin_consume, &s);
+    em_service_live_source(&s.svc, "consumer", consumer_turned, &s);
 
     /* serve */
     if (em_service_start(&s.svc) != EM_OK)

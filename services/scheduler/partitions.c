@@ -209,8 +209,9 @@ void sc_on_revoke(void *ctx, const rd_kafka_topic_partition_list_t *parts, int l
         }
         if ((waiting == 0 && sc_resources_within_share_locked(s)) || lost || em_mono_ms() >= deadline)
             break;
-        s->consumer_alive_ms = em_mono_ms(); /* waiting here is not a stall */
-        em_cond_wait_ms(&s->cond, &s->lock, deadline - em_mono_ms());
+        s->consumer_alive_ms = em_mono_ms(); /* waiting here is not a stall (nor dead: /livez) */
+        int64_t left = deadline - em_mono_ms();
+        em_cond_wait_ms(&s->cond, &s->lock, left < 1000 ? left : 1000);
     }
     /* 3. the final watermark, then give them up */
     for (int i = 0; i < parts->cnt; i++) {

@@ -213,9 +213,10 @@ class Proc:
     def alive(self):
         return self.p.poll() is None
 
-    def post(self, path, timeout=5):
-        """POST to the metrics port (admin and debug routes); returns (status, body)."""
-        req = urllib.request.Request(f"http://{self.ports['metrics']}{path}", method="POST", data=b"")
+    def post(self, path, timeout=5, method="POST"):
+        """POST (or GET) to the metrics port (admin, debug and /livez routes); returns (status, body)."""
+        req = urllib.request.Request(f"http://{self.ports['metrics']}{path}", method=method,
+                                     data=b"" if method == "POST" else None)
         try:
             with urllib.request.urlopen(req, timeout=timeout) as r:
                 return r.status, r.read().decode()

@@ -16,6 +16,7 @@
 
 #include "em_health.h"
 #include "em_log.h"
+#include "em_service.h"
 #include "em_util.h"
 
 #define SVC "execmesh.v1.Scheduler"
@@ -268,6 +269,23 @@ static void status_names(void **state) {
     assert_string_equal(em_health_status_name(EM_HEALTH_SERVICE_UNKNOWN), "SERVICE_UNKNOWN");
 }
 
+/* /livez: 503 naming the first loop past the stall, 0 counts as not started. */
+static void live_verdict_names_the_stalled_loop(void **state) {
+    (void)state;
+    const char *names[] = {"gRPC", "consumer"};
+    char out[200];
+    int64_t fresh[] = {9500, 9900};
+    assert_int_equal(em_live_verdict(10000, names, fresh, 2, 1000, out, sizeof(out)), 200);
+    assert_string_equal(out, "live\n");
+    int64_t unstarted[] = {9999, 0};
+    assert_int_equal(em_live_verdict(10000, names, unstarted, 2, 1000, out, sizeof(out)), 200);
+    int64_t stuck[] = {9999, 8000};
+    assert_int_equal(em_live_verdict(10000, names, stuck, 2, 1000, out, sizeof(out)), 503);
+    assert_non_null(strstr(out, "the consumer loop has not turned for 2000 ms (liveness.stall_ms 1000)"));
+    int64_t edge[] = {9000, 9000};
+    assert_int_equal(em_live_verdict(10000, names, edge, 2, 1000, out, sizeof(out)), 200); /* exactly the bound */
+}
+
 int main(void) {
     /* status changes are logged at info; keep the test output to cmocka's */
     em_log_set_level(EM_LOG_WARN);
@@ -279,6 +297,7 @@ int main(void) {
         cmocka_unit_test(unwatch_stops_notifications),
         cmocka_unit_test(blockers_text),
         cmocka_unit_test(status_names),
+        cmocka_unit_test(live_verdict_names_the_stalled_loop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
