@@ -1086,8 +1086,10 @@ def figures(c, faults, recs, load):
                 f.figures["rerun_during_fault"] = len(moved)
                 if moved or late:
                     f.figures["out_of_picks_ms"] = max(moved + late) - f.t_ms
+                # heal_ms is read just before the SIGCONT / link up: a start in that
+                # same millisecond came after it (a call that waited in its socket)
                 got = sum(1 for ts, t, _, _ in journal(f"{c.dir}/{f.victim}.journal")
-                          if t == "S" and f.t_ms + 200 <= ts <= f.heal_ms)
+                          if t == "S" and f.t_ms + 200 <= ts < f.heal_ms)
                 f.ok = f.ok and bool(moved) and got == 0
                 f.effect += f"; {len(moved)} executions re-run elsewhere while it was cut off; it took {got} new ones"
         elif f.kind == "kill9_sink":
