@@ -188,6 +188,16 @@ class Kafka:
             subprocess.run([os.path.join(ROOT, "scripts", "kafka.sh"), "stop", "--dir", self.kdir], capture_output=True)
 
 
+def start_serving(owner, role, name, args):
+    """Starts a replica for owner (its .dir and .procs, as mesh.Proc wants)
+    and waits until it is SERVING."""
+    p = Proc(owner, role, name, args)
+    owner.procs.append(p)
+    p.wait_ports()
+    wait_for(lambda: probe(p.grpc_addr) == 0, 60, f"{name} SERVING", interval=0.1)
+    return p
+
+
 class MeshRun:
     """One mesh of n schedulers, executors and sinks with a settings profile."""
 
@@ -214,11 +224,7 @@ class MeshRun:
                  90, f"the {n} schedulers to share the {parts} partitions", interval=0.2)
 
     def _start(self, role, name, args):
-        p = Proc(self, role, name, args)
-        self.procs.append(p)
-        p.wait_ports()
-        wait_for(lambda: probe(p.grpc_addr) == 0, 60, f"{name} SERVING", interval=0.1)
-        return p
+        return start_serving(self, role, name, args)
 
     def resume(self):
         for s in self.schedulers:

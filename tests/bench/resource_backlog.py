@@ -32,7 +32,7 @@ sys.path.insert(0, HERE)
 
 import bench  # noqa: E402  (its profiles, its devkafka start, its helpers; imports tests/integration/mesh)
 from bench import THROUGHPUT, cpu_seconds, sets  # noqa: E402
-from mesh import BUILD, Proc, mesh_dir, probe, wait_for  # noqa: E402
+from mesh import BUILD, mesh_dir, wait_for  # noqa: E402
 from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
@@ -157,11 +157,7 @@ class Run:
         self.procs = []
 
     def start(self, role, name, args):
-        p = Proc(self, role, name, args)
-        self.procs.append(p)
-        p.wait_ports()
-        wait_for(lambda: probe(p.grpc_addr) == 0, 60, f"{name} SERVING", interval=0.1)
-        return p
+        return bench.start_serving(self, role, name, args)
 
     def scheduler(self, name, kafka, exec_target, group, extra):
         return self.start("scheduler", name, kafka + ["--set", f"executors.target={exec_target}",

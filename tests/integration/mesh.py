@@ -63,6 +63,19 @@ def pid_gone(pid):
         return True
 
 
+def assert_config_refused(role, tmp_path, cases):
+    """Each (config text, line, key, reason) of cases, through ROLE's
+    --check-config (the checks start-up runs): exit 2, the error naming the
+    file, the line, the key and the reason."""
+    for i, (text, line, key, reason) in enumerate(cases):
+        path = tmp_path / f"bad{i}.cfg"
+        path.write_text(text)
+        r = subprocess.run([BIN[role], "--config", str(path), "--check-config"], capture_output=True, text=True,
+                           timeout=30)
+        assert r.returncode == 2, (text, r)
+        assert f"{path}:{line}: key '{key}'" in r.stderr and reason in r.stderr, (text, r.stderr)
+
+
 def wait_for(cond, timeout, what, interval=0.02):
     """Polls cond() until it returns a truthy value, at most timeout seconds."""
     deadline = time.monotonic() + timeout

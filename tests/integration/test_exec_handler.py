@@ -13,7 +13,7 @@ import subprocess
 
 import grpc
 
-from mesh import BIN, Mesh, execution, pb, pid_gone, results_by_id, status_name, wait_for
+from mesh import BIN, Mesh, assert_config_refused, execution, pb, pid_gone, results_by_id, status_name, wait_for
 from execmesh.v1 import internal_pb2, internal_pb2_grpc
 
 
@@ -171,10 +171,4 @@ def test_check_config_refuses_each_bad_handler_setting(tmp_path):
         ('handlers = { exec = [ "up" ]; };\n', 1, "exec.up.argv", "needs exec.up.argv"),
         ('handlers = { exec = [ "bad name" ]; };\n', 1, "handlers.exec", "'bad name' is not a handler name"),
     ]
-    for i, (text, line, key, reason) in enumerate(cases):
-        path = tmp_path / f"bad{i}.cfg"
-        path.write_text(text)
-        r = subprocess.run([BIN["executor"], "--config", str(path), "--check-config"], capture_output=True, text=True,
-                           timeout=30)
-        assert r.returncode == 2, (text, r)
-        assert f"{path}:{line}: key '{key}'" in r.stderr and reason in r.stderr, (text, r.stderr)
+    assert_config_refused("executor", tmp_path, cases)

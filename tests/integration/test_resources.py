@@ -10,7 +10,7 @@ import os
 import subprocess
 import time
 
-from mesh import BIN, Mesh, execution, pb, results_by_id, status_name, wait_for
+from mesh import BIN, Mesh, assert_config_refused, execution, pb, results_by_id, status_name, wait_for
 from pg import max_overlap, max_starts_in_window
 
 
@@ -27,13 +27,7 @@ def test_check_config_refuses_bad_resources(tmp_path):
         ('handlers = { psql = { resources = [ "nope" ]; }; };\n', 1, "handlers.psql.resources",
          "unknown resource 'nope' (resources: none configured)"),
     ]
-    for i, (text, line, key, reason) in enumerate(cases):
-        path = tmp_path / f"bad{i}.cfg"
-        path.write_text(text)
-        r = subprocess.run([BIN["scheduler"], "--config", str(path), "--check-config"], capture_output=True,
-                           text=True, timeout=30)
-        assert r.returncode == 2, (text, r)
-        assert f"{path}:{line}: key '{key}'" in r.stderr and reason in r.stderr, (text, r.stderr)
+    assert_config_refused("scheduler", tmp_path, cases)
     good = tmp_path / "good.cfg"
     good.write_text('resources = { pg = { name = "db:pg"; concurrency = 4; rate = 40; burst = 4; }; };\n'
                     'handlers = { psql = { resources = [ "db:pg" ]; }; };\n')

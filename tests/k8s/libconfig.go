@@ -32,7 +32,7 @@ type cfgParser struct {
 
 func (p *cfgParser) line() int { return strings.Count(p.s[:p.i], "\n") + 1 }
 
-func (p *cfgParser) skip() {
+func (p *cfgParser) skipBlanks() {
 	for p.i < len(p.s) {
 		switch c := p.s[p.i]; {
 		case c == ' ' || c == '\t' || c == '\r' || c == '\n':
@@ -55,7 +55,7 @@ func (p *cfgParser) skip() {
 }
 
 func (p *cfgParser) peek() byte {
-	p.skip()
+	p.skipBlanks()
 	if p.i < len(p.s) {
 		return p.s[p.i]
 	}

@@ -414,7 +414,7 @@ static void pids_limit_refuses_forks(void **state) {
     need_complete(t);
     em_cgroup_limits_t lim = {.pids_max = 5};
     em_cgroup_t *g = create(t, "pids", &lim);
-    static const char *const argv[] = {"/bin/sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10; do sleep 5 & done; wait",
+    static const char *const argv[] = {"/bin/sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10; do sleep 5 & done; wait", /* ok-sleep: the children under test */
                                        NULL};
     pid_t child = spawn_in(g, argv, 1); /* the shell complains of each refused fork */
     UNIT_WAIT_UNTIL(poll_pause(), em_cgroup_pids_limit_hit(g), WAIT_MS, "pids.events max > 0");
