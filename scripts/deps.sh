@@ -47,10 +47,13 @@ build_pkgs=(
 )
 # postgresql (initdb, pg_ctl under /usr/lib/postgresql/N/bin) and
 # postgresql-client (psql): the neighbour of the resource flood test, which
-# starts a server of its own (tests/integration/pg.py).
+# starts a server of its own (tests/integration/pg.py). dnsmasq-base (the
+# binary without the system service, which would take port 53) and iptables:
+# the hosts-and-DNS test (tests/integration/hosts.py). The container image's
+# tools (podman, runc, debootstrap) are installed by scripts/image.sh.
 test_pkgs=(
   python3-grpcio python3-protobuf python3-confluent-kafka python3-pytest
-  kcat procps iproute2 postgresql postgresql-client
+  kcat procps iproute2 postgresql postgresql-client dnsmasq-base iptables
 )
 
 want=("${build_pkgs[@]}")

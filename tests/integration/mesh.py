@@ -47,6 +47,8 @@ TOOL = {
 }
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 TOPICS = ("execmesh.requests", "execmesh.results", "execmesh.dead", "execmesh.delay", "execmesh.cancels")
+# the topic settings a test's own topics copy from the broker's execmesh.* topics
+REPLICATION_CONFIGS = ("min.insync.replicas", "unclean.leader.election.enable")
 SERVING, NOT_SERVING = 1, 2
 
 
@@ -428,19 +430,37 @@ class Mesh:
         self.dead_start = self.kafka.end_offsets(self.topics["execmesh.dead"])
 
     def _real_topics(self, name, partitions):
-        from confluent_kafka.admin import AdminClient, NewTopic
+        """The test's own topics, made like the broker's execmesh.* topics
+        (scripts/kafka.sh made those): the same replication factor,
+        min.insync.replicas and unclean.leader.election.enable, so a test on a
+        replicated cluster runs on replicated topics."""
+        from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
         suffix = f"{name}-{uuid.uuid4().hex[:8]}"
         topics = {t: f"{t}.{suffix}" for t in TOPICS}
         admin = AdminClient({"bootstrap.servers": self.kafka.bootstrap})
-        fs = admin.create_topics([NewTopic(t, partitions, 1) for t in topics.values()])
-        for f in fs.values():
+        have = admin.list_topics(timeout=10).topics
+        new = []
+        for base, t in topics.items():
+            rf, conf = 1, {}
+            if base in have and have[base].partitions:
+                rf = len(next(iter(have[base].partitions.values())).replicas)
+                (f,) = admin.describe_configs([ConfigResource("topic", base)]).values()
+                conf = {k: v.value for k, v in f.result(30).items() if k in REPLICATION_CONFIGS}
+            new.append(NewTopic(t, partitions, rf, config=conf))
+        for f in admin.create_topics(new).values():
             f.result(30)
-        def leaders_ready():
+
+        def ready():  # every partition led, with all its replicas in sync, and answering offsets
             try:
+                md = admin.list_topics(timeout=5).topics
+                if not all(t in md and len(md[t].partitions) == partitions and
+                           all(pm.leader >= 0 and len(pm.isrs) == len(pm.replicas) for pm in md[t].partitions.values())
+                           for t in topics.values()):
+                    return False
                 return all(len(self.kafka.end_offsets(t)) == partitions for t in topics.values())
             except Exception:  # not yet: NOT_LEADER / UNKNOWN_TOPIC while the new topic propagates
                 return False
-        wait_for(leaders_ready, 30, "the test's new topics to have a leader for every partition", interval=0.1)
+        wait_for(ready, 30, "the test's new topics to have a leader and a full ISR on every partition", interval=0.1)
         return topics
 
     def kafka_args(self):
