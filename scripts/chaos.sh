@@ -21,7 +21,8 @@
 #                                            reports lost > 0 and exits non-zero
 #   --build DIR (default build/), --rate N, --seed N, --rounds N, --only kind,kind,
 #   --burst N (executions produced at once as the scheduler churn starts)
-# Needs root (it makes a network namespace and a veth pair, and removes them).
+# Needs root (executor-2 runs on a host of its own: a network namespace on a
+# test-made bridge, tests/integration/hosts.py; removed at the end).
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)

@@ -44,6 +44,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 import grpc  # noqa: E402
 from confluent_kafka import Consumer, TopicPartition  # noqa: E402
 
+from hosts import Network  # noqa: E402
 from mesh import ROOT, Mesh, Proc, free_port, execution, pb, pb_grpc, probe, wait_for  # noqa: E402
 
 # The timing goals: figure -> (bound, the fault kinds that measure it). They
@@ -70,54 +71,6 @@ def now_ms():
 
 def log(msg):
     print(f"[chaos {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-class Netns:
-    """A network namespace joined to the host by a veth pair; the harness
-    creates it and removes it (also on error)."""
-
-    def __init__(self, tag):
-        self.name = f"emc{tag}"
-        n = 10 + (os.getpid() % 200)
-        self.host_ip, self.ns_ip = f"10.{n}.77.1", f"10.{n}.77.2"
-        self.host_if, self.ns_if = f"vemh{tag}"[:15], f"vemn{tag}"[:15]
-        self.up = False
-        self._run("ip", "netns", "add", self.name)
-        try:
-            self._run("ip", "link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if)
-            self._run("ip", "link", "set", self.ns_if, "netns", self.name)
-            self._run("ip", "addr", "add", f"{self.host_ip}/24", "dev", self.host_if)
-            self._run("ip", "link", "set", self.host_if, "up")
-            self._ns("ip", "addr", "add", f"{self.ns_ip}/24", "dev", self.ns_if)
-            self._ns("ip", "link", "set", self.ns_if, "up")
-            self._ns("ip", "link", "set", "lo", "up")
-            self.up = True
-        except Exception:
-            self.remove()
-            raise
-
-    @staticmethod
-    def _run(*cmd):
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
-        if r.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)}: {r.stderr.strip()}")
-
-    def _ns(self, *cmd):
-        self._run("ip", "netns", "exec", self.name, *cmd)
-
-    def wrap(self):
-        return ["ip", "netns", "exec", self.name]
-
-    def cut(self):
-        """Silent partition: the namespace's end of the link goes down."""
-        self._ns("ip", "link", "set", self.ns_if, "down")
-
-    def heal(self):
-        self._ns("ip", "link", "set", self.ns_if, "up")
-
-    def remove(self):
-        subprocess.run(["ip", "link", "del", self.host_if], capture_output=True, timeout=30)
-        subprocess.run(["ip", "netns", "del", self.name], capture_output=True, timeout=30)
 
 
 class Load:
@@ -246,7 +199,14 @@ class Cluster:
         self.m = Mesh("chaos", partitions=args.partitions,
                       bootstrap_file=args.bootstrap_file if args.kafka == "real" else None)
         self.dir = self.m.dir
-        self.ns = Netns(str(os.getpid() % 100000))
+        # executor-2's host: a namespace of its own on a bridge (tests/integration/hosts.py);
+        # the root namespace is on the bridge too (net.root_ip), where the sinks listen
+        self.net = Network("chaos", third_octet=77)
+        try:
+            self.ns = self.net.add_host("executor-2")
+        except Exception:
+            self.net.close()
+            raise
         self.sink_ports = [free_port() for _ in range(3)]
         self.exec_ports = [free_port() for _ in range(4)]  # executor-2 lives in the namespace
         self.ns_exec_port = 7299
@@ -256,10 +216,10 @@ class Cluster:
 
     # --- addresses ---------------------------------------------------------
     def exec_addr(self, i):
-        return f"{self.ns.ns_ip}:{self.ns_exec_port}" if i == 2 else f"127.0.0.1:{self.exec_ports[i]}"
+        return f"{self.ns.ip}:{self.ns_exec_port}" if i == 2 else f"127.0.0.1:{self.exec_ports[i]}"
 
     def sinks_target(self, from_ns):
-        host = self.ns.host_ip if from_ns else "127.0.0.1"
+        host = self.net.root_ip if from_ns else "127.0.0.1"
         return "ipv4:" + ",".join(f"{host}:{p}" for p in self.sink_ports)
 
     def executors_target(self):
@@ -281,8 +241,8 @@ class Cluster:
         p = self.m.start("executor", name, [
             "--set", f"sinks.target={self.sinks_target(ns)}",
             "--set", f"executor.journal={self.dir}/{name}.journal"], wait=False,
-            grpc_listen=f"{self.ns.ns_ip}:{self.ns_exec_port}" if ns else f"127.0.0.1:{self.exec_ports[i]}",
-            metrics_listen=f"{self.ns.ns_ip}:0" if ns else "127.0.0.1:0", wrap=self.ns.wrap() if ns else ())
+            grpc_listen=f"{self.ns.ip}:{self.ns_exec_port}" if ns else f"127.0.0.1:{self.exec_ports[i]}",
+            metrics_listen=f"{self.ns.ip}:0" if ns else "127.0.0.1:0", wrap=self.ns.wrap() if ns else ())
         p.addr = self.exec_addr(i)
         return self._started(name, p, wait)
 
@@ -395,7 +355,7 @@ class Cluster:
         try:
             self.m.close()
         finally:
-            self.ns.remove()
+            self.net.close()
 
 
 # ---- evidence from the replicas' journals and logs -------------------------
