@@ -142,9 +142,24 @@ em_rpc_channel_t *em_rpc_channel_new(em_rpc_loop_t *loop, const char *target, co
         em_int_arg(GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, o->max_message_bytes),
         em_int_arg(GRPC_ARG_PER_RPC_RETRY_BUFFER_SIZE, o->max_message_bytes),
         em_int_arg(GRPC_ARG_ENABLE_RETRIES, o->retry_max_attempts > 1),
+        /* last: passed only with TLS and a server name configured */
+        em_str_arg(GRPC_SSL_TARGET_NAME_OVERRIDE_ARG, o->tls.server_name ? o->tls.server_name : ""),
     };
-    grpc_channel_args ca = {EM_ARRAY_LEN(args), args};
-    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+    int override_name = em_tls_on(&o->tls) && o->tls.server_name && *o->tls.server_name;
+    grpc_channel_args ca = {EM_ARRAY_LEN(args) - (override_name ? 0 : 1), args};
+    if (em_tls_check_target(&o->tls, target, errstr, errstr_size) != 0) {
+        pthread_mutex_destroy(&ch->lock);
+        pthread_cond_destroy(&ch->cond);
+        free(ch);
+        return NULL;
+    }
+    grpc_channel_credentials *creds = em_tls_channel_credentials(&o->tls, errstr, errstr_size);
+    if (!creds) {
+        pthread_mutex_destroy(&ch->lock);
+        pthread_cond_destroy(&ch->cond);
+        free(ch);
+        return NULL;
+    }
     ch->channel = grpc_channel_create(target, creds, &ca);
     grpc_channel_credentials_release(creds);
     if (!ch->channel) {

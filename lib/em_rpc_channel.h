@@ -18,6 +18,7 @@
 
 #include "em_error.h"
 #include "em_rpc.h"
+#include "em_tls.h"
 
 typedef struct em_rpc_channel em_rpc_channel_t;
 typedef struct em_rpc_method_ref em_rpc_method_ref_t;
@@ -32,6 +33,7 @@ typedef struct em_rpc_channel_opts {
     int dns_min_resolution_ms;
     int no_health_check;      /* 1: pick replicas whatever their health says (for probes) */
     int fail_fast;            /* 1: fail at once when no replica is reachable */
+    em_tls_opts_t tls;        /* zero: plaintext */
 } em_rpc_channel_opts_t;
 
 /* Called once per call with its final status. resp/len is the response

@@ -50,6 +50,7 @@ struct em_rpc_server {
     grpc_server *server;
     em_health_t *health;
     char listen[256];
+    em_tls_opts_t tls; /* its strings borrowed from the opts' owner (the service's config) */
     em_rpc_method_t methods[EM_RPC_MAX_METHODS];
     int nmethods;
 
@@ -845,6 +846,7 @@ em_rpc_server_t *em_rpc_server_new(em_rpc_loop_t *loop, em_health_t *health, con
     srv->cq = em_rpc_loop_cq(loop);
     srv->health = health;
     snprintf(srv->listen, sizeof(srv->listen), "%s", opts->listen);
+    srv->tls = opts->tls;
     srv->shutdown_tag.done = shutdown_done;
     pthread_mutex_init(&srv->lock, NULL);
     em_cond_init(&srv->cond);
@@ -920,7 +922,9 @@ em_err_t em_rpc_server_start(em_rpc_server_t *srv, int *bound_port, char *errstr
     int port;
     if (em_parse_hostport(srv->listen, host, sizeof(host), &port, errstr, errstr_size))
         return EM_EINVAL;
-    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    grpc_server_credentials *creds = em_tls_server_credentials(&srv->tls, errstr, errstr_size);
+    if (!creds)
+        return EM_EINVAL;
     int p = grpc_server_add_http2_port(srv->server, srv->listen, creds);
     grpc_server_credentials_release(creds);
     if (p <= 0) {

@@ -25,6 +25,7 @@
 #include "em_error.h"
 #include "em_health.h"
 #include "em_rpc.h"
+#include "em_tls.h"
 
 typedef struct em_rpc_server em_rpc_server_t;
 typedef struct em_rpc_call em_rpc_call_t;
@@ -43,6 +44,7 @@ typedef struct em_rpc_server_opts {
      * open ones, e.g. an Execute stream of a long execution, run to their end. */
     int max_connection_age_grace_ms;
     int min_ping_interval_ms;    /* the fastest client keepalive allowed */
+    em_tls_opts_t tls;           /* zero: plaintext */
 } em_rpc_server_opts_t;
 
 /* health is borrowed and must outlive the server. */

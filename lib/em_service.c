@@ -189,6 +189,16 @@ static int service_init(em_service_t *svc, const em_service_desc_t *desc, int ar
                 desc->program, em_config_source(svc->cfg, "log.level"), em_config_str(svc->cfg, "log.level"));
         rc = 2;
     }
+    if (rc < 0) {
+        em_tls_opts_t t;
+        const char *key = "tls.cert_file";
+        em_service_tls_opts(svc->cfg, &t);
+        if (em_tls_check(&t, &key, err, sizeof(err)) != 0) {
+            fprintf(stderr, "%s: config refused: %s: key '%s': %s\n", desc->program, em_config_source(svc->cfg, key),
+                    key, err);
+            rc = 2;
+        }
+    }
     if (rc < 0 && desc->validate && desc->validate(svc->cfg) != 0)
         rc = 2;
     if (rc >= 0 || check_only) {
@@ -239,6 +249,7 @@ static int service_init(em_service_t *svc, const em_service_desc_t *desc, int ar
         .max_connection_age_grace_ms = 0,
         .min_ping_interval_ms = 500,
     };
+    em_service_tls_opts(svc->cfg, &so.tls);
     svc->server = em_rpc_server_new(svc->loop, svc->health, &so, err, sizeof(err));
     if (!svc->server) {
         EM_ERROR("cannot create the gRPC server", EM_F_STR("error", err));
@@ -291,7 +302,17 @@ static int on_livez(void *ctx, const char *rest, char *out, size_t n) {
     return em_live_verdict(em_mono_ms(), names, turned, k, svc->live_stall_ms, out, n);
 }
 
+void em_service_tls_opts(const em_config_t *cfg, em_tls_opts_t *t) {
+    t->cert_file = em_config_str(cfg, "tls.cert_file");
+    t->key_file = em_config_str(cfg, "tls.key_file");
+    t->ca_file = em_config_str(cfg, "tls.ca_file");
+    t->refresh_s = (int)em_config_int(cfg, "tls.refresh_s");
+    t->server_name = em_config_str(cfg, "tls.server_name");
+}
+
 void em_service_channel_opts(const em_service_t *svc, struct em_rpc_channel_opts *o) {
+    memset(o, 0, sizeof(*o));
+    em_service_tls_opts(svc->cfg, &o->tls);
     o->keepalive_time_ms = (int)em_config_int(svc->cfg, "grpc.keepalive_time_ms");
     o->keepalive_timeout_ms = (int)em_config_int(svc->cfg, "grpc.keepalive_timeout_ms");
     o->reconnect_max_ms = (int)em_config_int(svc->cfg, "grpc.reconnect_max_ms");

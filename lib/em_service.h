@@ -43,6 +43,18 @@
     {"grpc.reconnect_max_ms", EM_CFG_INT, "1000", 100, 120000, "Longest wait between reconnect attempts to a replica."}, \
     {"grpc.retry_max_attempts", EM_CFG_INT, "3", 1, 5, "gRPC retry policy attempts for UNAVAILABLE (1 disables; gRPC caps at 5)."}, \
     {"metrics.listen", EM_CFG_STR, metrics, 1, 255, "Prometheus /metrics listen address HOST:PORT; port 0 picks a free port."}, \
+    {"tls.cert_file", EM_CFG_STR, "", 0, 4095,                                                                 \
+     "PEM certificate (chain) of this replica. With tls.key_file and tls.ca_file: mutual TLS on the gRPC "     \
+     "port (clients must present a certificate signed by tls.ca_file) and on this service's channels to the "  \
+     "others (they present this one and verify theirs, host name included). All three or none."},            \
+    {"tls.key_file", EM_CFG_STR, "", 0, 4095, "PEM private key of tls.cert_file."},                            \
+    {"tls.ca_file", EM_CFG_STR, "", 0, 4095, "PEM bundle of the CAs a peer's certificate must chain to."},     \
+    {"tls.server_name", EM_CFG_STR, "", 0, 253,                                                                \
+     "Channels with TLS: the name the servers' certificates must carry; empty: the host of the target "        \
+     "(a dns:/// name, or an address). Needed for targets listing several addresses (ipv4:A:P,B:P)."},        \
+    {"tls.refresh_s", EM_CFG_INT, "5", 1, 86400,                                                               \
+     "The three files are read again this often: new connections then present the new certificate and "     \
+     "trust the new bundle, without a restart (rotation; connections open keep theirs)."},                   \
     {"ports_file", EM_CFG_STR, "", 0, 4095, "If set, the bound ports are written here (grpc=, metrics=, pid= lines) once serving starts."}, \
     {"drain.notserving_ms", EM_CFG_INT, "200", 0, 60000,                                                        \
      "On SIGTERM: NOT_SERVING this long before refusing new calls, so clients move away first."},           \
@@ -115,7 +127,9 @@ void em_service_live_source(em_service_t *svc, const char *name, int64_t (*turne
 int em_live_verdict(int64_t now, const char *const *names, const int64_t *turned, int n, int64_t stall_ms,
                     char *out, size_t outn);
 
-/* Client channel options from the common settings. */
+/* The tls.* settings of cfg (strings borrowed from cfg). */
+void em_service_tls_opts(const em_config_t *cfg, em_tls_opts_t *t);
+/* Client channel options from the common settings, TLS included. */
 struct em_rpc_channel_opts;
 void em_service_channel_opts(const em_service_t *svc, struct em_rpc_channel_opts *o);
 

@@ -10,26 +10,10 @@ import subprocess
 
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from mesh import BUILD, ROOT, wait_for
+from mesh import ROOT, wait_for
 
 
-def _kafka_sh():
-    """scripts/kafka.sh of the source tree: beside this file's tree, or (the
-    tests copied elsewhere) the source directory of the build EM_BUILD_DIR."""
-    path = os.path.join(ROOT, "scripts", "kafka.sh")
-    if os.path.exists(path):
-        return path
-    try:
-        with open(os.path.join(BUILD, "CMakeCache.txt")) as f:
-            for line in f:
-                if line.startswith("CMAKE_HOME_DIRECTORY:"):
-                    return os.path.join(line.strip().split("=", 1)[1], "scripts", "kafka.sh")
-    except OSError:
-        pass
-    return path
-
-
-KAFKA_SH = _kafka_sh()
+KAFKA_SH = os.path.join(ROOT, "scripts", "kafka.sh")
 
 
 class KafkaCluster:

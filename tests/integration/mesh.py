@@ -45,7 +45,25 @@ TOOL = {
     "grpcurl": os.path.join(TOOLS, "grpcurl"),
     "kcat": "/usr/bin/kcat",  # Debian
 }
-ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+
+
+def _source_root():
+    """The source tree: this file's, or (the tests copied elsewhere to run
+    them) the one the build EM_BUILD_DIR was configured from."""
+    here = os.path.abspath(os.path.join(HERE, "..", ".."))
+    if os.path.exists(os.path.join(here, "scripts", "kafka.sh")):
+        return here
+    try:
+        with open(os.path.join(BUILD, "CMakeCache.txt")) as f:
+            for line in f:
+                if line.startswith("CMAKE_HOME_DIRECTORY:"):
+                    return line.strip().split("=", 1)[1]
+    except OSError:
+        pass
+    return here
+
+
+ROOT = _source_root()
 TOPICS = ("execmesh.requests", "execmesh.results", "execmesh.dead", "execmesh.delay", "execmesh.cancels")
 # the topic settings a test's own topics copy from the broker's execmesh.* topics
 REPLICATION_CONFIGS = ("min.insync.replicas", "unclean.leader.election.enable")

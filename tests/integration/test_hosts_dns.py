@@ -26,7 +26,6 @@ scripts/kafka.sh; without them it fails (it never skips)."""
 import json
 import math
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -37,13 +36,10 @@ import grpc
 import pytest
 
 import hosts
-from mesh import BUILD, ROOT, Mesh, execution, mesh_dir, pb, pb_grpc, read_all_results, wait_for
+from mesh import ROOT, Mesh, execution, mesh_dir, pb, pb_grpc, read_all_results, wait_for
 
-# The repository (scripts/kafka.sh, tests/chaos): this file's, or the one the build was configured from.
+# The repository (scripts/kafka.sh, tests/chaos): mesh.ROOT finds it also when these files are copied.
 SRC = ROOT
-if not os.path.exists(os.path.join(SRC, "scripts", "kafka.sh")):
-    with open(os.path.join(BUILD, "CMakeCache.txt")) as f:
-        SRC = re.search(r"^CMAKE_HOME_DIRECTORY:INTERNAL=(.*)$", f.read(), re.M).group(1)
 KAFKA_SH = os.path.join(SRC, "scripts", "kafka.sh")
 sys.path.insert(0, os.path.join(SRC, "tests", "chaos"))
 import chaos  # noqa: E402  (Load: Submit + produce at a rate; journal(), log_events())
