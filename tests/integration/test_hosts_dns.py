@@ -132,8 +132,10 @@ class World:
         self.dns.set(f"scheduler.{DOMAIN}", self.ips("scheduler"))
         # every host resolves the names through dnsmasq (glibc, as librdkafka does)
         h = self.net.hosts["executor-0"]
-        assert h.resolve(f"executor.{DOMAIN}") == self.ips("executor")
-        assert h.resolve(f"kafka.{DOMAIN}") == [self.net.root_ip]
+        # bounded wait, not one look: a CI run once saw glibc answer nothing right after dnsmasq did
+        for name, want in ((f"executor.{DOMAIN}", self.ips("executor")), (f"kafka.{DOMAIN}", [self.net.root_ip])):
+            wait_for(lambda: h.resolve(name) == want, 15, f"glibc on executor-0 to resolve {name} to {want}",
+                     interval=0.2)
         self.m.wait_assigned([self.procs["scheduler-0"], self.procs["scheduler-1"]], PARTITIONS)
         self.requests_start = self.m.kafka.start_offsets(self.m.topics["execmesh.requests"])
         self.load = chaos.Load(self, RATE, RATE * 200)
