@@ -147,27 +147,15 @@ em_rpc_channel_t *em_rpc_channel_new(em_rpc_loop_t *loop, const char *target, co
     };
     int override_name = em_tls_on(&o->tls) && o->tls.server_name && *o->tls.server_name;
     grpc_channel_args ca = {EM_ARRAY_LEN(args) - (override_name ? 0 : 1), args};
-    if (em_tls_check_target(&o->tls, target, errstr, errstr_size) != 0) {
-        pthread_mutex_destroy(&ch->lock);
-        pthread_cond_destroy(&ch->cond);
-        free(ch);
-        return NULL;
-    }
-    grpc_channel_credentials *creds = em_tls_channel_credentials(&o->tls, errstr, errstr_size);
-    if (!creds) {
-        pthread_mutex_destroy(&ch->lock);
-        pthread_cond_destroy(&ch->cond);
-        free(ch);
-        return NULL;
-    }
+    grpc_channel_credentials *creds = NULL;
+    if (em_tls_check_target(&o->tls, target, errstr, errstr_size) != 0 ||
+        !(creds = em_tls_channel_credentials(&o->tls, errstr, errstr_size)))
+        goto fail;
     ch->channel = grpc_channel_create(target, creds, &ca);
     grpc_channel_credentials_release(creds);
     if (!ch->channel) {
         snprintf(errstr, errstr_size, "grpc: cannot create a channel to '%s'", target);
-        pthread_mutex_destroy(&ch->lock);
-        pthread_cond_destroy(&ch->cond);
-        free(ch);
-        return NULL;
+        goto fail;
     }
     /* A target gRPC cannot resolve gives a "lame" channel that fails every
      * call; say so at start rather than at the first call. */
@@ -182,6 +170,12 @@ em_rpc_channel_t *em_rpc_channel_new(em_rpc_loop_t *loop, const char *target, co
     atomic_store(&ch->watching, 1);
     watch_arm(ch);
     return ch;
+
+fail:
+    pthread_mutex_destroy(&ch->lock);
+    pthread_cond_destroy(&ch->cond);
+    free(ch);
+    return NULL;
 }
 
 em_rpc_method_ref_t *em_rpc_channel_method(em_rpc_channel_t *ch, const char *method) {

@@ -64,12 +64,16 @@ int em_tls_check_target(const em_tls_opts_t *o, const char *target, char *err, s
     return 0;
 }
 
-/* Options watching o's files: the identity (cert + key) and the root bundle. */
-static grpc_tls_credentials_options *watched(const em_tls_opts_t *o) {
+/* Options watching o's files: the identity (cert + key) and the root bundle.
+ * NULL with the reason in err when gRPC refuses them. */
+static grpc_tls_credentials_options *watched(const em_tls_opts_t *o, char *err, size_t errn) {
     grpc_tls_certificate_provider *p = grpc_tls_certificate_provider_file_watcher_create(
         o->key_file, o->cert_file, o->ca_file, (unsigned)(o->refresh_s > 0 ? o->refresh_s : 1));
-    if (!p)
+    if (!p) {
+        snprintf(err, errn, "tls: gRPC refused the certificate files %s, %s, %s", o->cert_file, o->key_file,
+                 o->ca_file);
         return NULL;
+    }
     grpc_tls_credentials_options *opts = grpc_tls_credentials_options_create();
     grpc_tls_credentials_options_set_certificate_provider(opts, p); /* takes its own ref */
     grpc_tls_certificate_provider_release(p);
@@ -81,12 +85,9 @@ static grpc_tls_credentials_options *watched(const em_tls_opts_t *o) {
 grpc_server_credentials *em_tls_server_credentials(const em_tls_opts_t *o, char *err, size_t errn) {
     if (!em_tls_on(o))
         return grpc_insecure_server_credentials_create();
-    grpc_tls_credentials_options *opts = watched(o);
-    if (!opts) {
-        snprintf(err, errn, "tls: gRPC refused the certificate files %s, %s, %s", o->cert_file, o->key_file,
-                 o->ca_file);
+    grpc_tls_credentials_options *opts = watched(o, err, errn);
+    if (!opts)
         return NULL;
-    }
     grpc_tls_credentials_options_set_cert_request_type(opts, GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
     grpc_server_credentials *c = grpc_tls_server_credentials_create(opts); /* owns opts */
     if (!c)
@@ -97,12 +98,9 @@ grpc_server_credentials *em_tls_server_credentials(const em_tls_opts_t *o, char 
 grpc_channel_credentials *em_tls_channel_credentials(const em_tls_opts_t *o, char *err, size_t errn) {
     if (!em_tls_on(o))
         return grpc_insecure_credentials_create();
-    grpc_tls_credentials_options *opts = watched(o);
-    if (!opts) {
-        snprintf(err, errn, "tls: gRPC refused the certificate files %s, %s, %s", o->cert_file, o->key_file,
-                 o->ca_file);
+    grpc_tls_credentials_options *opts = watched(o, err, errn);
+    if (!opts)
         return NULL;
-    }
     grpc_tls_credentials_options_set_verify_server_cert(opts, 1);
     grpc_tls_certificate_verifier *v = grpc_tls_certificate_verifier_host_name_create();
     grpc_tls_credentials_options_set_certificate_verifier(opts, v); /* takes its own ref */

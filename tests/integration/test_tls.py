@@ -281,5 +281,6 @@ def test_mutual_tls_multi_address_target():
         wait_results(m, ids, (sched, ex, *sinks), timeout=30)
         got = check_results(m, ids)
         assert all(pb.Status.Name(got[i][0].status) == "SUCCEEDED" for i in ids)
+        m.wait_lag_zero(30)  # no partition left behind
     finally:
         m.close()
