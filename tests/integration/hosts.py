@@ -154,8 +154,12 @@ class Network:
             sh("ip", "netns", "add", self.sw)
             self._made = True
             sh("ip", "-n", self.sw, "link", "set", "lo", "up")
-            sh("ip", "-n", self.sw, "link", "add", "name", "br0", "type", "bridge", "forward_delay", "0",
-               "stp_state", "0")
+            # A fixed MAC: a bridge without one takes the lowest of its ports' MACs, so adding a host
+            # could change the MAC behind dnsmasq's address while the hosts' neighbour caches still
+            # hold the old one, and their DNS queries vanish until the entry is probed again
+            # (15-45 s; CI saw getent answer nothing for 15 s). An address set by hand stays.
+            sh("ip", "-n", self.sw, "link", "add", "name", "br0", "address", "02:e5:00:00:00:fe", "type", "bridge",
+               "forward_delay", "0", "stp_state", "0")
             sh("ip", "-n", self.sw, "addr", "add", f"{self.dns_ip}/24", "dev", "br0")
             sh("ip", "-n", self.sw, "link", "set", "br0", "up")
             sh("ip", "link", "add", self.root_if, "type", "veth", "peer", "name", "root", "netns", self.sw)
