@@ -7,6 +7,7 @@
 #include "em_metrics.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -17,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/types.h>
 
 #include "em_util.h"
 
@@ -53,6 +56,8 @@ struct em_metrics {
         void *ctx;
     } collectors[EM_MAX_COLLECTORS];
     int ncollectors;
+    int admin_enabled;
+    char *token_file;
 };
 
 em_metrics_t *em_metrics_new(void) {
@@ -78,6 +83,7 @@ void em_metrics_destroy(em_metrics_t *m) {
         free(x);
         x = next;
     }
+    free(m->token_file);
     pthread_mutex_destroy(&m->lock);
     free(m);
 }
@@ -293,52 +299,149 @@ static const em_route_t *find_route(em_metrics_t *m, const char *method, const c
     return NULL;
 }
 
+em_err_t em_metrics_admin(em_metrics_t *m, int enabled, const char *token_file) {
+    if (m->httpd || (enabled && (!token_file || !*token_file)))
+        return EM_EINVAL;
+    char *copy = token_file && *token_file ? strdup(token_file) : NULL;
+    if (token_file && *token_file && !copy)
+        return EM_ENOMEM;
+    free(m->token_file);
+    m->token_file = copy;
+    m->admin_enabled = enabled;
+    return EM_OK;
+}
+
+#define EM_TOKEN_MIN 16
+#define EM_TOKEN_MAX 4096
+
+/* The token in path, trailing white space cut: its length, or -1 with
+ * errstr saying why. */
+static ssize_t read_token(const char *path, char *tok, size_t cap, char *errstr, size_t errstr_size) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(errstr, errstr_size, "cannot read the token file '%s': %s", path, strerror(errno));
+        return -1;
+    }
+    size_t n = fread(tok, 1, cap - 1, f);
+    int more = fgetc(f) != EOF;
+    fclose(f);
+    while (n && (tok[n - 1] == '\n' || tok[n - 1] == '\r' || tok[n - 1] == ' ' || tok[n - 1] == '\t'))
+        n--;
+    tok[n] = '\0';
+    if (more || n < EM_TOKEN_MIN || memchr(tok, '\0', n)) {
+        snprintf(errstr, errstr_size, "the token file '%s' must hold one token of %d to %d bytes", path,
+                 EM_TOKEN_MIN, EM_TOKEN_MAX - 1);
+        return -1;
+    }
+    return (ssize_t)n;
+}
+
+int em_metrics_token_file_check(const char *path, char *errstr, size_t errstr_size) {
+    char tok[EM_TOKEN_MAX];
+    ssize_t n = read_token(path, tok, sizeof(tok), errstr, errstr_size);
+    explicit_bzero(tok, sizeof(tok));
+    return n < 0 ? -1 : 0;
+}
+
+/* Compares in time independent of where the first difference is. */
+static int same_secret(const char *a, size_t an, const char *b, size_t bn) {
+    unsigned char d = an != bn;
+    for (size_t i = 0; i < an && i < bn; i++)
+        d |= (unsigned char)(a[i] ^ b[i]);
+    return d == 0;
+}
+
+/* May this request run an admin action? 0, or the refusal's status with
+ * its text in a. */
+static unsigned admin_refusal(em_metrics_t *m, const char *authorization, em_http_answer_t *a) {
+    static const char bearer[] = "Bearer ";
+    if (!m->admin_enabled) {
+        a->body = strdup("admin actions are off on this port (admin.enabled = false)\n");
+        return 403;
+    }
+    if (!authorization || strncasecmp(authorization, bearer, sizeof(bearer) - 1) != 0) {
+        a->www_authenticate = "Bearer realm=\"execmesh-admin\"";
+        a->body = strdup("admin action refused: send 'Authorization: Bearer TOKEN' with the token of admin.token_file\n");
+        return 401;
+    }
+    char tok[EM_TOKEN_MAX], err[512];
+    ssize_t n = read_token(m->token_file, tok, sizeof(tok), err, sizeof(err));
+    const char *given = authorization + sizeof(bearer) - 1;
+    int ok = n >= 0 && same_secret(given, strlen(given), tok, (size_t)n);
+    explicit_bzero(tok, sizeof(tok));
+    if (n < 0) {
+        char msg[640];
+        snprintf(msg, sizeof(msg), "admin action refused: %s\n", err);
+        a->body = strdup(msg);
+        return 503;
+    }
+    if (!ok) {
+        a->www_authenticate = "Bearer realm=\"execmesh-admin\", error=\"invalid_token\"";
+        a->body = strdup("admin action refused: the bearer token does not match admin.token_file\n");
+        return 403;
+    }
+    return 0;
+}
+
+void em_metrics_answer(em_metrics_t *m, const char *method, const char *url, const char *authorization,
+                       em_http_answer_t *a) {
+    memset(a, 0, sizeof(*a));
+    a->code = 200;
+    a->content_type = "text/plain; charset=utf-8";
+    const em_route_t *route = find_route(m, method, url);
+    if (route) {
+        if (strcmp(method, "GET") != 0) {
+            unsigned refused = admin_refusal(m, authorization, a);
+            if (refused) {
+                a->code = refused;
+                return;
+            }
+        }
+        a->body = malloc(1024);
+        if (!a->body)
+            return;
+        a->body[0] = '\0';
+        a->code = (unsigned)route->fn(route->ctx, url + strlen(route->prefix), a->body, 1024);
+    } else if (strcmp(method, "GET") != 0) {
+        a->code = 405;
+        a->body = strdup("only GET is served here\n");
+    } else if (strcmp(url, "/metrics") == 0) {
+        a->body = em_metrics_render(m);
+        a->content_type = "text/plain; version=0.0.4; charset=utf-8";
+    } else {
+        a->code = 404;
+        a->body = strdup("not found: try /metrics\n");
+    }
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **req_cls) {
     em_metrics_t *m = cls;
-    struct MHD_Response *resp;
-    enum MHD_Result ret;
-    unsigned code = MHD_HTTP_OK;
-    char *body = NULL;
-    const em_route_t *route = find_route(m, method, url);
-
-    if (route) {
-        /* a request body is not used: let MHD read it, answer at the end */
-        if (!*req_cls) {
-            *req_cls = (void *)(uintptr_t)1;
-            return MHD_YES;
-        }
-        if (*upload_data_size) {
-            *upload_data_size = 0;
-            return MHD_YES;
-        }
-        body = malloc(1024);
-        if (!body)
-            return MHD_NO;
-        body[0] = '\0';
-        code = (unsigned)route->fn(route->ctx, url + strlen(route->prefix), body, 1024);
-        resp = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
-    } else if (strcmp(method, "GET") != 0) {
-        static char msg[] = "only GET is served\n";
-        resp = MHD_create_response_from_buffer(sizeof(msg) - 1, msg, MHD_RESPMEM_PERSISTENT);
-        code = MHD_HTTP_METHOD_NOT_ALLOWED;
-    } else if (strcmp(url, "/metrics") == 0) {
-        body = em_metrics_render(m);
-        if (!body)
-            return MHD_NO;
-        resp = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
-        MHD_add_response_header(resp, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
-    } else {
-        static char msg[] = "not found: try /metrics\n";
-        resp = MHD_create_response_from_buffer(sizeof(msg) - 1, msg, MHD_RESPMEM_PERSISTENT);
-        code = MHD_HTTP_NOT_FOUND;
+    (void)version;
+    (void)upload_data;
+    /* a request body is not used: let MHD read it, answer at the end */
+    if (!*req_cls) {
+        *req_cls = (void *)(uintptr_t)1;
+        return MHD_YES;
     }
+    if (*upload_data_size) {
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    em_http_answer_t a;
+    em_metrics_answer(m, method, url, MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization"), &a);
+    if (!a.body)
+        return MHD_NO;
+    struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(a.body), a.body, MHD_RESPMEM_MUST_FREE);
     if (!resp) {
-        free(body);
+        free(a.body);
         return MHD_NO;
     }
-    ret = MHD_queue_response(conn, code, resp);
+    MHD_add_response_header(resp, "Content-Type", a.content_type);
+    if (a.www_authenticate)
+        MHD_add_response_header(resp, "WWW-Authenticate", a.www_authenticate);
+    enum MHD_Result ret = MHD_queue_response(conn, a.code, resp);
     MHD_destroy_response(resp);
     return ret;
 }

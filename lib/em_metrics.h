@@ -60,8 +60,34 @@ char *em_metrics_render(em_metrics_t *m);
  * the HTTP status. */
 typedef int (*em_http_fn)(void *ctx, const char *rest, char *out, size_t outn);
 
-/* Adds a route (before em_metrics_start). method is "GET" or "POST". */
+/* Adds a route (before em_metrics_start). method is "GET" or "POST". A GET
+ * route is a public read, like /metrics; any other method is an admin
+ * action, answered only as em_metrics_admin() allows. */
 em_err_t em_metrics_route(em_metrics_t *m, const char *method, const char *prefix, em_http_fn fn, void *ctx);
+
+/* Admin actions (non-GET routes): off unless enabled; then every request
+ * must carry "Authorization: Bearer TOKEN" with TOKEN the content of
+ * token_file (trailing white space ignored), read at each request so a
+ * replaced file rotates the token at once. Before em_metrics_start; the
+ * path is copied. EM_EINVAL when enabled without a token file. */
+em_err_t em_metrics_admin(em_metrics_t *m, int enabled, const char *token_file);
+
+/* Can path serve as a token file (readable, 16 to 4096 bytes of token)?
+ * 0, or -1 with errstr saying why. */
+int em_metrics_token_file_check(const char *path, char *errstr, size_t errstr_size);
+
+/* The answer to one HTTP request, decided without an HTTP server (the
+ * endpoint uses it, and so does its fuzz target). authorization is the
+ * Authorization header or NULL. body is malloc'd (caller frees) or NULL when
+ * out of memory; content_type and www_authenticate are static or NULL. */
+typedef struct em_http_answer {
+    unsigned code;
+    char *body;
+    const char *content_type;
+    const char *www_authenticate;
+} em_http_answer_t;
+void em_metrics_answer(em_metrics_t *m, const char *method, const char *url, const char *authorization,
+                       em_http_answer_t *answer);
 
 /* Serves GET /metrics on listen ("HOST:PORT", port 0 picks one); the bound
  * port is stored in *bound_port. On failure nothing was started. */

@@ -95,6 +95,35 @@ static int service_init(em_service_t *svc, const em_service_desc_t *desc, int ar
 
 static int on_livez(void *ctx, const char *rest, char *out, size_t n);
 
+/* Who may reach what: an admin endpoint needs its token file, and a gRPC
+ * port open to the network needs TLS unless the operator says otherwise.
+ * 0, or -1 after printing the refusal naming the key. */
+static int check_security(const em_config_t *cfg, const char *program) {
+    char err[512], host[256];
+    const char *key = NULL;
+    const char *tokf = em_config_str(cfg, "admin.token_file");
+    int port;
+    if (em_config_bool(cfg, "admin.enabled") && !*tokf) {
+        key = "admin.enabled";
+        snprintf(err, sizeof(err), "true needs admin.token_file: the token admin requests must present");
+    } else if (*tokf && em_metrics_token_file_check(tokf, err, sizeof(err)) != 0) {
+        key = "admin.token_file";
+    } else if (!*em_config_str(cfg, "tls.cert_file") && !em_config_bool(cfg, "security.allow_plaintext") &&
+               em_parse_hostport(em_config_str(cfg, "grpc.listen"), host, sizeof(host), &port, err, sizeof(err)) ==
+                   EM_OK &&
+               !em_host_is_loopback(host)) {
+        key = "grpc.listen";
+        snprintf(err, sizeof(err),
+                 "'%s' is not a loopback address and TLS is off: set tls.cert_file, tls.key_file and "
+                 "tls.ca_file, or security.allow_plaintext = true to serve plaintext to the network",
+                 em_config_str(cfg, "grpc.listen"));
+    }
+    if (!key)
+        return 0;
+    fprintf(stderr, "%s: config refused: %s: key '%s': %s\n", program, em_config_source(cfg, key), key, err);
+    return -1;
+}
+
 int em_service_init(em_service_t *svc, const em_service_desc_t *desc, int argc, char **argv) {
     char **owned = NULL;
     int nowned = 0;
@@ -199,6 +228,8 @@ static int service_init(em_service_t *svc, const em_service_desc_t *desc, int ar
             rc = 2;
         }
     }
+    if (rc < 0 && check_security(svc->cfg, desc->program) != 0)
+        rc = 2;
     if (rc < 0 && desc->validate && desc->validate(svc->cfg) != 0)
         rc = 2;
     if (rc >= 0 || check_only) {
@@ -253,6 +284,11 @@ static int service_init(em_service_t *svc, const em_service_desc_t *desc, int ar
     svc->server = em_rpc_server_new(svc->loop, svc->health, &so, err, sizeof(err));
     if (!svc->server) {
         EM_ERROR("cannot create the gRPC server", EM_F_STR("error", err));
+        return 1;
+    }
+    if (em_metrics_admin(svc->metrics, em_config_bool(svc->cfg, "admin.enabled"),
+                         em_config_str(svc->cfg, "admin.token_file")) != EM_OK) {
+        EM_ERROR("cannot set up the admin endpoint");
         return 1;
     }
     svc->live_stall_ms = em_config_int(svc->cfg, "liveness.stall_ms");

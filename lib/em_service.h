@@ -55,6 +55,17 @@
     {"tls.refresh_s", EM_CFG_INT, "5", 1, 86400,                                                               \
      "The three files are read again this often: new connections then present the new certificate and "     \
      "trust the new bundle, without a restart (rotation; connections open keep theirs)."},                   \
+    {"security.allow_plaintext", EM_CFG_BOOL, "false", 0, 0,                                                  \
+     "Allow a gRPC listener on a non-loopback address without TLS (tls.*): anyone who reaches the port could "  \
+     "then call it. Off: such a service refuses to start."},                                                   \
+    {"admin.enabled", EM_CFG_BOOL, "false", 0, 0,                                                               \
+     "Serve the admin actions on the metrics port (POST routes: the scheduler's /admin/pause and "            \
+     "/admin/resume). Off: they answer 403 and the port serves reads only (GET /metrics, /livez). On: "       \
+     "every admin request needs the bearer token of admin.token_file."},                                      \
+    {"admin.token_file", EM_CFG_STR, "", 0, 4095,                                                               \
+     "File holding the token admin requests present (Authorization: Bearer TOKEN; 16 to 4095 bytes, "         \
+     "trailing newline ignored). Read at each request: replacing the file rotates the token. Required by "    \
+     "admin.enabled."},                                                                                         \
     {"ports_file", EM_CFG_STR, "", 0, 4095, "If set, the bound ports are written here (grpc=, metrics=, pid= lines) once serving starts."}, \
     {"drain.notserving_ms", EM_CFG_INT, "200", 0, 60000,                                                        \
      "On SIGTERM: NOT_SERVING this long before refusing new calls, so clients move away first."},           \

@@ -2,6 +2,7 @@
 /* Clocks, address parsing, atomic file writes, random ids and UTF-8 repair. */
 #include "em_util.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -37,6 +38,16 @@ int em_cond_wait_ms(pthread_cond_t *cond, pthread_mutex_t *mutex, int64_t ms) {
     int64_t due = em_mono_ns() + (ms > 0 ? ms : 0) * 1000000;
     struct timespec ts = {.tv_sec = due / 1000000000, .tv_nsec = due % 1000000000};
     return pthread_cond_timedwait(cond, mutex, &ts);
+}
+
+int em_host_is_loopback(const char *host) {
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (strcmp(host, "localhost") == 0)
+        return 1;
+    if (inet_pton(AF_INET, host, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    return inet_pton(AF_INET6, host, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
 }
 
 em_err_t em_parse_hostport(const char *s, char *host, size_t host_size, int *port, char *errstr,

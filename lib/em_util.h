@@ -40,6 +40,10 @@ int em_cond_wait_ms(pthread_cond_t *cond, pthread_mutex_t *mutex, int64_t ms);
 em_err_t em_parse_hostport(const char *s, char *host, size_t host_size, int *port, char *errstr,
                            size_t errstr_size);
 
+/* Is host (as em_parse_hostport gives it) a loopback address or
+ * "localhost"? A name that merely resolves to loopback is not. */
+int em_host_is_loopback(const char *host);
+
 /* Writes data to path through a temporary file and rename(2), so a reader
  * never sees a partial file. */
 em_err_t em_write_file_atomic(const char *path, const char *data, size_t len);

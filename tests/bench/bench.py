@@ -30,7 +30,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
@@ -228,8 +227,9 @@ class MeshRun:
 
     def resume(self):
         for s in self.schedulers:
-            urllib.request.urlopen(urllib.request.Request(f"http://{s.ports['metrics']}/admin/resume", method="POST"),
-                                   timeout=10).read()
+            code, body = s.post("/admin/resume", timeout=10)
+            if code != 200:
+                raise RuntimeError(f"{s.name} /admin/resume: {code} {body}")
 
     def cpu(self):
         return {p.name: cpu_seconds(p.pid) for p in self.procs}

@@ -36,7 +36,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
@@ -230,7 +229,9 @@ class Cluster:
         name = f"sink-{i}"
         extra = list(self.args.sink_args) if i == 0 else []
         p = self.m.start("sink", name, self.m.kafka_args() + [
-            "--set", f"sink.journal={self.dir}/{name}.journal"] + extra, wait=False,
+            "--set", f"sink.journal={self.dir}/{name}.journal",
+            # 0.0.0.0: the namespaced executor reaches it too; no TLS in the chaos mesh
+            "--set", "security.allow_plaintext=true"] + extra, wait=False,
             grpc_listen=f"0.0.0.0:{self.sink_ports[i]}", binary=self.args.sink_bin if i == 0 else None)
         p.addr = f"127.0.0.1:{self.sink_ports[i]}"
         return self._started(name, p, wait)
@@ -240,7 +241,8 @@ class Cluster:
         ns = i == 2
         p = self.m.start("executor", name, [
             "--set", f"sinks.target={self.sinks_target(ns)}",
-            "--set", f"executor.journal={self.dir}/{name}.journal"], wait=False,
+            "--set", f"executor.journal={self.dir}/{name}.journal"]
+            + (["--set", "security.allow_plaintext=true"] if ns else []), wait=False,
             grpc_listen=f"{self.ns.ip}:{self.ns_exec_port}" if ns else f"127.0.0.1:{self.exec_ports[i]}",
             metrics_listen=f"{self.ns.ip}:0" if ns else "127.0.0.1:0", wrap=self.ns.wrap() if ns else ())
         p.addr = self.exec_addr(i)
@@ -793,8 +795,8 @@ def apply(c, f, args, load):
         c.ns.heal()
     elif f.kind == "broker_down":
         if args.kafka == "dev":
-            url = f"http://{c.m.kafka.proc.ports['metrics']}/admin/brokers/down"
-            urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=10).read()
+            code, body = c.m.kafka.proc.post("/admin/brokers/down", timeout=10)
+            assert code == 200, f"devkafka /admin/brokers/down: {code} {body}"
         else:
             subprocess.run([kafka_sh, "stop", "--dir", args.kafka_dir], check=True, capture_output=True, timeout=120)
         watched = c.running("sink") + c.running("scheduler")
@@ -811,8 +813,8 @@ def apply(c, f, args, load):
         hold(f.hold_s)
         f.heal_ms = now_ms()
         if args.kafka == "dev":
-            url = f"http://{c.m.kafka.proc.ports['metrics']}/admin/brokers/up"
-            urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=10).read()
+            code, body = c.m.kafka.proc.post("/admin/brokers/up", timeout=10)
+            assert code == 200, f"devkafka /admin/brokers/up: {code} {body}"
         else:
             subprocess.run([kafka_sh, "start", "--dir", args.kafka_dir], check=True, capture_output=True, timeout=180)
         t_up = now_ms()

@@ -125,6 +125,19 @@ def sanitizer_env(folder):
     return env
 
 
+def admin_token(folder):
+    """The admin token file of a test folder (made once, mode 0600) and its token."""
+    path = os.path.join(folder, "admin.token")
+    if not os.path.exists(path):
+        tmp = f"{path}.{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(uuid.uuid4().hex + uuid.uuid4().hex + "\n")
+        os.rename(tmp, path)
+    with open(path) as f:
+        return path, f.read().strip()
+
+
 class Proc:
     """One execmesh process: its PID, log, ports and metrics."""
 
@@ -144,9 +157,13 @@ class Proc:
         for p in (self.ports_file,):
             if os.path.exists(p):
                 os.unlink(p)
+        # Admin actions on (they are off by default) with the folder's token, which post() presents;
+        # a test's args may turn them off again.
+        self.admin_token_file, self.admin_token = admin_token(self.dir)
         cmd = list(wrap) + [binary or BIN[role], "--set", f"grpc.listen={grpc_listen}",
                             "--set", f"metrics.listen={metrics_listen}",
-                            "--set", f"replica={name}", "--ports-file", self.ports_file] + list(args)
+                            "--set", f"replica={name}", "--ports-file", self.ports_file,
+                            "--set", "admin.enabled=true", "--set", f"admin.token_file={self.admin_token_file}"] + list(args)
         self.cmd = cmd
         self.started_ms = int(time.time() * 1000)
         self.p = subprocess.Popen(cmd, stdout=open(self.out_path, "wb"), stderr=open(self.log_path, "wb"),
@@ -246,10 +263,14 @@ class Proc:
     def alive(self):
         return self.p.poll() is None
 
-    def post(self, path, timeout=5, method="POST"):
-        """POST (or GET) to the metrics port (admin, debug and /livez routes); returns (status, body)."""
+    def post(self, path, timeout=5, method="POST", token=True):
+        """POST (or GET) to the metrics port (admin, debug and /livez routes); returns (status, body).
+        token: True presents the folder's admin token, a string presents that, None no credential."""
+        headers = {}
+        if token:
+            headers["Authorization"] = f"Bearer {self.admin_token if token is True else token}"
         req = urllib.request.Request(f"http://{self.ports['metrics']}{path}", method=method,
-                                     data=b"" if method == "POST" else None)
+                                     data=b"" if method == "POST" else None, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=timeout) as r:
                 return r.status, r.read().decode()

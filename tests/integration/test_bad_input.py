@@ -105,6 +105,13 @@ COMMON_BAD = [
     ('grpc = {\n  listn = "127.0.0.1:1";\n};\n', 2, "grpc.listn", "unknown key"),
     ('\n\nmetrics = { listen = 9000; };\n', 3, "metrics.listen", "expected string, got integer"),
     ('drain = {\n timeout_ms = 99999999;\n};\n', 2, "drain.timeout_ms", "above the maximum"),
+    # who may reach what (docs/security.md)
+    ('admin = {\n  enabled = true;\n};\n', 2, "admin.enabled", "true needs admin.token_file"),
+    ('admin = {\n  token_file = "/nonexistent/admin.token";\n};\n', 2, "admin.token_file",
+     "cannot read the token file '/nonexistent/admin.token'"),
+    ('grpc = {\n  listen = "0.0.0.0:0";\n};\n', 2, "grpc.listen",
+     "is not a loopback address and TLS is off: set tls.cert_file, tls.key_file and tls.ca_file, or "
+     "security.allow_plaintext = true"),
 ]
 KAFKA_WRONG_TYPE = ('kafka = {\n  linger_ms = "five";\n};\n', 2, "kafka.linger_ms", "expected integer, got string")
 ROLE_BAD = {

@@ -76,7 +76,8 @@ def log(msg):
 
 def grpc_settings():
     return ["--set", f"grpc.max_connection_age_ms={AGE_MS}", "--set", f"grpc.keepalive_time_ms={KA_TIME_MS}",
-            "--set", f"grpc.keepalive_timeout_ms={KA_TIMEOUT_MS}", "--set", f"grpc.reconnect_max_ms={RECONNECT_MAX_MS}"]
+            "--set", f"grpc.keepalive_timeout_ms={KA_TIMEOUT_MS}", "--set", f"grpc.reconnect_max_ms={RECONNECT_MAX_MS}",
+            "--set", "security.allow_plaintext=true"]  # the hosts' own addresses; TLS is tests/integration/test_tls.py's
 
 
 class World:

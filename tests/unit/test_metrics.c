@@ -221,6 +221,108 @@ static void serves_metrics_over_http(void **state) {
     em_metrics_destroy(m); /* stops the endpoint */
 }
 
+static int pause_route(void *ctx, const char *rest, char *out, size_t n) {
+    int *calls = ctx;
+    (*calls)++;
+    snprintf(out, n, "did %s\n", rest);
+    return 200;
+}
+
+static void write_token(const char *path, const char *token) {
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(token, f);
+    fclose(f);
+}
+
+/* Admin routes (POST) are off by default, need the bearer token of the
+ * token file when on, follow a replaced file at once, and leave GET routes
+ * alone. Over real HTTP: the Authorization header travels through MHD. */
+static void admin_routes_need_the_token(void **state) {
+    (void)state;
+    char dir[] = "/tmp/em-test-admin-XXXXXX", path[64], err[256] = "";
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/token", dir);
+    write_token(path, "first-token-0123456789\n");
+    int calls = 0;
+    static const struct {
+        int enabled;
+        const char *auth; /* the header line or "" */
+        int code;
+        const char *body;
+    } cases[] = {
+        {0, "Authorization: Bearer first-token-0123456789\r\n", 403, "admin actions are off"},
+        {1, "", 401, "Authorization: Bearer TOKEN"},
+        {1, "Authorization: Basic Zm9vOmJhcg==\r\n", 401, "Authorization: Bearer TOKEN"},
+        {1, "Authorization: Bearer first-token-012345678\r\n", 403, "does not match"},
+        {1, "Authorization: Bearer first-token-01234567890\r\n", 403, "does not match"},
+        {1, "Authorization: Bearer first-token-0123456789\r\n", 200, "did pause"},
+        {1, "Authorization: bearer first-token-0123456789\r\n", 200, "did pause"},
+    };
+    for (size_t i = 0; i < EM_ARRAY_LEN(cases); i++) {
+        em_metrics_t *m = em_metrics_new();
+        int port = -1, before = calls;
+        assert_int_equal(em_metrics_route(m, "POST", "/admin/", pause_route, &calls), EM_OK);
+        assert_int_equal(em_metrics_admin(m, cases[i].enabled, path), EM_OK);
+        assert_int_equal(em_metrics_start(m, "127.0.0.1:0", &port, err, sizeof(err)), EM_OK);
+        char req[256];
+        const char *body;
+        snprintf(req, sizeof(req), "POST /admin/pause HTTP/1.0\r\n%sContent-Length: 0\r\n\r\n", cases[i].auth);
+        char *reply = http_exchange(port, req);
+        int code = http_status(reply, &body);
+        if (code != cases[i].code)
+            fail_msg("case %zu: status %d, want %d: %s", i, code, cases[i].code, body);
+        assert_contains(body, cases[i].body);
+        assert_int_equal(calls - before, code == 200); /* a refused action never runs */
+        if (code == 401)
+            assert_contains(reply, "WWW-Authenticate: Bearer");
+        free(reply);
+        /* reads stay public */
+        reply = http_exchange(port, "GET /metrics HTTP/1.0\r\n\r\n");
+        assert_int_equal(http_status(reply, &body), 200);
+        free(reply);
+        em_metrics_destroy(m);
+    }
+
+    /* a replaced file rotates the token at once; an unreadable one refuses */
+    em_metrics_t *m = em_metrics_new();
+    int port = -1;
+    const char *body;
+    assert_int_equal(em_metrics_route(m, "POST", "/admin/", pause_route, &calls), EM_OK);
+    assert_int_equal(em_metrics_admin(m, 1, path), EM_OK);
+    assert_int_equal(em_metrics_start(m, "127.0.0.1:0", &port, err, sizeof(err)), EM_OK);
+    write_token(path, "second-token-0123456789");
+    char *reply = http_exchange(port, "POST /admin/x HTTP/1.0\r\nAuthorization: Bearer first-token-0123456789\r\n"
+                                      "Content-Length: 0\r\n\r\n");
+    assert_int_equal(http_status(reply, &body), 403);
+    free(reply);
+    reply = http_exchange(port, "POST /admin/x HTTP/1.0\r\nAuthorization: Bearer second-token-0123456789\r\n"
+                                "Content-Length: 0\r\n\r\n");
+    assert_int_equal(http_status(reply, &body), 200);
+    free(reply);
+    unlink(path);
+    reply = http_exchange(port, "POST /admin/x HTTP/1.0\r\nAuthorization: Bearer second-token-0123456789\r\n"
+                                "Content-Length: 0\r\n\r\n");
+    assert_int_equal(http_status(reply, &body), 503);
+    assert_contains(body, "cannot read the token file");
+    free(reply);
+    em_metrics_destroy(m);
+
+    /* enabled without a file is refused; token files are checked */
+    m = em_metrics_new();
+    assert_int_equal(em_metrics_admin(m, 1, ""), EM_EINVAL);
+    em_metrics_destroy(m);
+    assert_int_equal(em_metrics_token_file_check(path, err, sizeof(err)), -1);
+    assert_contains(err, "cannot read the token file");
+    write_token(path, "short\n");
+    assert_int_equal(em_metrics_token_file_check(path, err, sizeof(err)), -1);
+    assert_contains(err, "16 to 4095 bytes");
+    write_token(path, "long-enough-token-here\n\n");
+    assert_int_equal(em_metrics_token_file_check(path, err, sizeof(err)), 0);
+    unlink(path);
+    rmdir(dir);
+}
+
 static void bad_listen_addresses_are_refused(void **state) {
     (void)state;
     static const struct {
@@ -345,6 +447,7 @@ int main(void) {
         cmocka_unit_test(large_registry_grows_the_buffer),
         cmocka_unit_test(metric_max_is_a_high_water_mark),
         cmocka_unit_test(serves_metrics_over_http),
+        cmocka_unit_test(admin_routes_need_the_token),
         cmocka_unit_test(bad_listen_addresses_are_refused),
         cmocka_unit_test(port_in_use_is_refused),
     };
