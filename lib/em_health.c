@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "em_log.h"
+#include "grpc/health/v1/health.pb-c.h"
 
 #define EM_HEALTH_MAX_NAMES 8
 #define EM_HEALTH_MAX_BLOCKERS 16
@@ -188,4 +189,14 @@ const char *em_health_status_name(em_health_status_t s) {
     case EM_HEALTH_SERVICE_UNKNOWN: return "SERVICE_UNKNOWN";
     }
     return "?";
+}
+
+em_err_t em_health_request_decode(const uint8_t *req, size_t len, char **service) {
+    *service = NULL;
+    Grpc__Health__V1__HealthCheckRequest *in = grpc__health__v1__health_check_request__unpack(NULL, len, req);
+    if (!in)
+        return EM_EINVAL;
+    *service = strdup(in->service);
+    grpc__health__v1__health_check_request__free_unpacked(in, NULL);
+    return *service ? EM_OK : EM_ENOMEM;
 }

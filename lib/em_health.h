@@ -15,6 +15,7 @@
 #define EM_HEALTH_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "em_error.h"
 
@@ -57,5 +58,12 @@ em_health_watch_t *em_health_watch(em_health_t *h, const char *name, em_health_w
 void em_health_unwatch(em_health_t *h, em_health_watch_t *w);
 
 const char *em_health_status_name(em_health_status_t s);
+
+/* The service name a grpc.health.v1.HealthCheckRequest (the request of
+ * Check and of Watch) asks about, malloc'd into *service (the caller frees
+ * it): EM_OK; EM_EINVAL when req is not one, EM_ENOMEM; nothing allocated
+ * then. req is borrowed. A pure function of the bytes (fuzzed:
+ * tests/fuzz/fuzz_health.c). */
+em_err_t em_health_request_decode(const uint8_t *req, size_t len, char **service);
 
 #endif

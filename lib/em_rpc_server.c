@@ -40,6 +40,8 @@ typedef struct em_rpc_method {
     em_rpc_method_fn fn;
     void *ctx;
     int prepost;
+    char **allow; /* with TLS on, the identities that may call it; NULL: any (the handler decides) */
+    size_t nallow;
 } em_rpc_method_t;
 
 typedef struct em_rpc_watch em_rpc_watch_t;
@@ -136,6 +138,7 @@ struct em_rpc_call {
     grpc_op ops[3];
     grpc_op close_op;
     em_rpc_stream_t *st;  /* set by the owner, before any streaming batch */
+    char identity[EM_RPC_IDENTITY_MAX]; /* the TLS peer's; "" without TLS */
 };
 
 static void post_request(em_rpc_method_t *m);
@@ -498,7 +501,18 @@ int64_t em_rpc_call_remaining_ms(const em_rpc_call_t *call) {
 
 int em_rpc_call_cancelled(em_rpc_call_t *call) { return atomic_load(&call->cancelled); }
 
+const char *em_rpc_call_identity(const em_rpc_call_t *call) { return call->identity; }
+
 /* ---- registered requests ------------------------------------------------ */
+
+static int allowed(const em_rpc_method_t *m, const char *identity) {
+    if (!*identity)
+        return 0;
+    for (size_t i = 0; i < m->nallow; i++)
+        if (strcmp(m->allow[i], identity) == 0)
+            return 1;
+    return 0;
+}
 
 static void req_done(em_rpc_tag_t *tag, int ok) {
     em_rpc_req_t *r = EM_CONTAINER_OF(tag, em_rpc_req_t, tag);
@@ -531,6 +545,16 @@ static void req_done(em_rpc_tag_t *tag, int ok) {
         return;
     }
     free(r);
+    if (em_tls_on(&srv->tls)) {
+        em_tls_peer_identity(c->call, c->identity, sizeof(c->identity));
+        if (m->allow && !allowed(m, c->identity)) {
+            char why[EM_RPC_IDENTITY_MAX + 256];
+            snprintf(why, sizeof(why), "identity '%s' may not call %s", c->identity, m->path);
+            EM_WARN("call refused", EM_F_STR("identity", c->identity), EM_F_STR("method", m->path));
+            em_rpc_call_fail(c, GRPC_STATUS_PERMISSION_DENIED, why);
+            return;
+        }
+    }
     const uint8_t *p = GRPC_SLICE_START_PTR(c->req);
     size_t n = GRPC_SLICE_LENGTH(c->req);
     if (m->kind == MK_HEALTH_CHECK)
@@ -614,22 +638,24 @@ static void post_unknown(em_rpc_server_t *srv) {
 /* ---- health: Check ------------------------------------------------------ */
 
 static void health_check(em_rpc_server_t *srv, em_rpc_call_t *call, const uint8_t *req, size_t len) {
-    Grpc__Health__V1__HealthCheckRequest *in = grpc__health__v1__health_check_request__unpack(NULL, len, req);
-    if (!in) {
-        em_rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "HealthCheckRequest: cannot decode");
+    char *service;
+    em_err_t rc = em_health_request_decode(req, len, &service);
+    if (rc != EM_OK) {
+        em_rpc_call_fail(call, rc == EM_ENOMEM ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_INVALID_ARGUMENT,
+                         rc == EM_ENOMEM ? "out of memory" : "HealthCheckRequest: cannot decode");
         return;
     }
     em_health_status_t st;
-    if (em_health_get(srv->health, in->service, &st) != EM_OK) {
+    if (em_health_get(srv->health, service, &st) != EM_OK) {
         char msg[300];
-        snprintf(msg, sizeof(msg), "unknown service '%.200s'", in->service);
+        snprintf(msg, sizeof(msg), "unknown service '%.200s'", service);
         em_rpc_call_fail(call, GRPC_STATUS_NOT_FOUND, msg);
     } else {
         Grpc__Health__V1__HealthCheckResponse out = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
         out.status = (Grpc__Health__V1__HealthCheckResponse__ServingStatus)st;
         em_rpc_call_reply(call, &out.base);
     }
-    grpc__health__v1__health_check_request__free_unpacked(in, NULL);
+    free(service);
 }
 
 /* ---- health: Watch -------------------------------------------------------
@@ -766,10 +792,10 @@ static void watch_close_done(em_rpc_tag_t *tag, int ok) {
 
 static void health_watch_start(em_rpc_server_t *srv, grpc_call *gcall, grpc_byte_buffer *payload) {
     grpc_slice req = em_rpc_take_bb(payload);
-    Grpc__Health__V1__HealthCheckRequest *in = grpc__health__v1__health_check_request__unpack(
-        NULL, GRPC_SLICE_LENGTH(req), GRPC_SLICE_START_PTR(req));
+    char *service;
+    em_err_t rc = em_health_request_decode(GRPC_SLICE_START_PTR(req), GRPC_SLICE_LENGTH(req), &service);
     grpc_slice_unref(req);
-    if (!in) {
+    if (rc != EM_OK) {
         grpc_call_cancel_with_status(gcall, GRPC_STATUS_INVALID_ARGUMENT, "HealthCheckRequest: cannot decode",
                                      NULL);
         grpc_call_unref(gcall);
@@ -777,7 +803,7 @@ static void health_watch_start(em_rpc_server_t *srv, grpc_call *gcall, grpc_byte
     }
     em_rpc_watch_t *w = calloc(1, sizeof(*w));
     if (!w) {
-        grpc__health__v1__health_check_request__free_unpacked(in, NULL);
+        free(service);
         grpc_call_cancel_with_status(gcall, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL);
         grpc_call_unref(gcall);
         return;
@@ -795,7 +821,7 @@ static void health_watch_start(em_rpc_server_t *srv, grpc_call *gcall, grpc_byte
     w->close_op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
     w->close_op.data.recv_close_on_server.cancelled = &w->close_cancelled;
     if (grpc_call_start_batch(gcall, &w->close_op, 1, &w->close_tag, NULL) != GRPC_CALL_OK) {
-        grpc__health__v1__health_check_request__free_unpacked(in, NULL);
+        free(service);
         watch_free(w);
         return;
     }
@@ -811,7 +837,7 @@ static void health_watch_start(em_rpc_server_t *srv, grpc_call *gcall, grpc_byte
         watch_pump(w);
         pthread_mutex_unlock(&w->lock);
     } else {
-        em_health_watch_t *hw = em_health_watch(srv->health, in->service, watch_on_health, w);
+        em_health_watch_t *hw = em_health_watch(srv->health, service, watch_on_health, w);
         pthread_mutex_lock(&w->lock);
         if (w->closed) {
             pthread_mutex_unlock(&w->lock);
@@ -821,7 +847,7 @@ static void health_watch_start(em_rpc_server_t *srv, grpc_call *gcall, grpc_byte
             pthread_mutex_unlock(&w->lock);
         }
     }
-    grpc__health__v1__health_check_request__free_unpacked(in, NULL);
+    free(service);
 }
 
 /* ---- server lifecycle --------------------------------------------------- */
@@ -915,6 +941,35 @@ em_err_t em_rpc_server_add_method(em_rpc_server_t *srv, const char *service, con
     }
     srv->nmethods++;
     return em_health_add_service(srv->health, service);
+}
+
+static void allow_free(em_rpc_method_t *m) {
+    for (size_t i = 0; i < m->nallow; i++)
+        free(m->allow[i]);
+    free(m->allow);
+    m->allow = NULL;
+    m->nallow = 0;
+}
+
+em_err_t em_rpc_server_allow(em_rpc_server_t *srv, const char *service, const char *method,
+                             const char *const *identities, size_t n) {
+    char path[256];
+    snprintf(path, sizeof(path), "/%s/%s", service, method);
+    for (int i = 0; i < srv->nmethods; i++) {
+        em_rpc_method_t *m = &srv->methods[i];
+        if (strcmp(m->path, path) != 0)
+            continue;
+        if (srv->started)
+            return EM_EINVAL;
+        allow_free(m);
+        if (!(m->allow = calloc(n ? n : 1, sizeof(char *))))
+            return EM_ENOMEM;
+        for (; m->nallow < n; m->nallow++)
+            if (!(m->allow[m->nallow] = strdup(identities[m->nallow])))
+                return EM_ENOMEM;
+        return EM_OK;
+    }
+    return EM_EINVAL;
 }
 
 em_err_t em_rpc_server_start(em_rpc_server_t *srv, int *bound_port, char *errstr, size_t errstr_size) {
@@ -1014,8 +1069,10 @@ void em_rpc_server_destroy(em_rpc_server_t *srv) {
         pthread_mutex_unlock(&srv->lock);
     }
     grpc_server_destroy(srv->server);
-    for (int i = 0; i < srv->nmethods; i++)
+    for (int i = 0; i < srv->nmethods; i++) {
         free(srv->methods[i].path);
+        allow_free(&srv->methods[i]);
+    }
     pthread_cond_destroy(&srv->cond);
     pthread_mutex_destroy(&srv->lock);
     free(srv);

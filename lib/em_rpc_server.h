@@ -57,6 +57,16 @@ em_rpc_server_t *em_rpc_server_new(em_rpc_loop_t *loop, em_health_t *health,
 em_err_t em_rpc_server_add_method(em_rpc_server_t *srv, const char *service, const char *method,
                                   em_rpc_method_fn fn, void *ctx, int prepost);
 
+/* With TLS on, only these identities (em_tls_peer_identity: URI SAN, else
+ * DNS SAN, else CN; exact match) may call the method registered as
+ * service/method; anyone else gets PERMISSION_DENIED naming the identity
+ * and the method, and the handler never sees the call. None listed: nobody.
+ * A method without a list takes any authenticated caller (its handler
+ * decides, with em_rpc_call_identity). Without TLS there are no identities
+ * and no lists apply. Before em_rpc_server_start; the strings are copied. */
+em_err_t em_rpc_server_allow(em_rpc_server_t *srv, const char *service, const char *method,
+                             const char *const *identities, size_t n);
+
 /* Binds and starts serving; the bound port goes to *bound_port. On failure
  * nothing is listening and errstr says why. */
 em_err_t em_rpc_server_start(em_rpc_server_t *srv, int *bound_port, char *errstr, size_t errstr_size);
@@ -114,5 +124,8 @@ int em_rpc_call_previous_attempts(const em_rpc_call_t *call);
 int64_t em_rpc_call_remaining_ms(const em_rpc_call_t *call);
 /* Non-zero once the caller went away (cancelled, deadline passed). */
 int em_rpc_call_cancelled(em_rpc_call_t *call);
+/* The caller's identity with TLS on (see em_rpc_server_allow); "" without. */
+#define EM_RPC_IDENTITY_MAX 256
+const char *em_rpc_call_identity(const em_rpc_call_t *call);
 
 #endif

@@ -338,6 +338,20 @@ static int on_livez(void *ctx, const char *rest, char *out, size_t n) {
     return em_live_verdict(em_mono_ms(), names, turned, k, svc->live_stall_ms, out, n);
 }
 
+em_err_t em_service_allow(em_service_t *svc, const char *service, const char *method, const char *list_key) {
+    size_t n = em_config_list_len(svc->cfg, list_key);
+    const char **ids = calloc(n ? n : 1, sizeof(char *));
+    if (!ids)
+        return EM_ENOMEM;
+    for (size_t i = 0; i < n; i++)
+        ids[i] = em_config_list_get(svc->cfg, list_key, i);
+    em_err_t rc = em_rpc_server_allow(svc->server, service, method, ids, n);
+    free(ids);
+    if (rc != EM_OK)
+        EM_ERROR("cannot set who may call a method", EM_F_STR("service", service), EM_F_STR("method", method));
+    return rc;
+}
+
 void em_service_tls_opts(const em_config_t *cfg, em_tls_opts_t *t) {
     t->cert_file = em_config_str(cfg, "tls.cert_file");
     t->key_file = em_config_str(cfg, "tls.key_file");

@@ -138,6 +138,11 @@ void em_service_live_source(em_service_t *svc, const char *name, int64_t (*turne
 int em_live_verdict(int64_t now, const char *const *names, const int64_t *turned, int n, int64_t stall_ms,
                     char *out, size_t outn);
 
+/* With TLS on, only the identities listed under list_key (a list setting of
+ * the service's table) may call service/method: em_rpc_server_allow.
+ * Before em_service_start. */
+em_err_t em_service_allow(em_service_t *svc, const char *service, const char *method, const char *list_key);
+
 /* The tls.* settings of cfg (strings borrowed from cfg). */
 void em_service_tls_opts(const em_config_t *cfg, em_tls_opts_t *t);
 /* Client channel options from the common settings, TLS included. */

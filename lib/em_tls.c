@@ -110,3 +110,28 @@ grpc_channel_credentials *em_tls_channel_credentials(const em_tls_opts_t *o, cha
         snprintf(err, errn, "tls: gRPC refused the channel credentials");
     return c;
 }
+
+/* The first value of property name in ctx, or NULL. */
+static const grpc_auth_property *first_property(const grpc_auth_context *ctx, const char *name) {
+    grpc_auth_property_iterator it = grpc_auth_context_find_properties_by_name(ctx, name);
+    return grpc_auth_property_iterator_next(&it);
+}
+
+void em_tls_peer_identity(grpc_call *call, char *out, size_t n) {
+    static const char *const order[] = {GRPC_PEER_URI_PROPERTY_NAME, GRPC_PEER_DNS_PROPERTY_NAME,
+                                        GRPC_X509_CN_PROPERTY_NAME};
+    out[0] = '\0';
+    grpc_auth_context *ctx = grpc_call_auth_context(call);
+    if (!ctx)
+        return;
+    for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
+        const grpc_auth_property *p = first_property(ctx, order[i]);
+        if (p && p->value_length > 0) {
+            size_t len = p->value_length < n - 1 ? p->value_length : n - 1;
+            memcpy(out, p->value, len);
+            out[len] = '\0';
+            break;
+        }
+    }
+    grpc_auth_context_release(ctx);
+}

@@ -44,4 +44,10 @@ int em_tls_check_target(const em_tls_opts_t *o, const char *target, char *err, s
 grpc_server_credentials *em_tls_server_credentials(const em_tls_opts_t *o, char *err, size_t errn);
 grpc_channel_credentials *em_tls_channel_credentials(const em_tls_opts_t *o, char *err, size_t errn);
 
+/* The identity of the peer of an authenticated call: its certificate's
+ * first URI SAN, else its first DNS SAN, else its subject CN (the identities
+ * authorization names). "" when the call is not over TLS or the
+ * certificate has none of them. Longer ones are cut to n - 1 bytes. */
+void em_tls_peer_identity(grpc_call *call, char *out, size_t n);
+
 #endif

@@ -458,59 +458,7 @@ void ex_batch_job_done(ex_batch_t *b, size_t idx) {
     act(b, a);
 }
 
-/* ---- reading the request ------------------------------------------------ */
-
-/* Reads one Execution's scalar fields (the last value of a field wins) and
- * counts its headers and history entries into ex->nheaders and
- * ex->nhistory; read_lists collects them. EM_EINVAL when malformed. */
-static em_err_t read_execution(const uint8_t *buf, size_t len, ex_exec_t *ex) {
-    const uint8_t *p = buf, *end = buf + len;
-    em_pb_field_t f;
-    em_err_t rc;
-    while ((rc = em_pb_next(&p, end, &f)) == EM_OK) {
-        int want_len = (f.number >= 1 && f.number <= 4) || f.number == 10;
-        int want_varint = (f.number >= 5 && f.number <= 9) || f.number == 11;
-        if ((want_len && f.wire_type != EM_PB_LEN) || (want_varint && f.wire_type != EM_PB_VARINT))
-            return EM_EINVAL;
-        switch (f.number) {
-        case 1: ex->id = (ex_span_t){f.data, f.len}; break;
-        case 2: ex->handler = (ex_span_t){f.data, f.len}; break;
-        case 3: ex->payload = (ex_span_t){f.data, f.len}; break;
-        case 4: ex->nheaders++; break;
-        case 5: ex->timeout_ms = (uint32_t)f.varint; break;
-        case 6: ex->max_attempts = (uint32_t)f.varint; break;
-        case 7: ex->attempt = (uint32_t)f.varint; break;
-        case 8: ex->submitted_unix_ms = (int64_t)f.varint; break;
-        case 9: ex->deadline_unix_ms = (int64_t)f.varint; break;
-        case 10: ex->nhistory++; break;
-        default: break;
-        }
-    }
-    if (rc != EM_ENOTFOUND)
-        return EM_EINVAL;
-    ex->wire_len = len;
-    return EM_OK;
-}
-
-/* Keeps the headers and history entries of an execution read_execution
- * read (and taken), as their encoded bytes. */
-static em_err_t read_lists(em_arena_t *a, const uint8_t *buf, size_t len, ex_exec_t *ex) {
-    size_t nh = ex->nheaders, nhist = ex->nhistory;
-    ex->nheaders = ex->nhistory = 0;
-    if (nh == 0 && nhist == 0) /* the common case */
-        return EM_OK;
-    if ((nh && !(ex->headers = em_arena_alloc(a, nh * sizeof(*ex->headers), 0))) ||
-        (nhist && !(ex->history = em_arena_alloc(a, nhist * sizeof(*ex->history), 0))))
-        return EM_ENOMEM;
-    em_pb_field_t f;
-    for (const uint8_t *p = buf; em_pb_next(&p, buf + len, &f) == EM_OK;) {
-        if (f.number == 4)
-            ex->headers[ex->nheaders++] = (ex_span_t){f.data, f.len};
-        else if (f.number == 10)
-            ex->history[ex->nhistory++] = (ex_span_t){f.data, f.len};
-    }
-    return EM_OK;
-}
+/* ---- reading the request: request.c ------------------------------------ */
 
 /* The job's deadline: its timeout from now, or the caller's absolute
  * deadline when sooner, both made monotonic here. */
@@ -527,34 +475,11 @@ static void set_deadline(ex_job_t *job, int64_t now_mono, int64_t now_unix) {
 
 /* ---- admission: take what fits, refuse the rest one by one -------------- */
 
-/* The request's top level. */
-typedef struct request_info {
-    size_t n; /* executions */
-    int alone, report_finished;
-} request_info_t;
-
 /* Reads the request's top level without allocating; refuses the call (-1)
  * when it cannot be read or asks for what cannot be. */
-static int scan_request(em_rpc_call_t *call, const uint8_t *req, size_t len, request_info_t *ri) {
+static int scan_request(em_rpc_call_t *call, const uint8_t *req, size_t len, ex_request_info_t *ri) {
     char msg[256];
-    const uint8_t *p = req, *end = req + len;
-    em_pb_field_t f;
-    em_err_t rc;
-    *ri = (request_info_t){0};
-    while ((rc = em_pb_next(&p, end, &f)) == EM_OK) {
-        ri->n += f.number == 1;
-        if (f.number == 2 && f.wire_type == EM_PB_VARINT)
-            ri->alone = f.varint != 0;
-        if (f.number == 3 && f.wire_type == EM_PB_VARINT)
-            ri->report_finished = f.varint != 0;
-    }
-    if (rc != EM_ENOTFOUND)
-        snprintf(msg, sizeof(msg), "ExecuteRequest: cannot decode");
-    else if (ri->n == 0)
-        snprintf(msg, sizeof(msg), "executions: empty");
-    else if (ri->alone && ri->n != 1)
-        snprintf(msg, sizeof(msg), "alone: a call that runs alone carries one execution, not %zu", ri->n);
-    else
+    if (ex_request_scan(req, len, ri, msg, sizeof(msg)) == 0)
         return 0;
     em_rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, msg);
     return -1;
@@ -647,7 +572,7 @@ static void put_slots(ex_batch_t *b, size_t n) {
  * (their slots held); else, with every slot given back and the call's
  * refusal in code and msg, -2 when the refusals would not fit one message
  * (a refusal for want of room), -1 when an execution cannot be read. */
-static long take_executions(ex_batch_t *b, const uint8_t *req, size_t len, const request_info_t *ri, size_t room,
+static long take_executions(ex_batch_t *b, const uint8_t *req, size_t len, const ex_request_info_t *ri, size_t room,
                             refusals_t *rf, grpc_status_code *code, char *msg, size_t msg_size) {
     char reason[200];
     snprintf(reason, sizeof(reason), "executor at executor.max_inflight %d", EX.max_inflight);
@@ -658,7 +583,7 @@ static long take_executions(ex_batch_t *b, const uint8_t *req, size_t len, const
         if (f.number != 1)
             continue;
         ex_exec_t ex = {0};
-        em_err_t rc = f.wire_type == EM_PB_LEN ? read_execution(f.data, f.len, &ex) : EM_EINVAL;
+        em_err_t rc = f.wire_type == EM_PB_LEN ? ex_execution_read(f.data, f.len, &ex) : EM_EINVAL;
         if (rc != EM_OK) {
             *code = GRPC_STATUS_INVALID_ARGUMENT;
             snprintf(msg, msg_size, "executions[%zu]: not a valid execmesh.v1.Execution", i);
@@ -684,7 +609,7 @@ static long take_executions(ex_batch_t *b, const uint8_t *req, size_t len, const
         }
         b->jobs[taken].handler = hd; /* NULL: unknown, it ends REJECTED */
         b->jobs[taken].slot = slot;
-        if ((rc = read_lists(b->arena, f.data, f.len, &ex)) != EM_OK) {
+        if ((rc = ex_execution_read_lists(b->arena, f.data, f.len, &ex)) != EM_OK) {
             taken++; /* its slot is given back below */
             *code = GRPC_STATUS_RESOURCE_EXHAUSTED;
             snprintf(msg, msg_size, "executions[%zu]: out of memory", i);
@@ -709,7 +634,7 @@ refuse:
 /* Executor.Execute, on the loop thread. */
 void ex_on_execute(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_t len) {
     char msg[1024];
-    request_info_t ri;
+    ex_request_info_t ri;
     refusals_t rf = {0};
     grpc_status_code code = GRPC_STATUS_RESOURCE_EXHAUSTED;
     ex_batch_t *b = NULL;

@@ -13,6 +13,7 @@
  *   main.c          settings, metrics, serve and drain
  *   handlers.c      the handler table: settings, lookup, concurrency slots
  *   batch.c         Execute: admit, read, accept, start, publish groups, answer
+ *   request.c       reading an ExecuteRequest off the wire (pure; fuzzed)
  *   alone.c         a call whose execution runs with nothing beside it
  *   jobs.c          deadlines, job_finish, retry policy
  *   cancel.c        Executor.Cancel
@@ -182,6 +183,26 @@ void ex_batch_begin(ex_batch_t *b);
 /* Ends b's call unaccepted with code and frees b, none of its jobs started. */
 void ex_batch_drop(ex_batch_t *b, grpc_status_code code, const char *why);
 em_rpc_call_t *ex_batch_call(ex_batch_t *b);
+
+/* request.c: an ExecuteRequest read off the wire (pure: no executor state;
+ * also run by the fuzz target tests/fuzz/fuzz_execute.c) */
+typedef struct ex_request_info {
+    size_t n; /* executions */
+    int alone, report_finished;
+} ex_request_info_t;
+/* Reads the request's top level without allocating: 0, or -1 with the
+ * reason the call is refused (INVALID_ARGUMENT) in msg: it cannot be
+ * decoded, carries no execution, or asks to run several alone. */
+int ex_request_scan(const uint8_t *req, size_t len, ex_request_info_t *ri, char *msg, size_t msg_size);
+/* Reads one Execution's scalar fields into ex (zeroed by the caller; views
+ * into buf; the last value of a field wins) and counts its headers and
+ * history entries into ex->nheaders and ex->nhistory, which
+ * ex_execution_read_lists then collects. EM_EINVAL when malformed. */
+em_err_t ex_execution_read(const uint8_t *buf, size_t len, ex_exec_t *ex);
+/* Keeps the headers and history entries of an execution ex_execution_read
+ * accepted, as their encoded bytes, in arrays from a. EM_ENOMEM. */
+struct em_arena;
+em_err_t ex_execution_read_lists(struct em_arena *a, const uint8_t *buf, size_t len, ex_exec_t *ex);
 
 /* alone.c: a call that runs its execution with nothing beside it */
 /* Takes room in executor.max_inflight for a call of n executions (under the

@@ -28,6 +28,9 @@ static const em_setting_t executor_settings[] = {
      "Executions taken and not yet answered. Of an Execute call, the executions beyond it are refused one by one "
      "(ExecuteResponse.refused, handler_busy false; they wait in Kafka); a call none of whose executions fits is "
      "refused whole with RESOURCE_EXHAUSTED."},
+    {"authz.schedulers", EM_CFG_STRLIST, "spiffe://execmesh/scheduler", 0, 64,
+     "With TLS on: the identities (certificate URI SAN, else DNS SAN, else CN) that may call Execute and "
+     "Cancel; any other caller gets PERMISSION_DENIED."},
     {"handlers.builtin", EM_CFG_STRLIST, "echo,sleep,fail,sha256", 0, 32,
      "Builtin handlers to offer: any of echo, fail, sha256, sleep."},
     {"handlers.concurrency", EM_CFG_INT, "8", 1, 100000,
@@ -239,7 +242,9 @@ int main(int argc, char **argv) {
     }
     EX.m_publish = em_rpc_channel_method(EX.sinks, "/execmesh.v1.ResultSink/Publish");
     if (em_rpc_server_add_method(EX.svc.server, "execmesh.v1.Executor", "Execute", ex_on_execute, &EX, 256) != EM_OK ||
-        em_rpc_server_add_method(EX.svc.server, "execmesh.v1.Executor", "Cancel", ex_on_cancel, &EX, 16) != EM_OK)
+        em_rpc_server_add_method(EX.svc.server, "execmesh.v1.Executor", "Cancel", ex_on_cancel, &EX, 16) != EM_OK ||
+        em_service_allow(&EX.svc, "execmesh.v1.Executor", "Execute", "authz.schedulers") != EM_OK ||
+        em_service_allow(&EX.svc, "execmesh.v1.Executor", "Cancel", "authz.schedulers") != EM_OK)
         goto out;
 
     /* serve */

@@ -22,14 +22,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "em_authz.h"
 #include "em_cancels.h"
 #include "em_log.h"
 #include "em_pbwire.h"
 #include "em_util.h"
 #include "scheduler.h"
 
-#define CANCEL_MAX_IDS 10000
-#define CANCEL_MAX_ID 256
+#define CANCEL_MAX_ID SC_CANCEL_MAX_ID
 
 typedef struct cancel_call {
     em_delivery_t dr;
@@ -81,28 +81,15 @@ void sc_on_cancel(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_t len
     scheduler_t *s = ctx;
     char msg[256];
     em_metric_add(s->m_cancel_calls, 1);
-    Execmesh__V1__CancelRequest *in = execmesh__v1__cancel_request__unpack(NULL, len, req);
-    if (!in) {
-        em_rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "CancelRequest: cannot decode");
+    if (s->authz && !em_authz_may_cancel(s->authz, em_rpc_call_identity(call))) {
+        snprintf(msg, sizeof(msg), "identity '%s' may not cancel (scheduler authz)", em_rpc_call_identity(call));
+        EM_WARN("cancel refused", EM_F_STR("identity", em_rpc_call_identity(call)));
+        em_rpc_call_fail(call, GRPC_STATUS_PERMISSION_DENIED, msg);
         return;
     }
-    const char *bad = NULL;
-    if (in->n_ids == 0)
-        bad = "ids: empty; a Cancel names at least one execution";
-    else if (in->n_ids > CANCEL_MAX_IDS) {
-        snprintf(msg, sizeof(msg), "ids: %zu ids, at most %d per Cancel", in->n_ids, CANCEL_MAX_IDS);
-        bad = msg;
-    }
-    for (size_t i = 0; !bad && i < in->n_ids; i++) {
-        size_t n = strlen(in->ids[i]);
-        if (n == 0 || n > CANCEL_MAX_ID) {
-            snprintf(msg, sizeof(msg), "ids[%zu]: %zu bytes, 1 to %d", i, n, CANCEL_MAX_ID);
-            bad = msg;
-        }
-    }
-    if (bad) {
-        execmesh__v1__cancel_request__free_unpacked(in, NULL);
-        em_rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, bad);
+    Execmesh__V1__CancelRequest *in = sc_cancel_decode(req, len, msg, sizeof(msg));
+    if (!in) {
+        em_rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, msg);
         return;
     }
     cancel_call_t *cc = calloc(1, sizeof(*cc));

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "em_authz.h"
 #include "em_cancels.h"
 #include "em_delay.h"
 #include "em_log.h"
@@ -101,6 +102,7 @@ static const em_setting_t scheduler_settings[] = {
     {"handlers.*.resources", EM_CFG_STRLIST, "", 0, 8,
      "The resources (resources.*.name) handler NAME touches: its executions start only within every one's limits. "
      "A name no resource has is refused."},
+    EM_AUTHZ_SETTINGS,
     {"submit.max_executions", EM_CFG_INT, "10000", 1, 1000000, "Most executions in one Submit call."},
     {"submit.max_payload_bytes", EM_CFG_INT, "0", 0, 268435456,
      "Largest payload Submit accepts. 0: the largest execution, kafka.max_message_bytes - 65536, which also "
@@ -133,9 +135,16 @@ _Static_assert(6 * EM_SIZE_DEATH_MAX <= EM_SIZE_RETRY_ROOM - EM_SIZE_RESULT_ROOM
 /* The size model (lib/em_sizes.h): the byte limits derive from
  * kafka.max_message_bytes and must agree with it and with gRPC's cap. */
 static int validate_sizes(const em_config_t *cfg) {
-    char why[512];
+    char why[512], key[320];
     if (em_producer_check_config(cfg, scheduler_desc.program) != 0 || sc_resources_check(cfg) != 0)
         return -1;
+    em_authz_t *authz = em_authz_from_config(cfg, why, sizeof(why), key, sizeof(key));
+    if (!authz) {
+        fprintf(stderr, "%s: config refused: %s: key '%s': %s\n", scheduler_desc.program, em_config_source(cfg, key),
+                key, why);
+        return -1;
+    }
+    em_authz_destroy(authz);
     int64_t L = em_config_int(cfg, "kafka.max_message_bytes");
     int64_t E = em_size_max_execution(L);
     static const char *const limits[] = {"input.max_bytes", "submit.max_payload_bytes"};
@@ -436,6 +445,15 @@ int main(int argc, char **argv) {
         EM_ERROR("cannot start the cancels reader", EM_F_STR("error", err));
         goto out;
     }
+    if (*em_config_str(cfg, "tls.cert_file")) {
+        char key[320];
+        s.authz = em_authz_from_config(cfg, err, sizeof(err), key, sizeof(key)); /* validated: only OOM fails */
+        if (!s.authz) {
+            EM_ERROR("cannot build the authz table", EM_F_STR("error", err));
+            goto out;
+        }
+        EM_INFO("authorization on", EM_F_INT("groups", (int64_t)em_authz_groups(s.authz)));
+    }
     if (em_rpc_server_add_method(s.svc.server, "execmesh.v1.Scheduler", "Submit", sc_on_submit, &s, 128) != EM_OK ||
         em_rpc_server_add_method(s.svc.server, "execmesh.v1.Scheduler", "Cancel", sc_on_cancel, &s, 32) != EM_OK)
         goto out;
@@ -506,5 +524,6 @@ out:
     free(s.parts);
     EM_INFO("stopped", EM_F_INT("exit_code", rc));
     em_service_cleanup(&s.svc);
+    em_authz_destroy(s.authz);
     return rc;
 }

@@ -144,63 +144,6 @@ void sc_retry_later_locked(scheduler_t *s, sc_item_t *it, const em_result_info_t
     store_locked(s, it);
 }
 
-/* A final result the scheduler writes itself (EXHAUSTED after the
- * quarantine, CANCELLED): the execution's whole history, then the attempts
- * in add (may be none), headers copied. exec/exec_len: the execution's
- * bytes; id: its id when the bytes have none (generated), else NULL. */
-static uint8_t *own_result(const uint8_t *exec, size_t exec_len, const char *id, uint32_t attempt, int status,
-                           const em_attempt_t *add, int nadd, const char *error, size_t *len) {
-    Execmesh__V1__Execution *ex = execmesh__v1__execution__unpack(NULL, exec_len, exec);
-    if (!ex)
-        return NULL;
-    Execmesh__V1__Result r = EXECMESH__V1__RESULT__INIT;
-    Execmesh__V1__Attempt la[SC_MAX_SUSPECTS + 1];
-    for (int i = 0; i < nadd && i < SC_MAX_SUSPECTS + 1; i++) {
-        execmesh__v1__attempt__init(&la[i]);
-        la[i].attempt = add[i].attempt;
-        la[i].status = (Execmesh__V1__Status)add[i].status;
-        la[i].executor = (char *)(uintptr_t)(add[i].executor ? add[i].executor : "");
-        la[i].error = (char *)(uintptr_t)add[i].error; /* NUL-terminated: ours */
-        la[i].finished_unix_ms = add[i].finished_unix_ms;
-    }
-    Execmesh__V1__Attempt **hist = calloc(ex->n_history + (size_t)nadd, sizeof(*hist));
-    Execmesh__V1__Result__HeadersEntry *hv = calloc(ex->n_headers + 1, sizeof(*hv));
-    Execmesh__V1__Result__HeadersEntry **hp = calloc(ex->n_headers + 1, sizeof(*hp));
-    uint8_t *out = NULL;
-    if (hist && hv && hp) {
-        for (size_t i = 0; i < ex->n_history; i++)
-            hist[i] = ex->history[i];
-        for (int i = 0; i < nadd && i < SC_MAX_SUSPECTS + 1; i++)
-            hist[ex->n_history + (size_t)i] = &la[i];
-        for (size_t i = 0; i < ex->n_headers; i++) {
-            execmesh__v1__result__headers_entry__init(&hv[i]);
-            hv[i].key = ex->headers[i]->key;
-            hv[i].value = ex->headers[i]->value;
-            hp[i] = &hv[i];
-        }
-        r.id = id ? (char *)(uintptr_t)id : ex->id;
-        r.attempt = attempt;
-        r.status = (Execmesh__V1__Status)status;
-        r.error = (char *)(uintptr_t)error;
-        r.executor = nadd ? la[nadd - 1].executor : (char *)(uintptr_t)"";
-        r.submitted_unix_ms = ex->submitted_unix_ms;
-        r.finished_unix_ms = nadd ? add[nadd - 1].finished_unix_ms : em_now_unix_ms();
-        r.n_headers = ex->n_headers;
-        r.headers = hp;
-        r.final = 1;
-        r.n_history = ex->n_history + (size_t)nadd;
-        r.history = hist;
-        *len = execmesh__v1__result__get_packed_size(&r);
-        if ((out = malloc(*len ? *len : 1)))
-            execmesh__v1__result__pack(&r, out);
-    }
-    free(hist);
-    free(hv);
-    free(hp);
-    execmesh__v1__execution__free_unpacked(ex, NULL);
-    return out;
-}
-
 void sc_executor_died_locked(scheduler_t *s, sc_item_t *it, const char *executor, const char *why) {
     em_metric_add(s->m_deaths, 1);
     if (!it->part->owned || it->part->revoking) {
@@ -239,8 +182,8 @@ void sc_executor_died_locked(scheduler_t *s, sc_item_t *it, const char *executor
                  "quarantined: %u executors died running it (quarantine.executor_deaths = %" PRId64 "); the last: %s",
                  deaths, s->quarantine_deaths, why);
         em_utf8_trim(error);
-        it->out_rec = own_result(GRPC_SLICE_START_PTR(it->body) + it->body_off, it->body_len, NULL, it->attempt,
-                                 EXECMESH__V1__STATUS__EXHAUSTED, a, na, error, &it->out_len);
+        it->out_rec = sc_own_result(GRPC_SLICE_START_PTR(it->body) + it->body_off, it->body_len, NULL,
+                                    it->attempt, EXECMESH__V1__STATUS__EXHAUSTED, a, na, error, &it->out_len);
         it->out_kind = SC_OUT_RESULT;
         em_metric_add(s->m_quarantined, 1);
         EM_ERROR("execution quarantined: it ends EXHAUSTED", EM_F_INT("deaths", deaths), EM_F_STR("last", why),
@@ -293,8 +236,8 @@ void sc_cancel_item_locked(scheduler_t *s, sc_item_t *it, const char *where) {
     snprintf(error, sizeof(error), "cancelled %s", where);
     const uint8_t *exec = it->raw ? it->raw->payload : GRPC_SLICE_START_PTR(it->body) + it->body_off;
     size_t exec_len = it->raw ? it->raw->len : it->body_len;
-    it->out_rec = own_result(exec, exec_len, idz, it->attempt, EXECMESH__V1__STATUS__CANCELLED, NULL, 0, error,
-                             &it->out_len);
+    it->out_rec = sc_own_result(exec, exec_len, idz, it->attempt, EXECMESH__V1__STATUS__CANCELLED, NULL, 0,
+                                error, &it->out_len);
     if (!it->out_rec) {
         EM_ERROR("cannot write a cancelled execution's result; it stays for the next owner",
                  EM_F_INT("partition", it->part->id));

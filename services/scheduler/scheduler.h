@@ -28,6 +28,8 @@
  *   watchdog.c    per-partition liveness: lag, oldest waiting, the stall
  *                 watchdog and its heals, the per-partition metrics
  *   submit.c      Scheduler.Submit
+ *   requests.c    Submit's and Cancel's requests decoded and checked (pure; fuzzed)
+ *   records.c     the final results the scheduler writes itself (pure; fuzzed)
  *
  * Threads: the consumer thread polls Kafka, accepts, dispatches, commits,
  * handles rebalances and performs heals; the gRPC loop thread handles
@@ -177,6 +179,7 @@ typedef struct sc_class {
 
 typedef struct scheduler {
     em_service_t svc;
+    struct em_authz *authz; /* with TLS on: who may Submit which handlers, and Cancel; NULL: no TLS, no identities */
     em_consumer_t *consumer;
     em_producer_t *producer;
     rd_kafka_topic_t *t_requests, *t_dead, *t_delay, *t_results;
@@ -323,6 +326,16 @@ int sc_cancelled_locked(scheduler_t *s, const sc_item_t *it);
  * where it was ("while waiting in Kafka", ...). */
 void sc_cancel_item_locked(scheduler_t *s, sc_item_t *it, const char *where);
 
+/* records.c */
+/* A final result the scheduler writes itself (EXHAUSTED after the
+ * quarantine, CANCELLED), as malloc'd Result bytes (*len of them; the caller
+ * frees): the execution's whole history, then the attempts in add (may be
+ * none), headers copied. exec/exec_len: the execution's bytes (borrowed);
+ * id: its id when the bytes have none (generated), else NULL. NULL when the
+ * bytes cannot be decoded or out of memory. */
+uint8_t *sc_own_result(const uint8_t *exec, size_t exec_len, const char *id, uint32_t attempt, int status,
+                       const em_attempt_t *add, int nadd, const char *error, size_t *len);
+
 /* cancel.c */
 void sc_on_cancel(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_t len);
 /* The cancels reader told a new cancel (its thread). */
@@ -396,5 +409,26 @@ void sc_watchdog_unregister(scheduler_t *s);
 
 /* submit.c */
 void sc_on_submit(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_t len);
+
+/* requests.c: Submit's and Cancel's requests decoded and checked, without
+ * the scheduler's state (also run by the fuzz targets in tests/fuzz/). */
+#define SC_CANCEL_MAX_IDS 10000
+#define SC_CANCEL_MAX_ID 256
+typedef struct sc_submit_limits {
+    int64_t max_executions; /* submit.max_executions */
+    int64_t max_payload;    /* submit.max_payload_bytes */
+} sc_submit_limits_t;
+/* The decoded SubmitRequest (the caller frees it with
+ * execmesh__v1__submit_request__free_unpacked), or NULL with the first
+ * problem in msg ("SubmitRequest: cannot decode", "executions[i].field:
+ * reason", or the intake's own refusal of an execution's bytes,
+ * "executions[i]: field 1 (id): not valid UTF-8 (or has a NUL byte)"): the
+ * call's INVALID_ARGUMENT. req is borrowed. */
+Execmesh__V1__SubmitRequest *sc_submit_decode(const uint8_t *req, size_t len, const sc_submit_limits_t *lim,
+                                              char *msg, size_t n);
+/* The decoded CancelRequest (freed with
+ * execmesh__v1__cancel_request__free_unpacked), or NULL with the first
+ * problem in msg: 1 to SC_CANCEL_MAX_IDS ids of 1 to SC_CANCEL_MAX_ID bytes. */
+Execmesh__V1__CancelRequest *sc_cancel_decode(const uint8_t *req, size_t len, char *msg, size_t n);
 
 #endif

@@ -18,12 +18,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "em_authz.h"
 #include "em_log.h"
 #include "em_util.h"
 #include "scheduler.h"
 
-#define SUBMIT_MAX_ID 256
-#define SUBMIT_MAX_HANDLER 128
 /* What a call holds per byte of its request until Kafka acknowledged it: the
  * request itself (the call keeps it until answered), its decoded copy
  * (protobuf-c copies ids, handlers and payloads) and the packed executions
@@ -116,41 +115,6 @@ static void on_submit_delivery(em_delivery_t *d, const rd_kafka_message_t *msg) 
     submit_release(sub, 1);
 }
 
-/* The first problem with req, as "executions[i].field: reason", or NULL. */
-static const char *validate(const scheduler_t *s, const Execmesh__V1__SubmitRequest *req, char *msg, size_t n) {
-    if (req->n_executions == 0) {
-        snprintf(msg, n, "executions: empty; a Submit carries at least one execution");
-        return msg;
-    }
-    if ((int64_t)req->n_executions > s->submit_max_executions) {
-        snprintf(msg, n, "executions: %zu executions, at most %" PRId64 " per Submit", req->n_executions,
-                 s->submit_max_executions);
-        return msg;
-    }
-    for (size_t i = 0; i < req->n_executions; i++) {
-        const Execmesh__V1__Execution *ex = req->executions[i];
-        size_t hl = strlen(ex->handler);
-        if (hl == 0) {
-            snprintf(msg, n, "executions[%zu].handler: required", i);
-            return msg;
-        }
-        if (hl > SUBMIT_MAX_HANDLER) {
-            snprintf(msg, n, "executions[%zu].handler: %zu bytes, at most %d", i, hl, SUBMIT_MAX_HANDLER);
-            return msg;
-        }
-        if ((int64_t)ex->payload.len > s->submit_max_payload) {
-            snprintf(msg, n, "executions[%zu].payload: %zu bytes, at most %" PRId64 " (submit.max_payload_bytes)", i,
-                     ex->payload.len, s->submit_max_payload);
-            return msg;
-        }
-        if (strlen(ex->id) > SUBMIT_MAX_ID) {
-            snprintf(msg, n, "executions[%zu].id: %zu bytes, at most %d", i, strlen(ex->id), SUBMIT_MAX_ID);
-            return msg;
-        }
-    }
-    return NULL;
-}
-
 /* Loop thread. */
 void sc_on_submit(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_t len) {
     scheduler_t *s = ctx;
@@ -164,19 +128,30 @@ void sc_on_submit(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_t len
         em_rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
         return;
     }
-    Execmesh__V1__SubmitRequest *in = execmesh__v1__submit_request__unpack(NULL, len, req);
+    sc_submit_limits_t lim = {s->submit_max_executions, s->submit_max_payload};
+    Execmesh__V1__SubmitRequest *in = sc_submit_decode(req, len, &lim, msg, sizeof(msg));
     if (!in) {
         budget_release(s, charged);
         em_metric_add(s->m_submit_failed, 1);
-        em_rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "SubmitRequest: cannot decode");
-        return;
-    }
-    if (validate(s, in, msg, sizeof(msg))) {
-        budget_release(s, charged);
-        em_metric_add(s->m_submit_failed, 1);
-        execmesh__v1__submit_request__free_unpacked(in, NULL);
         em_rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, msg);
         return;
+    }
+    if (s->authz) {
+        const char *who = em_rpc_call_identity(call);
+        for (size_t i = 0; i < in->n_executions; i++) {
+            const char *h = in->executions[i]->handler;
+            if (em_authz_may_submit(s->authz, who, h))
+                continue;
+            /* nothing of the request is written */
+            snprintf(msg, sizeof(msg), "executions[%zu]: identity '%s' may not submit handler '%s' (scheduler authz)",
+                     i, who, h);
+            EM_WARN("submit refused", EM_F_STR("identity", who), EM_F_STR("handler", h));
+            execmesh__v1__submit_request__free_unpacked(in, NULL);
+            budget_release(s, charged);
+            em_metric_add(s->m_submit_failed, 1);
+            em_rpc_call_fail(call, GRPC_STATUS_PERMISSION_DENIED, msg);
+            return;
+        }
     }
 
     size_t n = in->n_executions;

@@ -24,10 +24,14 @@
 #include "em_service.h"
 #include "em_util.h"
 #include "execmesh/v1/internal.pb-c.h"
+#include "publish.h"
 
 static const em_setting_t sink_settings[] = {
     EM_SERVICE_SETTINGS("127.0.0.1:7300", "127.0.0.1:9300"),
     EM_KAFKA_SETTINGS,
+    {"authz.executors", EM_CFG_STRLIST, "spiffe://execmesh/executor", 0, 64,
+     "With TLS on: the identities (certificate URI SAN, else DNS SAN, else CN) that may call Publish; any "
+     "other caller gets PERMISSION_DENIED."},
     {"sink.journal", EM_CFG_STR, "", 0, 4095,
      "If set, a line per result received (R), stored (A) or not stored (N) is appended here (for fault tests; costs a write each)."},
     {"sink.max_inflight_results", EM_CFG_INT, "200000", 1, 10000000,
@@ -164,17 +168,12 @@ static void on_delivery(em_delivery_t *d, const rd_kafka_message_t *msg) {
 /* Runs on the gRPC loop thread. */
 static void on_publish(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_t len) {
     sink_t *s = ctx;
-    const uint8_t *p = req, *end = req + len;
-    em_pb_field_t f;
-    em_err_t rc;
-    int n = 0;
     char msg[512];
 
     em_metric_add(s->m_calls, 1);
     /* Count the results (the top level only). */
-    while ((rc = em_pb_next(&p, end, &f)) == EM_OK)
-        n += f.number == 1;
-    if (rc != EM_ENOTFOUND) {
+    int n = sink_publish_count(req, len);
+    if (n < 0) {
         em_rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "PublishRequest: cannot decode");
         return;
     }
@@ -206,51 +205,25 @@ static void on_publish(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_
         abort();
     memcpy(pub->copy, req, len);
     req = pub->copy;
-    end = req + len;
 #endif
     /* Each result once: checked whole (a malformed batch stores nothing),
      * keyed by its id, pointing into the request, which stays alive until
      * the call is answered, i.e. after the last delivery report. */
-    int i = 0;
-    p = req;
-    while (em_pb_next(&p, end, &f) == EM_OK) {
-        const uint8_t *id = NULL;
-        size_t idlen = 0;
-        if (f.number != 1)
-            continue;
-        if (f.wire_type != EM_PB_LEN || em_pb_find_len(f.data, f.len, 1, &id, &idlen) == EM_EINVAL) {
-            snprintf(msg, sizeof(msg), "results[%d]: not a valid execmesh.v1.Result", i);
-            free(pub->copy);
-            free(pub);
-            free(msgs);
-            em_rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, msg);
-            return;
-        }
-        if ((int64_t)(f.len + idlen + EM_SIZE_RECORD_OVERHEAD) > s->max_message_bytes) {
-            /* Kafka would refuse it, now and every time it is sent again:
-             * refused whole, nothing of the call stored. Never sent by an
-             * executor whose publish.max_result_bytes is at most our limit. */
-            snprintf(msg, sizeof(msg),
-                     "results[%d]: %zu bytes with its key, limit %" PRId64
-                     " (kafka.max_message_bytes): it can never be stored; the executors' "
-                     "publish.max_result_bytes must not exceed it",
-                     i, f.len + idlen + EM_SIZE_RECORD_OVERHEAD, s->max_message_bytes);
+    em_err_t rc = sink_publish_read(req, len, s->max_message_bytes, msgs, n, msg, sizeof(msg));
+    if (rc != EM_OK) {
+        if (rc == EM_ETOOBIG) { /* refused whole, nothing of the call stored */
             EM_ERROR("publish refused: a result larger than Kafka's limit", EM_F_STR("reason", msg));
             em_metric_add(s->m_calls_failed, 1);
             em_metric_add(s->m_too_large, 1);
-            free(pub->copy);
-            free(pub);
-            free(msgs);
-            em_rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, msg);
-            return;
         }
-        msgs[i].payload = (void *)(uintptr_t)f.data;
-        msgs[i].len = f.len;
-        msgs[i].key = (void *)(uintptr_t)id;
-        msgs[i].key_len = idlen;
-        msgs[i]._private = &pub->dr;
-        i++;
+        free(pub->copy);
+        free(pub);
+        free(msgs);
+        em_rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, msg);
+        return;
     }
+    for (int i = 0; i < n; i++)
+        msgs[i]._private = &pub->dr;
     em_metric_add(s->m_in, n);
     pub->dr.done = on_delivery;
     pub->sink = s;
@@ -341,7 +314,8 @@ int main(int argc, char **argv) {
         goto out;
     }
     s.results = em_producer_topic(s.producer, em_config_str(cfg, "kafka.topic_results"));
-    if (em_rpc_server_add_method(s.svc.server, "execmesh.v1.ResultSink", "Publish", on_publish, &s, 256) != EM_OK)
+    if (em_rpc_server_add_method(s.svc.server, "execmesh.v1.ResultSink", "Publish", on_publish, &s, 256) != EM_OK ||
+        em_service_allow(&s.svc, "execmesh.v1.ResultSink", "Publish", "authz.executors") != EM_OK)
         goto out;
 
     /* serve */

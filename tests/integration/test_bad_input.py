@@ -115,7 +115,11 @@ COMMON_BAD = [
 ]
 KAFKA_WRONG_TYPE = ('kafka = {\n  linger_ms = "five";\n};\n', 2, "kafka.linger_ms", "expected integer, got string")
 ROLE_BAD = {
-    "scheduler": [KAFKA_WRONG_TYPE],
+    "scheduler": [KAFKA_WRONG_TYPE,
+                  ('authz = {\n  ops = {\n    handlers = ["echo"];\n  };\n};\n', 3, "authz.ops.handlers",
+                   "authz group 'ops' names no identity (authz.ops.identity)"),
+                  ('authz = {\n  a = { identity = "spiffe://x/y"; };\n  b = { identity = "spiffe://x/y"; };\n};\n', 3,
+                   "authz.b.identity", "identity 'spiffe://x/y' is named by authz groups 'a' and 'b'")],
     "sink": [KAFKA_WRONG_TYPE],
     # the executor never talks to Kafka: a kafka group is unknown to it
     "executor": [('handlers = {\n  concurrency = "eight";\n};\n', 2, "handlers.concurrency",

@@ -9,7 +9,11 @@ client, a client whose certificate another CA signed, and a client with no
 certificate are all refused (UNAVAILABLE), and nothing they sent reaches the
 requests topic. grpc-health-probe with its TLS flags says SERVING for each
 service and fails without them; grpcurl with -cacert/-cert/-key calls
-grpc.health.v1.Health/Check and Submit. Setting only some of the tls.* keys
+grpc.health.v1.Health/Check and Submit. Authorization (deny by default): the
+executor takes Execute/Cancel only from the scheduler's identity, the sink
+Publish only from the executor's, the scheduler Submit only of the handlers
+its authz table grants the caller (PERMISSION_DENIED naming the identity and
+the handler, nothing written). Setting only some of the tls.* keys
 is refused at start (exit 2, naming the missing key)."""
 import json
 import os
@@ -147,9 +151,14 @@ def logs(*procs, n=15):
     return "".join(f"\n--- {p.name} ({p.log_path}):\n{p.log_tail(n)}" for p in procs)
 
 
+# The scheduler's authz table: the client certificate may submit echo and cancel; nobody else may do either.
+CLIENT_ID = "spiffe://execmesh/client"
+AUTHZ = ["--set", f"authz.clients.identity={CLIENT_ID}", "--set", "authz.clients.handlers=echo"]
+
+
 def start_tls_mesh(m, d, sinks=1, extra=()):
     """Sinks, one executor (sinks.target ipv4:A[,B]) and one scheduler, each with its own certificate,
-    waited on over mutual TLS (the harness's wait speaks plaintext)."""
+    waited on over mutual TLS (the harness's wait speaks plaintext); the scheduler with AUTHZ."""
     ss = []
     for i in range(sinks):
         ss.append(m.start("sink", f"sink-{i}", m.kafka_args() + tls_args(d, "sink"), wait=False))
@@ -157,7 +166,7 @@ def start_tls_mesh(m, d, sinks=1, extra=()):
     ex = m.start("executor", "executor-0", ["--set", "sinks.target=ipv4:" + ",".join(s.grpc_addr for s in ss)]
                  + tls_args(d, "executor") + list(extra), wait=False)
     wait_serving_tls(ex, d)
-    sched = m.start_scheduler([ex], args=tls_args(d, "scheduler") + list(extra), wait=False)
+    sched = m.start_scheduler([ex], args=tls_args(d, "scheduler") + AUTHZ + list(extra), wait=False)
     wait_serving_tls(sched, d)
     m.wait_assigned([sched], PARTITIONS)  # the metrics port stays plaintext HTTP
     return ss, ex, sched
@@ -241,6 +250,9 @@ def test_mutual_tls_end_to_end():
         good.close()
         assert m.kafka.end_offsets(req_topic) == req_end, "a refused client's Submit reached the requests topic"
 
+        check_authorization(m, d, sched, ex, sink)
+        assert m.kafka.end_offsets(req_topic) == req_end, "a denied Submit reached the requests topic"
+
         # grpc-health-probe: SERVING with the TLS flags, on each service; fails without them or with the rogue cert
         for proc, role in ((sched, "scheduler"), (ex, "executor"), (sink, "sink")):
             assert tls_probe(proc.grpc_addr, d) == (0, "status: SERVING"), proc.name
@@ -252,6 +264,59 @@ def test_mutual_tls_end_to_end():
         print(f"\nTLS executions={len(ids)} lag_zero_s={lag_s:.2f} wall_s={time.monotonic() - t0:.2f}")
     finally:
         m.close()
+
+
+def denied(call, what):
+    """call() must fail with PERMISSION_DENIED; returns its details."""
+    try:
+        call()
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.PERMISSION_DENIED, (what, e.code(), e.details())
+        return e.details()
+    raise AssertionError(f"{what}: accepted")
+
+
+def check_authorization(m, d, sched, ex, sink):
+    """Deny by default with TLS on: the internal methods take only their own callers, Submit and Cancel
+    only what the scheduler's authz table grants; a denial names the identity (and the handler), and
+    nothing of a denied request is written."""
+    client = grpc.secure_channel(sched.grpc_addr, creds(d))
+    as_executor = grpc.secure_channel(sched.grpc_addr, creds(d, client="executor"))
+    try:
+        stub = pb_grpc.SchedulerStub(client)
+        # a handler the table does not grant, alone and beside a granted one: the whole call is refused
+        for batch in ([execution("authz-sha", handler="sha256")],
+                      [execution("authz-ok", handler="echo"), execution("authz-sha2", handler="sha256")]):
+            why = denied(lambda: stub.Submit(pb.SubmitRequest(executions=batch), timeout=10), "Submit sha256")
+            assert f"identity '{CLIENT_ID}' may not submit handler 'sha256'" in why, why
+        # a handler named like a path is just another name the table does not grant
+        why = denied(lambda: stub.Submit(pb.SubmitRequest(executions=[execution("authz-path", handler="../../bin/sh")]),
+                                         timeout=10), "Submit ../../bin/sh")
+        assert "handler '../../bin/sh'" in why, why
+        # an identity the table does not name: neither Submit nor Cancel
+        other = pb_grpc.SchedulerStub(as_executor)
+        why = denied(lambda: other.Submit(pb.SubmitRequest(executions=[execution("authz-ex")]), timeout=10),
+                     "Submit as the executor")
+        assert "identity 'spiffe://execmesh/executor' may not submit handler 'echo'" in why, why
+        why = denied(lambda: other.Cancel(pb.CancelRequest(ids=["authz-ex"]), timeout=10), "Cancel as the executor")
+        assert "identity 'spiffe://execmesh/executor' may not cancel" in why, why
+        # the client may cancel (granted by default): an unknown id is accepted
+        assert list(stub.Cancel(pb.CancelRequest(ids=["authz-none"]), timeout=10).ids) == ["authz-none"]
+    finally:
+        client.close()
+        as_executor.close()
+    # the internal services take only their own callers: Execute the scheduler's identity, Publish the executor's
+    for proc, method, owner in ((ex, "/execmesh.v1.Executor/Execute", "scheduler"),
+                                (ex, "/execmesh.v1.Executor/Cancel", "scheduler"),
+                                (sink, "/execmesh.v1.ResultSink/Publish", "executor")):
+        for who in ("client", "sink" if owner == "scheduler" else "scheduler"):
+            ch = grpc.secure_channel(proc.grpc_addr, creds(d, client=who))
+            try:
+                why = denied(lambda: ch.unary_unary(method)(b"", timeout=10), f"{method} as {who}")
+                assert why == f"identity 'spiffe://execmesh/{who}' may not call {method}", why
+            finally:
+                ch.close()
+        assert proc.log_events("call refused"), f"{proc.name} logged no refusal"
 
 
 def test_mutual_tls_multi_address_target():
