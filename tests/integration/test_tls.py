@@ -349,3 +349,188 @@ def test_mutual_tls_multi_address_target():
         m.wait_lag_zero(30)  # no partition left behind
     finally:
         m.close()
+
+
+# --- rotation under load ------------------------------------------------------
+
+ROLES = ("scheduler", "executor", "sink")
+ROTATION_FAILED_LOGS = ("execute call failed before an executor took it, dispatching again",
+                        "executor lost with executions in flight", "publish to sink failed")
+
+
+def install(src, dst):
+    """Copies src over dst by rename, so the file watcher never reads half a file."""
+    tmp = f"{dst}.new"
+    with open(src, "rb") as f, open(tmp, "wb") as g:
+        g.write(f.read())
+    os.chmod(tmp, 0o600)
+    os.rename(tmp, dst)
+
+
+def bundle(path, *cas):
+    tmp = f"{path}.new"
+    with open(tmp, "wb") as g:
+        for ca in cas:
+            g.write(read(os.path.dirname(ca), os.path.basename(ca)))
+    os.rename(tmp, path)
+
+
+def serials(d):
+    return dict(line.split() for line in open(os.path.join(d, "serials.txt")))
+
+
+def server_serial(addr, trust, cert, key):
+    """The serial (hex, as openssl prints it) of the certificate the server at addr presents on a new connection."""
+    host, port = addr.rsplit(":", 1)
+    ctx = ssl.create_default_context(cafile=trust)
+    ctx.load_cert_chain(cert, key)
+    ctx.set_alpn_protocols(["h2"])
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        with ctx.wrap_socket(s, server_hostname=host) as t:
+            return t.getpeercert()["serialNumber"].upper()
+
+
+def handshake_ok(addr, trust, cert, key):
+    """Does the server at addr accept a new connection presenting cert (a health check over it)?"""
+    c = grpc.ssl_channel_credentials(root_certificates=open(trust, "rb").read(),
+                                     private_key=open(key, "rb").read(), certificate_chain=open(cert, "rb").read())
+    ch = grpc.secure_channel(addr, c)
+    try:
+        return health_check(ch, timeout=2) == SERVING
+    except grpc.RpcError:
+        return False
+    finally:
+        ch.close()
+
+
+class SubmitLoad:
+    """Submits batches of echo executions without pause from a thread, over a
+    channel made from self.creds (set another to move to new credentials: the
+    next batch goes over a new channel); records every id acknowledged and
+    every failed call."""
+
+    def __init__(self, addr, creds, batch=20):
+        import threading
+        self.addr, self.creds, self.batch = addr, creds, batch
+        self.acked, self.failed, self.calls = [], [], 0
+        self.stop_flag = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        used, ch, k = None, None, 0
+        while not self.stop_flag.is_set():
+            if self.creds is not used:
+                if ch:
+                    ch.close()
+                used = self.creds
+                ch = grpc.secure_channel(self.addr, used)
+                stub = pb_grpc.SchedulerStub(ch)
+            batch = [execution(f"rot-{k + i}") for i in range(self.batch)]
+            k += self.batch
+            self.calls += 1
+            try:
+                resp = stub.Submit(pb.SubmitRequest(executions=batch), timeout=10)
+                self.acked += list(resp.ids)
+            except grpc.RpcError as e:
+                self.failed.append((time.monotonic(), str(e.code()), e.details()))
+        ch.close()
+
+
+def test_rotation_under_load():
+    """Certificates and CA rotated on every service without a restart while
+    Submit load runs: (1) the bundles take the new CA beside the old, (2)
+    every service's certificate and key are replaced by ones the new CA
+    signed, and new connections see the new serial, (3) the old CA leaves the
+    bundles, and a certificate it signed is refused on new connections. The
+    servers' max connection age (1.5 s) makes every channel reconnect and
+    handshake again throughout. 0 failed Submit calls, 0 failed Execute and
+    Publish calls logged, every acknowledged execution exactly one result, the
+    committed offsets at the end."""
+    t0 = time.monotonic()
+    m = Mesh("tls-rotate", partitions=PARTITIONS)
+    load = None
+    try:
+        old, new, live = (os.path.join(m.dir, x) for x in ("ca-old", "ca-new", "live"))
+        make_certs(old)
+        r = subprocess.run([os.path.join(SRC, "scripts", "test-ca.sh"), new, "--days", "2"], capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        os.makedirs(live)
+        for role in ROLES:
+            install(f"{old}/{role}.pem", f"{live}/{role}.pem")
+            install(f"{old}/{role}.key", f"{live}/{role}.key")
+        bundle(f"{live}/ca.pem", f"{old}/ca.pem")
+        both = os.path.join(m.dir, "client-trust.pem")  # the load client trusts both CAs throughout
+        bundle(both, f"{old}/ca.pem", f"{new}/ca.pem")
+        fast = ["--set", "tls.refresh_s=1", "--set", "grpc.max_connection_age_ms=1500"]
+        sink = m.start("sink", "sink-0", m.kafka_args() + tls_args(live, "sink") + fast, wait=False)
+        wait_serving_tls(sink, old)
+        ex = m.start("executor", "executor-0", [f"--set", f"sinks.target=ipv4:{sink.grpc_addr}"]
+                     + tls_args(live, "executor") + fast, wait=False)
+        wait_serving_tls(ex, old)
+        sched = m.start_scheduler([ex], args=tls_args(live, "scheduler") + AUTHZ + fast, wait=False)
+        wait_serving_tls(sched, old)
+        m.wait_assigned([sched], PARTITIONS)
+        procs = {"scheduler": sched, "executor": ex, "sink": sink}
+        old_serial, new_serial = serials(old), serials(new)
+
+        def client_creds(d):
+            return grpc.ssl_channel_credentials(root_certificates=open(both, "rb").read(),
+                                                private_key=read(d, "client.key"), certificate_chain=read(d, "client.pem"))
+        load = SubmitLoad(sched.grpc_addr, client_creds(old))
+        load.thread.start()
+        wait_for(lambda: len(load.acked) >= 200, 30, "the Submit load to get going", interval=0.05)
+        marks = {"start": len(load.acked)}
+
+        # (1) the new CA joins every bundle: a client certificate it signed is taken on new connections
+        bundle(f"{live}/ca.pem", f"{old}/ca.pem", f"{new}/ca.pem")
+        for role, p in procs.items():
+            wait_for(lambda: handshake_ok(p.grpc_addr, both, f"{new}/client.pem", f"{new}/client.key"), 15,
+                     f"{role} to trust the new CA", interval=0.2)
+        marks["bundles"] = len(load.acked)
+
+        # (2) new certificates and keys: new connections see the new serial
+        for role in ROLES:
+            install(f"{new}/{role}.key", f"{live}/{role}.key")
+            install(f"{new}/{role}.pem", f"{live}/{role}.pem")
+        seen = {}
+        for role, p in procs.items():
+            assert server_serial(p.grpc_addr, both, f"{old}/client.pem", f"{old}/client.key") in (
+                old_serial[role], new_serial[role])
+            wait_for(lambda: server_serial(p.grpc_addr, both, f"{old}/client.pem", f"{old}/client.key")
+                     == new_serial[role], 15, f"{role} to present its new certificate (serial {new_serial[role]})",
+                     interval=0.2)
+            seen[role] = new_serial[role]
+        load.creds = client_creds(new)  # the client moves to its new certificate too
+        marks["certificates"] = len(load.acked)
+
+        # (3) the old CA leaves the bundles: its certificates are refused on new connections
+        bundle(f"{live}/ca.pem", f"{new}/ca.pem")
+        for role, p in procs.items():
+            wait_for(lambda: not handshake_ok(p.grpc_addr, both, f"{old}/client.pem", f"{old}/client.key"), 15,
+                     f"{role} to refuse a certificate of the old CA", interval=0.2)
+            assert handshake_ok(p.grpc_addr, both, f"{new}/client.pem", f"{new}/client.key"), role
+        marks["old CA gone"] = len(load.acked)
+        # a few more connection ages under load on the new credentials only
+        target = len(load.acked) + 400
+        wait_for(lambda: len(load.acked) >= target, 30, "more load after the rotation", interval=0.05)
+        load.stop_flag.set()
+        load.thread.join(30)
+        assert not load.thread.is_alive()
+        assert not load.failed, f"{len(load.failed)} of {load.calls} Submit calls failed: {load.failed[:3]}"
+        steps = list(marks.values())
+        assert all(b > a for a, b in zip(steps, steps[1:])), f"the load stalled during a step: {marks}"
+        # every acknowledged execution: exactly one result; nothing failed between the services
+        ids = load.acked
+        wait_results(m, ids, (sched, ex, sink), timeout=60)
+        got = check_results(m, ids)
+        assert all(len(got[i]) == 1 and pb.Status.Name(got[i][0].status) == "SUCCEEDED" for i in ids)
+        failed_logs = [(p.name, msg) for p in procs.values() for msg in ROTATION_FAILED_LOGS if p.log_events(msg)]
+        assert not failed_logs, f"calls between the services failed during the rotation: {failed_logs}"
+        lag_s = m.wait_lag_zero(30)
+        print(f"\nROTATION submit_calls={load.calls} failed_calls={len(load.failed)} acked={len(ids)} "
+              f"serials={seen} marks={marks} lag_zero_s={lag_s:.2f} wall_s={time.monotonic() - t0:.2f}")
+    finally:
+        if load:
+            load.stop_flag.set()
+        m.close()
