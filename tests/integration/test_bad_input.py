@@ -12,7 +12,7 @@ import subprocess
 import grpc
 import pytest
 
-from mesh import BIN, Mesh, execution, pb, results_by_id, status_name
+from mesh import BIN, Mesh, execution, pb, probe, results_by_id, status_name
 
 
 def test_bad_records_and_bad_submits():
@@ -147,3 +147,139 @@ def test_unreadable_config_and_help(tmp_path, role):
     assert h.returncode == 0 and "--config FILE" in h.stdout and "grpc.listen" in h.stdout
     v = subprocess.run([BIN[role], "--version"], capture_output=True, text=True, timeout=30)
     assert v.returncode == 0 and v.stdout.startswith(f"execmesh-{role} ")
+
+
+def _field(number, wire, data):
+    """One protobuf field: key varint (small numbers only) and, for length-delimited, the length."""
+    key = bytes([(number << 3) | wire])
+    if wire == 2:
+        n, out = len(data), b""
+        while True:
+            b, n = n & 0x7F, n >> 7
+            out += bytes([b | (0x80 if n else 0)])
+            if not n:
+                break
+        return key + out + data
+    return key + data
+
+
+def _exec_bytes(eid, handler=b"echo", extra=b""):
+    return _field(1, 2, eid) + _field(2, 2, handler) + extra
+
+
+def test_bad_bytes_and_protocol():
+    """The bad-input rows beyond test_bad_records_and_bad_submits: NUL and
+    invalid UTF-8 in every string, nested groups, an overlong varint and a
+    huge repeated field on the requests topic (dead-lettered with the reason,
+    or run when within the size caps); the same shapes and too many
+    executions through Submit (INVALID_ARGUMENT naming them, nothing
+    written); gRPC metadata too large or too many; HTTP/1.1 and random bytes
+    on the gRPC port (connection closed). The services stay up and SERVING,
+    the offsets move on, no sanitizer report."""
+    import random
+    import socket
+    m = Mesh("bad-bytes")
+    try:
+        sink = m.start_sink()
+        ex = m.start_executor([sink])
+        sched = m.start_scheduler([ex])
+        m.wait_assigned([sched], 6)
+        req = m.topics["execmesh.requests"]
+        req_start = m.kafka.end_offsets(req)
+
+        header = lambda k, v: _field(4, 2, _field(1, 2, k) + _field(2, 2, v))  # noqa: E731
+        dead_cases = {
+            b"nul-id": (_exec_bytes(b"a\x00b"), "field 1 (id): not valid UTF-8 (or has a NUL byte)"),
+            b"bad-utf8-handler": (_exec_bytes(b"bb-h", b"\xc3\x28"), "field 2 (handler): not valid UTF-8"),
+            b"nul-header-value": (_exec_bytes(b"bb-hv", extra=header(b"k", b"a\x00b")),
+                                  "field 4 (headers): value is not valid UTF-8 (or has NUL)"),
+            b"bad-utf8-header-key": (_exec_bytes(b"bb-hk", extra=header(b"\xed\xa0\x80", b"v")),
+                                     "field 4 (headers): key is not valid UTF-8"),
+            b"nested-groups": (b"\x0b" * 5000, "undecodable"),
+            b"overlong-varint": (_exec_bytes(b"bb-v") + b"\x28" + b"\xff" * 10 + b"\x01", "undecodable"),
+        }
+        # a huge repeated field within the size caps decodes and runs: 20,000 header entries
+        many = _exec_bytes(b"bb-many-headers", extra=b"".join(header(b"h%d" % i, b"v") for i in range(20000)))
+        p = m.kafka.producer()
+        for k, (v, _) in dead_cases.items():
+            p.produce(req, v, key=k)
+        p.produce(req, many, key=b"bb-many-headers")
+        p.produce(req, execution("bb-good").SerializeToString(), key=b"bb-good")
+        assert p.flush(30) == 0
+
+        # Submit: the same shapes, and too many executions; nothing written
+        before = m.kafka.end_offsets(req)
+        raw = sched.channel().unary_unary("/execmesh.v1.Scheduler/Submit")
+        submit_cases = [
+            (_field(1, 2, _exec_bytes(b"a\x00b")), "executions[0]: field 1 (id): not valid UTF-8 (or has a NUL byte)"),
+            (_field(1, 2, _exec_bytes(b"ok")) + _field(1, 2, _exec_bytes(b"x", b"\xff")),
+             "executions[1]: field 2 (handler): not valid UTF-8"),
+            (_field(1, 2, _exec_bytes(b"x", extra=header(b"k", b"\x00"))), "field 4 (headers)"),
+            (b"\x0b" * 5000, "cannot decode"),
+            (_field(1, 2, b"") * 10001, "executions: 10001 executions, at most 10000 per Submit"),
+        ]
+        for body, text in submit_cases:
+            with pytest.raises(grpc.RpcError) as e:
+                raw(body, timeout=10)
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (text, e.value.code(), e.value.details())
+            assert text in e.value.details(), (text, e.value.details())
+
+        # gRPC metadata over the limits (gRPC's 8 KiB soft / 16 KiB hard): refused, the server unharmed
+        stub = m.stub(sched)
+        small = pb.SubmitRequest(executions=[execution("bb-md")])
+        for what, md in (("one 64 KiB header", [("x-big", "a" * 65536)]),
+                         ("3,000 headers", [(f"x-h{i}", "v") for i in range(3000)])):
+            with pytest.raises(grpc.RpcError) as e:
+                stub.Submit(small, metadata=md, timeout=10)
+            # one header over the limit fails the call; a header block past what HPACK takes closes the
+            # connection (the client sees UNAVAILABLE)
+            assert e.value.code() in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE), \
+                (what, e.value.code(), e.value.details())
+            print(f"\n{what}: {e.value.code()} {e.value.details()}")
+            assert probe(sched.grpc_addr) == 0, f"{what}: the scheduler is not SERVING after it"
+        assert m.kafka.end_offsets(req) == before, "a refused Submit wrote to the requests topic"
+
+        # not HTTP/2 on the gRPC port: the connection is closed
+        host, port = sched.grpc_addr.rsplit(":", 1)
+        rng = random.Random(15)
+        for what, data in (("HTTP/1.1", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+                           ("random bytes", bytes(rng.getrandbits(8) for _ in range(65536)))):
+            with socket.create_connection((host, int(port)), timeout=10) as s:
+                try:
+                    s.sendall(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # closed while we were still sending: what we want
+                s.settimeout(10)
+                got = b""
+                try:
+                    while True:
+                        chunk = s.recv(4096)
+                        if not chunk:
+                            break
+                        got += chunk
+                        assert len(got) < 1 << 20, f"{what}: the server keeps answering"
+                except ConnectionResetError:
+                    pass
+                except socket.timeout:
+                    raise AssertionError(f"{what}: the connection was still open 10 s later")
+        for proc in (sched, ex, sink):
+            assert proc.alive() and probe(proc.grpc_addr) == 0, proc.name
+
+        # the dead letters, named
+        dead = m.kafka.read(m.topics["execmesh.dead"], m.dead_start, until=lambda r: len(r) >= len(dead_cases),
+                            timeout=30, what=f"{len(dead_cases)} dead-letter records")
+        reasons = {k: dict(h)["execmesh-error"].decode() for k, v, h in dead}
+        assert set(reasons) == set(dead_cases), reasons
+        for k, (_, text) in dead_cases.items():
+            assert text in reasons[k], (k, reasons[k])
+        got = results_by_id(m.kafka.read(m.topics["execmesh.results"], m.results_start,
+                                         until=lambda r: {"bb-good", "bb-many-headers"} <= set(results_by_id(r)),
+                                         timeout=30, what="the good and the many-headers results"))
+        assert status_name(got["bb-good"][0].status) == "SUCCEEDED"
+        assert status_name(got["bb-many-headers"][0].status) == "SUCCEEDED"
+        assert len(got["bb-many-headers"][0].headers) == 20000
+        end = m.kafka.end_offsets(req)
+        assert sum(end.values()) - sum(req_start.values()) == len(dead_cases) + 2
+        m.wait_committed(req_start, end)
+    finally:
+        m.close()
