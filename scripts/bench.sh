@@ -12,6 +12,7 @@
 #
 #   scripts/bench.sh                 2,000,000 executions on devkafka
 #   scripts/bench.sh --quick         300,000 and short open-loop phases (CI; a few minutes)
+#   Also the 1/1/1 mesh with mutual TLS on every gRPC hop (tls_ratio beside ratio; --skip-tls omits it).
 #   scripts/bench.sh --kafka real    on a real broker (scripts/kafka.sh), started for the run
 #   --count N, --build DIR (default build-bench/, an optimised build without sanitizers),
 #   --prefetch-kb N (the schedulers' kafka.queued_max_kbytes), --skip-222, --skip-open-loop,
@@ -26,9 +27,9 @@ pass=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --build) build=$2; shift 2 ;;
-    --quick|--skip-222|--skip-open-loop) pass+=("$1"); shift ;;
+    --quick|--skip-222|--skip-open-loop|--skip-tls) pass+=("$1"); shift ;;
     --kafka|--count|--open-loop-s|--open-loop-rates|--generator-linger|--prefetch-kb|--set) pass+=("$1" "$2"); shift 2 ;;
-    -h|--help) sed -n '3,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '3,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
   esac
 done

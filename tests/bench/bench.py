@@ -8,6 +8,8 @@ same Kafka, partition counts, message size and load, it measures
   mesh 2/2/2    drained through 1 scheduler, 1 executor, 1 sink, and 2/2/2,
                 timed from the first consume to the last committed offset,
                 every result checked present (em-bench-check)
+  1/1/1 TLS     the 1/1/1 mesh again with mutual TLS on every gRPC hop
+                (certificates from scripts/test-ca.sh): tls_ratio beside ratio
   open loop     a coordinated-omission-free generator (em-bench-fill --rate)
                 at 1,000/s and at half the closed-loop maximum; latency from
                 each execution's scheduled time to its result's delivery
@@ -187,22 +189,28 @@ class Kafka:
             subprocess.run([os.path.join(ROOT, "scripts", "kafka.sh"), "stop", "--dir", self.kdir], capture_output=True)
 
 
-def start_serving(owner, role, name, args):
+def start_serving(owner, role, name, args, tls=None):
     """Starts a replica for owner (its .dir and .procs, as mesh.Proc wants)
-    and waits until it is SERVING."""
+    and waits until it is SERVING. tls: the certificate folder of
+    scripts/test-ca.sh (mutual TLS with ROLE's certificate), or None."""
+    if tls:
+        args = args + ["--set", f"tls.cert_file={tls}/{role}.pem", "--set", f"tls.key_file={tls}/{role}.key",
+                       "--set", f"tls.ca_file={tls}/ca.pem", "--set", "tls.server_name=localhost"]
     p = Proc(owner, role, name, args)
     owner.procs.append(p)
     p.wait_ports()
-    wait_for(lambda: probe(p.grpc_addr) == 0, 60, f"{name} SERVING", interval=0.1)
+    creds = (f"{tls}/ca.pem", f"{tls}/client.pem", f"{tls}/client.key") if tls else None
+    wait_for(lambda: probe(p.grpc_addr, tls=creds) == 0, 60, f"{name} SERVING", interval=0.1)
     return p
 
 
 class MeshRun:
     """One mesh of n schedulers, executors and sinks with a settings profile."""
 
-    def __init__(self, bench, tag, n, profile, requests, results, group, start_paused):
+    def __init__(self, bench, tag, n, profile, requests, results, group, start_paused, tls=None):
         self.dir = bench.dir
         self.procs = []
+        self.tls = tls
         bench.runs.append(self)
         k = bench.kafka
         kafka = ["--set", f"kafka.bootstrap={k.bootstrap}", "--set", f"kafka.topic_requests={requests}",
@@ -223,7 +231,7 @@ class MeshRun:
                  90, f"the {n} schedulers to share the {parts} partitions", interval=0.2)
 
     def _start(self, role, name, args):
-        return start_serving(self, role, name, args)
+        return start_serving(self, role, name, args, tls=self.tls)
 
     def resume(self):
         for s in self.schedulers:
@@ -281,10 +289,12 @@ class Bench:
             r.stop()
         self.kafka.stop()
 
-    def closed_loop(self, n_replicas, requests, results, group):
+    def closed_loop(self, n_replicas, requests, results, group, tls=None):
         a = self.args
-        log(f"closed loop {n_replicas}/{n_replicas}/{n_replicas}: {a.count} executions from {requests}")
-        m = MeshRun(self, f"c{n_replicas}", n_replicas, THROUGHPUT, requests, results, group, start_paused=True)
+        log(f"closed loop {n_replicas}/{n_replicas}/{n_replicas}{' with mutual TLS' if tls else ''}: "
+            f"{a.count} executions from {requests}")
+        m = MeshRun(self, f"c{n_replicas}{'t' if tls else ''}", n_replicas, THROUGHPUT, requests, results, group,
+                    start_paused=True, tls=tls)
         parts = list(range(a.topics[requests]))
         cpu0, bcpu0 = m.cpu(), cpu_seconds(self.kafka.pid)
         m.resume()
@@ -405,6 +415,7 @@ def main():
     ap.add_argument("--open-loop-rates", default="",
                     help="extra open-loop rates after 1,000/s and half max, e.g. 20000,50000,100000 (a latency-vs-rate sweep)")
     ap.add_argument("--skip-222", action="store_true")
+    ap.add_argument("--skip-tls", action="store_true", help="skip the 1/1/1 run with mutual TLS on every gRPC hop")
     ap.add_argument("--skip-open-loop", action="store_true")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="ROLE:KEY=VALUE",
                     help="override a setting of the throughput profile (repeatable), e.g. scheduler:dispatch.max_pending=20000")
@@ -425,6 +436,7 @@ def main():
         args.open_loop_s = 8
     extra_rates = [float(r) for r in args.open_loop_rates.split(",") if r]
     args.topics = {"bench.requests": 64, "bench.pt.results": 128, "bench.c1.results": 128, "bench.c2.results": 128,
+                   "bench.c1t.results": 128,
                    "bench.warmup": 1, "execmesh.delay": 6, "execmesh.cancels": 6}
     for i in range(0 if args.skip_open_loop else 2 + len(extra_rates)):
         t = ol_topics(i)
@@ -451,6 +463,15 @@ def main():
         if not args.skip_222:
             c2 = b.closed_loop(2, "bench.requests", "bench.c2.results", "bench-c2")
             log(f"mesh 2/2/2 {c2['rate']:.0f}/s, checked {c2['found']}/{args.count}")
+        c1t = None
+        if not args.skip_tls:  # the same mesh with mutual TLS on every gRPC hop
+            certs = os.path.join(b.dir, "certs")
+            r = subprocess.run([os.path.join(ROOT, "scripts", "test-ca.sh"), certs, "--days", "2"],
+                               capture_output=True, text=True, timeout=60)
+            if r.returncode:
+                raise SystemExit(f"test-ca.sh failed: {r.stderr}")
+            c1t = b.closed_loop(1, "bench.requests", "bench.c1t.results", "bench-c1t", tls=certs)
+            log(f"mesh 1/1/1 TLS {c1t['rate']:.0f}/s, checked {c1t['found']}/{args.count}")
         best = max(c1["rate"], c2["rate"] if c2 else 0)
         ol, ol_rss = ([], {}) if args.skip_open_loop else b.open_loop(
             [1000, best / 2] + extra_rates, args.open_loop_s)
@@ -458,7 +479,7 @@ def main():
         print()
         print(f"{'run':14} {'execs/s':>10} {'per min':>12} {'ratio':>6}  cpu us/exec (service: us)   rss MB")
         print(f"{'passthrough':14} {pt_rate:>10.0f} {pt_rate * 60:>12.0f} {1:>6.2f}  broker {pt_broker_us:.1f}")
-        for name, c in (("mesh 1/1/1", c1), ("mesh 2/2/2", c2)):
+        for name, c in (("mesh 1/1/1", c1), ("mesh 2/2/2", c2), ("1/1/1 TLS", c1t)):
             if not c:
                 continue
             cpu = " ".join(f"{k.split('-', 1)[1]}:{v:.1f}" for k, v in c["cpu_us"].items())
@@ -472,7 +493,7 @@ def main():
                   f"p50={o['kafka_p50']} p99={o['kafka_p99']} p999={o['kafka_p999']} ms, {o['kafka_busy']:.2f} cores busy")
         print("settings: throughput " + json.dumps(THROUGHPUT))
         print("settings: latency " + json.dumps(LATENCY) + f"; open-loop generator linger.ms={args.generator_linger}")
-        runs = [c for c in (c1, c2) if c]
+        runs = [c for c in (c1, c2, c1t) if c]
         lost = sum(c["missing"] for c in runs) + sum(o["missing"] for o in ol)
         checked = min(c["found"] for c in runs)
         rss_max = max(max(c["rss"].values(), default=0) for c in runs + [{"rss": ol_rss}])
@@ -482,7 +503,9 @@ def main():
         half = ol[1] if ol else none
         ol1k = ol[0] if ol else none
         print(f"RESULT passthrough_per_min={pt_rate * 60:.0f} e2e_per_min={e2e * 60:.0f} ratio={e2e / pt_rate:.3f} "
-              f"e2e222_per_min={(c2['rate'] * 60 if c2 else 0):.0f} p50_ms={half['p50']} p99_ms={half['p99']} "
+              f"e2e222_per_min={(c2['rate'] * 60 if c2 else 0):.0f} "
+              f"tls_per_min={(c1t['rate'] * 60 if c1t else 0):.0f} tls_ratio={(c1t['rate'] / pt_rate if c1t else nan):.3f} "
+              f"p50_ms={half['p50']} p99_ms={half['p99']} "
               f"p999_ms={half['p999']} half_max_rate={half['rate']:.0f} p99_ms_1k={ol1k['p99']} "
               f"kafka_p99_ms={half['kafka_p99']} kafka_p99_ms_1k={ol1k['kafka_p99']} "
               f"busy_cores_half={half['busy']:.2f} kafka_busy_cores_half={half['kafka_busy']:.2f} "

@@ -632,11 +632,17 @@ def check_results(m, ids):
     return got
 
 
-def probe(addr, service="", timeout_s=1):
+def probe(addr, service="", timeout_s=1, tls=None):
     """grpc-health-probe's exit code for addr, as a Kubernetes exec probe sees
-    it: 0 SERVING, 2 connection failure, 3 RPC failure, 4 NOT_SERVING."""
+    it: 0 SERVING, 2 connection failure, 3 RPC failure, 4 NOT_SERVING.
+    tls: (ca, cert, key) files for mutual TLS, the server name localhost."""
+    flags = []
+    if tls:
+        ca, cert, key = tls
+        flags = ["-tls", "-tls-ca-cert", ca, "-tls-client-cert", cert, "-tls-client-key", key,
+                 "-tls-server-name", "localhost"]
     r = subprocess.run([TOOL["grpc-health-probe"], f"-addr={addr}", f"-service={service}",
-                        f"-connect-timeout={timeout_s}s", f"-rpc-timeout={timeout_s}s"],
+                        f"-connect-timeout={timeout_s}s", f"-rpc-timeout={timeout_s}s"] + flags,
                        capture_output=True, text=True, timeout=timeout_s * 3 + 5)
     return r.returncode
 
