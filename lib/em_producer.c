@@ -347,6 +347,8 @@ void em_producer_opts_from_config(const em_config_t *cfg, const char *client_id,
 }
 
 int em_producer_check_config(const em_config_t *cfg, const char *program) {
+    if (em_kafka_check_config(cfg, program) != 0)
+        return -1;
     size_t n = em_config_list_len(cfg, "kafka.properties");
     for (size_t i = 0; i < n; i++) {
         const char *prop = em_config_list_get(cfg, "kafka.properties", i);
@@ -407,6 +409,11 @@ em_producer_t *em_producer_new(const em_producer_opts_t *o, char *errstr, size_t
                                               o->nextra, errstr, errstr_size);
     if (!conf)
         goto fail;
+    /* wrong credentials (or CA) refuse the start, naming them, rather than a NOT_SERVING that never ends */
+    if (em_kafka_preflight(conf, RD_KAFKA_PRODUCER, EM_KAFKA_PREFLIGHT_MS, errstr, errstr_size) != 0) {
+        rd_kafka_conf_destroy(conf);
+        goto fail;
+    }
     rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
     rd_kafka_conf_set_error_cb(conf, error_cb);
     rd_kafka_conf_set_opaque(conf, p);

@@ -43,8 +43,10 @@
      "execution is this minus 65536). Must not exceed the topics' max.message.bytes minus 588 (the broker "    \
      "default 1048588 allows up to 1048000); set it alike on every scheduler and sink, and set the "          \
      "executors' publish.max_result_bytes to it. Not settable through kafka.properties."},                   \
-    {"kafka.properties", EM_CFG_STRLIST, "", 0, EM_KAFKA_MAX_EXTRA,                                                             \
-     "Extra librdkafka properties as \"key=value\" strings, applied last (security.protocol, sasl.* ...)."},   \
+    {"kafka.properties", EM_CFG_STRLIST, "", 0, EM_KAFKA_MAX_PROPERTIES,                                                        \
+     "Extra librdkafka properties as \"key=value\" strings, applied last. Not for what the kafka.security.*, "   \
+     "kafka.ssl.* and kafka.sasl.* keys set (refused; never sasl.password)."},                                  \
+    EM_KAFKA_SECURITY_SETTINGS,                                                                                 \
     {"kafka.topic_requests", EM_CFG_STR, "execmesh.requests", 1, 249, "Topic of incoming executions."},        \
     {"kafka.topic_results", EM_CFG_STR, "execmesh.results", 1, 249, "Topic every result is written to."},     \
     {"kafka.topic_dead", EM_CFG_STR, "execmesh.dead", 1, 249, "Topic for input that cannot be read (reason in header execmesh-error)."}, \
@@ -89,8 +91,12 @@ void em_producer_opts_from_config(const em_config_t *cfg, const char *client_id,
 
 /* Refuses (-1, after printing "PROGRAM: config refused: FILE:LINE: key 'K':
  * REASON" on stderr) what would break the size model: message.max.bytes in
- * kafka.properties (kafka.max_message_bytes sets it). For a service's
- * validate hook. */
+ * kafka.properties (kafka.max_message_bytes sets it); and security settings
+ * that cannot work (em_kafka_check_config). For a service's validate hook.
+ *
+ * em_producer_new refuses (NULL, errstr naming the user or the CA) a start
+ * whose brokers refuse the SASL credentials or fail the TLS checks
+ * (em_kafka_preflight, only when security.protocol is not plaintext). */
 int em_producer_check_config(const em_config_t *cfg, const char *program);
 
 em_producer_t *em_producer_new(const em_producer_opts_t *opts, char *errstr, size_t errstr_size);

@@ -8,6 +8,7 @@
 #
 #   scripts/kafka.sh start [--dir DIR] [--partitions N] [--brokers N]
 #                          [--listen-host ADDR] [--advertise-host NAME]
+#                          [--sasl-ssl [--scram-user NAME]]
 #                                      fetch (cached), format, start every node, wait, create topics
 #   scripts/kafka.sh start --node K [--dir DIR]   start node K (1..N) of an existing cluster again
 #   scripts/kafka.sh stop [--dir DIR] [--node K]  stop by PID (TERM, KILL after 30 s); all nodes without --node
@@ -33,6 +34,20 @@
 # resolve only for the clients. The listen host is an IPv4 address; a wildcard
 # (0.0.0.0) is reached through 127.0.0.1 for those.
 #
+# Security: with --sasl-ssl the clients' listener is SASL_SSL (TLS, then
+# SASL/SCRAM-SHA-512 or SCRAM-SHA-256) instead of PLAINTEXT. A test CA and the
+# brokers' PKCS#12 keystore are made with the JDK's keytool (one certificate
+# for every node, subjectAltName the advertise host, 127.0.0.1 and localhost);
+# the SCRAM user (--scram-user, default execmesh; a random password) is written
+# into the metadata log when the storage is formatted (kafka-storage format
+# --add-scram), so it exists before the first broker serves. The INTERNAL
+# (inter-broker, this script's admin) and CONTROLLER listeners stay PLAINTEXT
+# on the listen address: keep it loopback or otherwise private. What a client
+# needs is in DIR/client/: ca.pem, username, password (mode 0600), mechanism,
+# execmesh.set (one "--set KEY=VALUE" assignment of the services'
+# kafka.security/ssl/sasl keys per line) and client.properties (librdkafka
+# properties, e.g. for kcat -F). The mode is fixed at the first start.
+#
 # Topics: the mesh's topics (execmesh.requests, .results, .dead, .delay,
 # .cancels) are created here, with --partitions partitions, replication factor
 # min(3, N), min.insync.replicas 2 for N >= 3 (else 1) and
@@ -56,6 +71,8 @@ brokers=
 node=
 listen_host=127.0.0.1
 advertise_host=
+sasl_ssl=0
+scram_user=execmesh
 while [ $# -gt 0 ]; do
   case "$1" in
     --dir) dir=$2; shift 2 ;;
@@ -64,6 +81,8 @@ while [ $# -gt 0 ]; do
     --node) node=$2; shift 2 ;;
     --listen-host) listen_host=$2; shift 2 ;;
     --advertise-host) advertise_host=$2; shift 2 ;;
+    --sasl-ssl) sasl_ssl=1; shift ;;
+    --scram-user) scram_user=$2; shift 2 ;;
     *) echo "kafka.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
 done
@@ -94,6 +113,15 @@ if [ -n "$node" ]; then
   case "$node" in ''|*[!0-9]*) say "--node wants a number 1..$brokers"; exit 2 ;; esac
   if [ "$node" -lt 1 ] || [ "$node" -gt "$brokers" ]; then say "--node $node: the cluster has nodes 1..$brokers"; exit 2; fi
 fi
+# The clients' listener: fixed at the first start (DIR/security-protocol; none: PLAINTEXT).
+if [ -f "$dir/security-protocol" ] || [ -f "$dir/brokers" ] || [ -f "$dir/server.properties" ]; then
+  have=$(cat "$dir/security-protocol" 2>/dev/null || echo plaintext)
+  if [ "$sasl_ssl" = 1 ] && [ "$have" != sasl_ssl ]; then
+    say "$dir holds a cluster with a $have client listener; --sasl-ssl needs another --dir"; exit 2
+  fi
+  [ "$have" = sasl_ssl ] && sasl_ssl=1
+fi
+case "$scram_user" in ''|*[!A-Za-z0-9_.-]*) say "--scram-user wants letters, digits, '_', '.' or '-'"; exit 2 ;; esac
 if [ -z "${EM_KAFKA_HEAP:-}" ] && [ "$brokers" -gt 1 ]; then heap=256m; else heap=${EM_KAFKA_HEAP:-512m}; fi
 rf=$(( brokers < 3 ? brokers : 3 ))
 min_isr=$(( rf >= 3 ? 2 : 1 ))
@@ -141,9 +169,65 @@ connect_host() {
   case "$listen_host" in 0.0.0.0|'') echo 127.0.0.1 ;; *) echo "$listen_host" ;; esac
 }
 
+# A random password of 32 letters and digits (safe inside --add-scram's [name=...,password=...]).
+random_secret() { /usr/bin/python3 -c 'import secrets, string; a = string.ascii_letters + string.digits; print("".join(secrets.choice(a) for _ in range(32)))'; }
+
+# --sasl-ssl: the test CA, the brokers' keystore (keytool) and the client's files, in DIR/tls and DIR/client.
+make_security() {
+  [ -f "$dir/client/execmesh.set" ] && return 0
+  command -v keytool >/dev/null || { say "keytool not found (it comes with the JDK)"; exit 3; }
+  local tls="$dir/tls" cli="$dir/client" log="$dir/tls/keytool.log" storepass san ch pa pb
+  mkdir -p "$tls" "$cli"
+  chmod 0700 "$tls" "$cli"
+  : >"$log"
+  kt() { keytool -J-XX:TieredStopAtLevel=1 "$@" >>"$log" 2>&1 || { cat "$log" >&2; say "keytool $1 failed"; exit 1; }; }
+  storepass=$(random_secret)
+  (umask 077; echo "$storepass" >"$tls/store-password")
+  ch=$(connect_host)
+  san="ip:127.0.0.1,dns:localhost"
+  for h in "$advertise_host" "$ch"; do
+    case "$h" in 127.0.0.1|localhost) ;; *[!0-9.]*) san+=",dns:$h" ;; *) san+=",ip:$h" ;; esac
+  done
+  # the CA and the brokers' key pair are independent: made side by side
+  kt -genkeypair -alias ca -keyalg EC -groupname secp256r1 -dname "CN=execmesh kafka test CA" -validity 30 \
+     -ext bc:c -keystore "$tls/ca.p12" -storetype PKCS12 -storepass "$storepass" &
+  pa=$!
+  kt -genkeypair -alias broker -keyalg EC -groupname secp256r1 -dname "CN=$advertise_host" -validity 30 \
+     -keystore "$tls/broker.p12" -storetype PKCS12 -storepass "$storepass" &
+  pb=$!
+  wait "$pa" || exit 1
+  wait "$pb" || exit 1
+  kt -exportcert -rfc -alias ca -keystore "$tls/ca.p12" -storepass "$storepass" -file "$tls/ca.pem"
+  kt -certreq -alias broker -keystore "$tls/broker.p12" -storepass "$storepass" -file "$tls/broker.csr"
+  kt -gencert -rfc -alias ca -keystore "$tls/ca.p12" -storepass "$storepass" -infile "$tls/broker.csr" \
+     -outfile "$tls/broker.pem" -validity 30 -ext "SAN=$san" -ext KU=digitalSignature -ext EKU=serverAuth
+  kt -importcert -noprompt -alias ca -file "$tls/ca.pem" -keystore "$tls/broker.p12" -storepass "$storepass"
+  kt -importcert -alias broker -file "$tls/broker.pem" -keystore "$tls/broker.p12" -storepass "$storepass"
+  cp "$tls/ca.pem" "$cli/ca.pem"
+  echo "$scram_user" >"$cli/username"
+  echo SCRAM-SHA-512 >"$cli/mechanism"
+  (umask 077; random_secret >"$cli/password")
+  cat >"$cli/execmesh.set" <<SET
+kafka.security.protocol=sasl_ssl
+kafka.ssl.ca_file=$cli/ca.pem
+kafka.sasl.mechanism=SCRAM-SHA-512
+kafka.sasl.username=$scram_user
+kafka.sasl.password_file=$cli/password
+SET
+  (umask 077; cat >"$cli/client.properties" <<PROPS
+security.protocol=SASL_SSL
+ssl.ca.location=$cli/ca.pem
+sasl.mechanism=SCRAM-SHA-512
+sasl.username=$scram_user
+sasl.password=$(cat "$cli/password")
+PROPS
+  )
+}
+
 configure() {
   [ -f "$(nodedir 1)/server.properties" ] && return 0
-  local ch ports k port iport cport voters="" boot="" admin="" nd
+  local ch ports k port iport cport voters="" boot="" admin="" nd lname=PLAINTEXT
+  [ "$sasl_ssl" = 1 ] && { make_security; lname=SASL_SSL; }
   ch=$(connect_host)
   read -r -a ports <<<"$(free_ports "$listen_host" $((3 * brokers)))"
   for k in $(all_nodes); do
@@ -156,11 +240,11 @@ configure() {
 process.roles=broker,controller
 node.id=$k
 controller.quorum.voters=$voters
-listeners=PLAINTEXT://$(hostport "$listen_host" "$port"),INTERNAL://$(hostport "$listen_host" "$iport"),CONTROLLER://$(hostport "$listen_host" "$cport")
-advertised.listeners=PLAINTEXT://$(hostport "$advertise_host" "$port"),INTERNAL://$(hostport "$ch" "$iport")
+listeners=$lname://$(hostport "$listen_host" "$port"),INTERNAL://$(hostport "$listen_host" "$iport"),CONTROLLER://$(hostport "$listen_host" "$cport")
+advertised.listeners=$lname://$(hostport "$advertise_host" "$port"),INTERNAL://$(hostport "$ch" "$iport")
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=INTERNAL
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=$lname:$lname,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT
 log.dirs=$nd/data
 num.partitions=$partitions
 default.replication.factor=$rf
@@ -178,6 +262,18 @@ auto.create.topics.enable=false
 log.retention.hours=24
 log.segment.bytes=268435456
 PROPS
+    if [ "$sasl_ssl" = 1 ]; then
+      # the clients' listener: TLS with the test CA's certificate, then SCRAM (users from the format, see format())
+      cat >>"$nd/server.properties" <<PROPS
+sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PKCS12
+listener.name.sasl_ssl.ssl.keystore.location=$dir/tls/broker.p12
+listener.name.sasl_ssl.ssl.keystore.password=$(cat "$dir/tls/store-password")
+listener.name.sasl_ssl.ssl.client.auth=none
+PROPS
+    fi
     if [ "$brokers" -gt 1 ]; then
       # A broker that died (kill -9) is fenced, and its partition leaderships and group coordinators
       # move, after broker.session.timeout.ms. Kafka's default (9 s) is above the mesh's 6 s consumer
@@ -195,6 +291,7 @@ PROPS
   echo "$admin" >"$dir/admin-bootstrap"
   echo "$brokers" >"$dir/brokers"
   echo "$partitions" >"$dir/partitions"
+  if [ "$sasl_ssl" = 1 ]; then echo sasl_ssl >"$dir/security-protocol"; else echo plaintext >"$dir/security-protocol"; fi
 }
 
 # The bootstrap list this script connects to (the INTERNAL listeners; a
@@ -202,7 +299,11 @@ PROPS
 admin_bootstrap() { if [ -f "$dir/admin-bootstrap" ]; then cat "$dir/admin-bootstrap"; else cat "$dir/bootstrap"; fi; }
 
 format() {
-  local id k nd pids=()
+  local id k nd pids=() scram=() pw user
+  if [ "$sasl_ssl" = 1 ]; then # the SCRAM user, both mechanisms, one password (the metadata log's bootstrap records)
+    pw=$(cat "$dir/client/password"); user=$(cat "$dir/client/username")
+    scram=(--add-scram "SCRAM-SHA-512=[name=$user,password=$pw]" --add-scram "SCRAM-SHA-256=[name=$user,password=$pw]")
+  fi
   if [ -f "$dir/cluster.id" ]; then id=$(cat "$dir/cluster.id"); else
     # what StorageTool random-uuid prints: 16 random bytes, base64url, no padding, not starting with '-'
     id=$(/usr/bin/python3 -c 'import base64, os
@@ -216,7 +317,7 @@ while True:
   for k in $(all_nodes); do # the nodes' storage formatted in parallel
     nd=$(nodedir "$k")
     [ -f "$nd/data/meta.properties" ] && continue
-    java_run kafka.tools.StorageTool format -t "$id" -c "$nd/server.properties" >"$nd/format.log" 2>&1 &
+    java_run kafka.tools.StorageTool format -t "$id" -c "$nd/server.properties" "${scram[@]}" >"$nd/format.log" 2>&1 &
     pids+=("$k:$!")
   done
   for k in "${pids[@]}"; do

@@ -12,6 +12,20 @@
 #include <stdint.h>
 
 #include "em_error.h"
+#include "em_kafka.h"
+
+/* --set KEY=VALUE of the Kafka security keys (kafka.security.protocol,
+ * kafka.ssl.*, kafka.sasl.*, as in the services' configs), for the commands
+ * that read Kafka (submit, status). ctl_kafka_set takes one assignment: 0,
+ * or 2 after printing why (cmd names the command). ctl_kafka_props checks
+ * them all (2 after printing the refusal, naming the key and the file) and
+ * fills props, for em_kafka_conf_new's extra, and *n: 0. */
+int ctl_kafka_set(const char *cmd, const char *assignment);
+int ctl_kafka_props(const char *cmd, const char *props[EM_KAFKA_MAX_SECURITY], size_t *n);
+#define CTL_KAFKA_SET_HELP                                                                                  \
+    "  --set KEY=VALUE Kafka security, the services' keys: kafka.security.protocol, kafka.ssl.ca_file,\n"   \
+    "                  kafka.ssl.cert_file, kafka.ssl.key_file, kafka.sasl.mechanism, kafka.sasl.username,\n" \
+    "                  kafka.sasl.password_file (docs/security.md)\n"
 
 /* execmeshctl status ARGS... (argv[0] is "status"): the consumer group's
  * partitions, their owners and lag. Returns the process exit code: 0 the

@@ -20,6 +20,7 @@
 #include <grpc/grpc.h>
 
 #include "ctl.h"
+#include "em_config.h"
 #include "em_kafka.h"
 #include "em_log.h"
 #include "em_rpc.h"
@@ -27,6 +28,37 @@
 #include "em_util.h"
 #include "execmesh/v1/execmesh.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
+
+/* ---- Kafka security: --set of the services' keys ----------------------- */
+
+static em_config_t *kafka_security; /* made by the first --set */
+
+int ctl_kafka_set(const char *cmd, const char *assignment) {
+    char err[512];
+    if (!kafka_security && !(kafka_security = em_kafka_security_config_new())) {
+        fprintf(stderr, "execmeshctl %s: out of memory\n", cmd);
+        return 2;
+    }
+    if (em_config_set(kafka_security, assignment, err, sizeof(err)) != EM_OK) {
+        fprintf(stderr, "execmeshctl %s: --set %s: %s (the Kafka security keys only)\n", cmd, assignment, err);
+        return 2;
+    }
+    return 0;
+}
+
+int ctl_kafka_props(const char *cmd, const char *props[EM_KAFKA_MAX_SECURITY], size_t *n) {
+    const char *key = NULL;
+    char err[800];
+    *n = 0;
+    if (!kafka_security)
+        return 0;
+    if (em_kafka_security_check(kafka_security, &key, err, sizeof(err)) != 0) {
+        fprintf(stderr, "execmeshctl %s: --set %s: %s\n", cmd, key, err);
+        return 2;
+    }
+    *n = em_kafka_security_props(kafka_security, props);
+    return 0;
+}
 
 /* ---- a blocking unary call over the async channel ---------------------- */
 
@@ -163,12 +195,14 @@ static void usage_submit(FILE *out) {
     fprintf(out,
             "Usage: execmeshctl submit --handler NAME [--payload TEXT | --payload-file FILE | (stdin)]\n"
             "                          [--target TARGET] [--bootstrap HOST:PORT] [--id ID] [--timeout-ms N]\n"
-            "                          [--header K=V]... [--wait-ms N] [--results-topic T] [--no-wait]\n\n"
+            "                          [--header K=V]... [--wait-ms N] [--results-topic T] [--no-wait]\n"
+            "                          [--set KEY=VALUE]...\n\n"
             "Submits one execution through Scheduler.Submit and prints its result (JSON) from the results topic.\n"
             "  --target        schedulers, e.g. ipv4:127.0.0.1:7100,127.0.0.1:7101 (default ipv4:127.0.0.1:7100)\n"
             "  --bootstrap     Kafka bootstrap servers to read the result from (default 127.0.0.1:9092)\n"
             "  --wait-ms       how long to wait for the result (default 30000)\n"
-            "  --no-wait       print the id once Submit returned, do not wait for the result\n");
+            "  --no-wait       print the id once Submit returned, do not wait for the result\n"
+            CTL_KAFKA_SET_HELP);
 }
 
 static uint8_t *read_all(FILE *f, size_t *len) {
@@ -195,13 +229,18 @@ static uint8_t *read_all(FILE *f, size_t *len) {
 
 /* Positions a group-less consumer at the end of every partition of topic,
  * before the Submit, so the result cannot be missed. */
-static rd_kafka_t *results_reader(const char *bootstrap, const char *topic, int64_t timeout_ms, char *err,
-                                  size_t errn) {
+static rd_kafka_t *results_reader(const char *bootstrap, const char *topic, const char *const *sec, size_t nsec,
+                                  int64_t timeout_ms, char *err, size_t errn) {
     em_kafka_prop_t props[] = {{"group.id", "execmeshctl"}, {"enable.auto.commit", "false"},
                                {"fetch.wait.max.ms", "10"}};
-    rd_kafka_conf_t *conf = em_kafka_conf_new(bootstrap, "execmeshctl", props, EM_ARRAY_LEN(props), NULL, 0, err, errn);
+    rd_kafka_conf_t *conf =
+        em_kafka_conf_new(bootstrap, "execmeshctl", props, EM_ARRAY_LEN(props), sec, nsec, err, errn);
     if (!conf)
         return NULL;
+    if (em_kafka_preflight(conf, RD_KAFKA_CONSUMER, (int)timeout_ms, err, errn) != 0) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, errn);
     if (!rk) {
         rd_kafka_conf_destroy(conf);
@@ -246,7 +285,8 @@ static int cmd_submit(int argc, char **argv) {
         {"bootstrap", required_argument, NULL, 'b'}, {"id", required_argument, NULL, 'i'},
         {"timeout-ms", required_argument, NULL, 'T'}, {"header", required_argument, NULL, 'h'},
         {"wait-ms", required_argument, NULL, 'w'}, {"results-topic", required_argument, NULL, 'r'},
-        {"no-wait", no_argument, NULL, 'n'}, {"help", no_argument, NULL, '?'}, {NULL, 0, NULL, 0}};
+        {"no-wait", no_argument, NULL, 'n'}, {"set", required_argument, NULL, 'S'},
+        {"help", no_argument, NULL, '?'}, {NULL, 0, NULL, 0}};
     const char *handler = NULL, *payload = NULL, *payload_file = NULL, *target = "ipv4:127.0.0.1:7100";
     const char *bootstrap = "127.0.0.1:9092", *topic = "execmesh.results";
     char id[300] = "";
@@ -269,6 +309,10 @@ static int cmd_submit(int argc, char **argv) {
         case 'w': wait_ms = strtol(optarg, NULL, 10); break;
         case 'r': topic = optarg; break;
         case 'n': no_wait = 1; break;
+        case 'S':
+            if (ctl_kafka_set("submit", optarg) != 0)
+                return 2;
+            break;
         case 'h':
             if (nhdr == 64 || !strchr(optarg, '=')) {
                 fprintf(stderr, "execmeshctl submit: --header takes KEY=VALUE (at most 64)\n");
@@ -285,6 +329,10 @@ static int cmd_submit(int argc, char **argv) {
         usage_submit(stderr);
         return 2;
     }
+    const char *sec[EM_KAFKA_MAX_SECURITY];
+    size_t nsec;
+    if (ctl_kafka_props("submit", sec, &nsec) != 0)
+        return 2;
     uint8_t *data = NULL;
     size_t len = 0;
     if (payload) {
@@ -305,7 +353,7 @@ static int cmd_submit(int argc, char **argv) {
 
     rd_kafka_t *reader = NULL;
     if (!no_wait) {
-        reader = results_reader(bootstrap, topic, 10000, err, sizeof(err));
+        reader = results_reader(bootstrap, topic, sec, nsec, 10000, err, sizeof(err));
         if (!reader) {
             fprintf(stderr, "execmeshctl submit: %s\n", err);
             free(data);

@@ -134,7 +134,8 @@ static st_part_t *find_part(st_report_t *r, int64_t id) {
 static void usage(FILE *out) {
     fprintf(out,
             "Usage: execmeshctl status --bootstrap HOST:PORT[,...] [--group G] [--topic T]\n"
-            "                          [--metrics HOST:PORT[,HOST:PORT...]]... [--json] [--timeout-ms N]\n\n"
+            "                          [--metrics HOST:PORT[,HOST:PORT...]]... [--json] [--timeout-ms N]\n"
+            "                          [--set KEY=VALUE]...\n\n"
             "Shows whether a partition of the schedulers' consumer group is stuck: one row per partition of\n"
             "the topic (owner, position, committed offset, end offset, lag = end - committed), then a total\n"
             "line (partitions, total lag, partitions with lag > 0, the group's members) and notes.\n"
@@ -146,7 +147,8 @@ static void usage(FILE *out) {
             "                of its oldest waiting execution (OLDEST_WAIT_S), and each scheduler's\n"
             "                stalled_partitions and paused gauges\n"
             "  --json        print one JSON object (the same data, partitions as an array) for scripts\n"
-            "  --timeout-ms  bounds each Kafka request and each metrics read (default %d)\n\n"
+            "  --timeout-ms  bounds each Kafka request and each metrics read (default %d)\n"
+            CTL_KAFKA_SET_HELP "\n"
             "COMMITTED '-' means the group never committed an offset there (its lag counts from the start\n"
             "offset); '?' means the source did not answer. The owner comes from the broker's\n"
             "DescribeGroups (a member's client id, which is the scheduler's replica name) and else from\n"
@@ -192,6 +194,7 @@ static int parse_args(int argc, char **argv, st_report_t *r) {
                                          {"metrics", required_argument, NULL, 'm'},
                                          {"json", no_argument, NULL, 'j'},
                                          {"timeout-ms", required_argument, NULL, 'T'},
+                                         {"set", required_argument, NULL, 'S'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     int c;
@@ -220,6 +223,10 @@ static int parse_args(int argc, char **argv, st_report_t *r) {
             r->timeout_ms = (int)v;
             break;
         }
+        case 'S':
+            if (ctl_kafka_set("status", optarg) != 0)
+                return 2;
+            break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -266,8 +273,14 @@ static rd_kafka_t *kafka_open(st_report_t *r, char *err, size_t errn) {
                                {"allow.auto.create.topics", "false"},
                                {"socket.timeout.ms", tmo},
                                {"log.connection.close", "false"}};
+    const char *sec[EM_KAFKA_MAX_SECURITY];
+    size_t nsec;
+    if (ctl_kafka_props("status", sec, &nsec) != 0) {
+        snprintf(err, errn, "%s", ""); /* ctl_kafka_props said why */
+        return NULL;
+    }
     rd_kafka_conf_t *conf =
-        em_kafka_conf_new(r->bootstrap, "execmeshctl", props, EM_ARRAY_LEN(props), NULL, 0, err, errn);
+        em_kafka_conf_new(r->bootstrap, "execmeshctl", props, EM_ARRAY_LEN(props), sec, nsec, err, errn);
     if (!conf)
         return NULL;
     rd_kafka_conf_set_log_cb(conf, NULL);
