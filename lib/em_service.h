@@ -28,6 +28,21 @@
 #include "em_rpc_server.h"
 #include "em_timer.h"
 
+/* Mutual TLS of the gRPC ports and channels (em_tls); execmeshctl takes them too. */
+#define EM_TLS_SETTINGS                                                                                        \
+    {"tls.cert_file", EM_CFG_STR, "", 0, 4095,                                                                 \
+     "PEM certificate (chain) of this replica. With tls.key_file and tls.ca_file: mutual TLS on the gRPC "     \
+     "port (clients must present a certificate signed by tls.ca_file) and on this service's channels to the "  \
+     "others (they present this one and verify theirs, host name included). All three or none."},            \
+    {"tls.key_file", EM_CFG_STR, "", 0, 4095, "PEM private key of tls.cert_file."},                            \
+    {"tls.ca_file", EM_CFG_STR, "", 0, 4095, "PEM bundle of the CAs a peer's certificate must chain to."},     \
+    {"tls.server_name", EM_CFG_STR, "", 0, 253,                                                                \
+     "Channels with TLS: the name the servers' certificates must carry; empty: the host of the target "        \
+     "(a dns:/// name, or an address). Needed for targets listing several addresses (ipv4:A:P,B:P)."},        \
+    {"tls.refresh_s", EM_CFG_INT, "5", 1, 86400,                                                               \
+     "The three files are read again this often: new connections then present the new certificate and "     \
+     "trust the new bundle, without a restart (rotation; connections open keep theirs)."}
+
 /* Settings every service has; grpc/metrics are the default listen addresses. */
 #define EM_SERVICE_SETTINGS(grpc, metrics)                                                                   \
     {"replica", EM_CFG_STR, "", 0, 120, "Replica name in logs, results and client ids; empty: service-host-pid."}, \
@@ -43,18 +58,7 @@
     {"grpc.reconnect_max_ms", EM_CFG_INT, "1000", 100, 120000, "Longest wait between reconnect attempts to a replica."}, \
     {"grpc.retry_max_attempts", EM_CFG_INT, "3", 1, 5, "gRPC retry policy attempts for UNAVAILABLE (1 disables; gRPC caps at 5)."}, \
     {"metrics.listen", EM_CFG_STR, metrics, 1, 255, "Prometheus /metrics listen address HOST:PORT; port 0 picks a free port."}, \
-    {"tls.cert_file", EM_CFG_STR, "", 0, 4095,                                                                 \
-     "PEM certificate (chain) of this replica. With tls.key_file and tls.ca_file: mutual TLS on the gRPC "     \
-     "port (clients must present a certificate signed by tls.ca_file) and on this service's channels to the "  \
-     "others (they present this one and verify theirs, host name included). All three or none."},            \
-    {"tls.key_file", EM_CFG_STR, "", 0, 4095, "PEM private key of tls.cert_file."},                            \
-    {"tls.ca_file", EM_CFG_STR, "", 0, 4095, "PEM bundle of the CAs a peer's certificate must chain to."},     \
-    {"tls.server_name", EM_CFG_STR, "", 0, 253,                                                                \
-     "Channels with TLS: the name the servers' certificates must carry; empty: the host of the target "        \
-     "(a dns:/// name, or an address). Needed for targets listing several addresses (ipv4:A:P,B:P)."},        \
-    {"tls.refresh_s", EM_CFG_INT, "5", 1, 86400,                                                               \
-     "The three files are read again this often: new connections then present the new certificate and "     \
-     "trust the new bundle, without a restart (rotation; connections open keep theirs)."},                   \
+    EM_TLS_SETTINGS,                                                                                           \
     {"security.allow_plaintext", EM_CFG_BOOL, "false", 0, 0,                                                  \
      "Allow a gRPC listener on a non-loopback address without TLS (tls.*): anyone who reaches the port could "  \
      "then call it. Off: such a service refuses to start."},                                                   \

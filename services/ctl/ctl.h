@@ -14,18 +14,22 @@
 #include "em_error.h"
 #include "em_kafka.h"
 
-/* --set KEY=VALUE of the Kafka security keys (kafka.security.protocol,
- * kafka.ssl.*, kafka.sasl.*, as in the services' configs), for the commands
- * that read Kafka (submit, status). ctl_kafka_set takes one assignment: 0,
- * or 2 after printing why (cmd names the command). ctl_kafka_props checks
- * them all (2 after printing the refusal, naming the key and the file) and
- * fills props, for em_kafka_conf_new's extra, and *n: 0. */
-int ctl_kafka_set(const char *cmd, const char *assignment);
+/* --set KEY=VALUE of the services' Kafka security keys (kafka.security.protocol,
+ * kafka.ssl.*, kafka.sasl.*: for the commands that read Kafka, submit and
+ * status) and TLS keys (tls.*: for the gRPC commands, submit, cancel and
+ * health). ctl_set takes one assignment: 0, or 2 after printing why (cmd
+ * names the command). ctl_kafka_props checks the Kafka ones (2 after
+ * printing the refusal, naming the key and the file) and fills props, for
+ * em_kafka_conf_new's extra, and *n: 0. */
+int ctl_set(const char *cmd, const char *assignment);
 int ctl_kafka_props(const char *cmd, const char *props[EM_KAFKA_MAX_SECURITY], size_t *n);
 #define CTL_KAFKA_SET_HELP                                                                                  \
     "  --set KEY=VALUE Kafka security, the services' keys: kafka.security.protocol, kafka.ssl.ca_file,\n"   \
     "                  kafka.ssl.cert_file, kafka.ssl.key_file, kafka.sasl.mechanism, kafka.sasl.username,\n" \
     "                  kafka.sasl.password_file (docs/security.md)\n"
+#define CTL_TLS_SET_HELP                                                                                    \
+    "  --set tls.KEY=VALUE  mutual TLS to the services, their keys: tls.cert_file, tls.key_file,\n"         \
+    "                  tls.ca_file (all three), tls.server_name (the name the servers' certificates carry)\n"
 
 /* execmeshctl status ARGS... (argv[0] is "status"): the consumer group's
  * partitions, their owners and lag. Returns the process exit code: 0 the

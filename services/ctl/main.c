@@ -25,22 +25,41 @@
 #include "em_log.h"
 #include "em_rpc.h"
 #include "em_rpc_channel.h"
+#include "em_service.h"
 #include "em_util.h"
 #include "execmesh/v1/execmesh.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
 
-/* ---- Kafka security: --set of the services' keys ----------------------- */
+/* ---- --set of the services' Kafka security and TLS keys ----------------- */
 
-static em_config_t *kafka_security; /* made by the first --set */
+static em_config_t *ctl_cfg; /* made by the first --set */
 
-int ctl_kafka_set(const char *cmd, const char *assignment) {
+int ctl_set(const char *cmd, const char *assignment) {
+    static const em_setting_t table[] = {EM_KAFKA_SECURITY_SETTINGS, EM_TLS_SETTINGS};
     char err[512];
-    if (!kafka_security && !(kafka_security = em_kafka_security_config_new())) {
-        fprintf(stderr, "execmeshctl %s: out of memory\n", cmd);
+    if (!ctl_cfg && !(ctl_cfg = em_config_new("execmeshctl", table, EM_ARRAY_LEN(table), err, sizeof(err)))) {
+        fprintf(stderr, "execmeshctl %s: %s\n", cmd, err);
         return 2;
     }
-    if (em_config_set(kafka_security, assignment, err, sizeof(err)) != EM_OK) {
-        fprintf(stderr, "execmeshctl %s: --set %s: %s (the Kafka security keys only)\n", cmd, assignment, err);
+    if (em_config_set(ctl_cfg, assignment, err, sizeof(err)) != EM_OK) {
+        fprintf(stderr, "execmeshctl %s: --set %s: %s (the Kafka security and tls.* keys only)\n", cmd, assignment,
+                err);
+        return 2;
+    }
+    return 0;
+}
+
+/* The tls.* of --set into *t (zero: plaintext): 0, or 2 after printing the
+ * refusal naming the key (some of the three files only, an unreadable one). */
+static int ctl_tls(const char *cmd, em_tls_opts_t *t) {
+    const char *key = "tls.cert_file";
+    char err[512];
+    memset(t, 0, sizeof(*t));
+    if (!ctl_cfg)
+        return 0;
+    em_service_tls_opts(ctl_cfg, t);
+    if (em_tls_check(t, &key, err, sizeof(err)) != 0) {
+        fprintf(stderr, "execmeshctl %s: --set %s: %s\n", cmd, key, err);
         return 2;
     }
     return 0;
@@ -50,13 +69,13 @@ int ctl_kafka_props(const char *cmd, const char *props[EM_KAFKA_MAX_SECURITY], s
     const char *key = NULL;
     char err[800];
     *n = 0;
-    if (!kafka_security)
+    if (!ctl_cfg)
         return 0;
-    if (em_kafka_security_check(kafka_security, &key, err, sizeof(err)) != 0) {
+    if (em_kafka_security_check(ctl_cfg, &key, err, sizeof(err)) != 0) {
         fprintf(stderr, "execmeshctl %s: --set %s: %s\n", cmd, key, err);
         return 2;
     }
-    *n = em_kafka_security_props(kafka_security, props);
+    *n = em_kafka_security_props(ctl_cfg, props);
     return 0;
 }
 
@@ -113,8 +132,9 @@ static void sync_call_cleanup(sync_call_t *c) {
     pthread_cond_destroy(&c->cond);
 }
 
-static void channel_opts(em_rpc_channel_opts_t *o, int probe) {
+static void channel_opts(em_rpc_channel_opts_t *o, int probe, const em_tls_opts_t *tls) {
     memset(o, 0, sizeof(*o));
+    o->tls = *tls;
     o->keepalive_time_ms = 10000;
     o->keepalive_timeout_ms = 5000;
     o->reconnect_min_ms = 100;
@@ -202,7 +222,7 @@ static void usage_submit(FILE *out) {
             "  --bootstrap     Kafka bootstrap servers to read the result from (default 127.0.0.1:9092)\n"
             "  --wait-ms       how long to wait for the result (default 30000)\n"
             "  --no-wait       print the id once Submit returned, do not wait for the result\n"
-            CTL_KAFKA_SET_HELP);
+            CTL_KAFKA_SET_HELP CTL_TLS_SET_HELP);
 }
 
 static uint8_t *read_all(FILE *f, size_t *len) {
@@ -310,7 +330,7 @@ static int cmd_submit(int argc, char **argv) {
         case 'r': topic = optarg; break;
         case 'n': no_wait = 1; break;
         case 'S':
-            if (ctl_kafka_set("submit", optarg) != 0)
+            if (ctl_set("submit", optarg) != 0)
                 return 2;
             break;
         case 'h':
@@ -324,6 +344,9 @@ static int cmd_submit(int argc, char **argv) {
                  return c == '?' && strcmp(argv[optind - 1], "--help") == 0 ? 0 : 2;
         }
     }
+    em_tls_opts_t tls;
+    if (ctl_tls("submit", &tls) != 0)
+        return 2;
     if (!handler) {
         fprintf(stderr, "execmeshctl submit: --handler is required\n");
         usage_submit(stderr);
@@ -364,7 +387,7 @@ static int cmd_submit(int argc, char **argv) {
     em_rpc_loop_t *loop = em_rpc_loop_new();
     em_rpc_loop_start(loop);
     em_rpc_channel_opts_t co;
-    channel_opts(&co, 0);
+    channel_opts(&co, 0, &tls);
     em_rpc_channel_t *ch = em_rpc_channel_new(loop, target, "execmesh.v1.Scheduler", &co, err, sizeof(err));
     if (!ch) {
         fprintf(stderr, "execmeshctl submit: --target %s: %s\n", target, err);
@@ -452,6 +475,7 @@ static int cmd_health(int argc, char **argv) {
     static const struct option opts[] = {{"target", required_argument, NULL, 't'},
                                          {"service", required_argument, NULL, 's'},
                                          {"timeout-ms", required_argument, NULL, 'T'},
+                                         {"set", required_argument, NULL, 'S'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const char *target = NULL, *service = "";
@@ -463,13 +487,22 @@ static int cmd_health(int argc, char **argv) {
         case 't': target = optarg; break;
         case 's': service = optarg; break;
         case 'T': timeout = strtol(optarg, NULL, 10); break;
+        case 'S':
+            if (ctl_set("health", optarg) != 0)
+                return 2;
+            break;
         case 'h':
             printf("Usage: execmeshctl health --target ipv4:HOST:PORT[,HOST:PORT...] [--service NAME] [--timeout-ms N]\n"
-                   "Asks each replica behind the target for grpc.health.v1 Check and prints one line each.\n");
+                   "                          [--set tls.KEY=VALUE]...\n"
+                   "Asks each replica behind the target for grpc.health.v1 Check and prints one line each.\n"
+                   CTL_TLS_SET_HELP);
             return 0;
         default: return 2;
         }
     }
+    em_tls_opts_t tls;
+    if (ctl_tls("health", &tls) != 0)
+        return 2;
     if (!target) {
         fprintf(stderr, "execmeshctl health: --target is required (e.g. ipv4:127.0.0.1:7100,127.0.0.1:7101)\n");
         return 2;
@@ -483,7 +516,7 @@ static int cmd_health(int argc, char **argv) {
         char one[300], err[512];
         snprintf(one, sizeof(one), "ipv4:%s", addr);
         em_rpc_channel_opts_t co;
-        channel_opts(&co, 1);
+        channel_opts(&co, 1, &tls);
         em_rpc_channel_t *ch = em_rpc_channel_new(loop, one, "grpc.health.v1.Health", &co, err, sizeof(err));
         any = 1;
         if (!ch) {
@@ -524,16 +557,22 @@ static int cmd_cancel(int argc, char **argv) {
     const char *target = "ipv4:127.0.0.1:7100";
     int first = 1;
     if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-        printf("Usage: execmeshctl cancel [--target ipv4:HOST:PORT[,...]] ID [ID...]\n"
+        printf("Usage: execmeshctl cancel [--target ipv4:HOST:PORT[,...]] [--set tls.KEY=VALUE]... ID [ID...]\n"
                "Cancels executions by id (Scheduler.Cancel): each ends with one CANCELLED result and does not\n"
                "run again. Prints the ids once every cancel is durable in Kafka. --target: a scheduler\n"
-               "(default ipv4:127.0.0.1:7100).\n");
+               "(default ipv4:127.0.0.1:7100).\n" CTL_TLS_SET_HELP);
         return 0;
     }
-    if (argc > 2 && !strcmp(argv[1], "--target")) {
-        target = argv[2];
-        first = 3;
+    while (first + 1 < argc && (!strcmp(argv[first], "--target") || !strcmp(argv[first], "--set"))) {
+        if (!strcmp(argv[first], "--target"))
+            target = argv[first + 1];
+        else if (ctl_set("cancel", argv[first + 1]) != 0)
+            return 2;
+        first += 2;
     }
+    em_tls_opts_t tls;
+    if (ctl_tls("cancel", &tls) != 0)
+        return 2;
     if (first >= argc) {
         fprintf(stderr, "execmeshctl cancel: name at least one execution id (cancel --help)\n");
         return 2;
@@ -542,7 +581,7 @@ static int cmd_cancel(int argc, char **argv) {
     em_rpc_loop_t *loop = em_rpc_loop_new();
     em_rpc_loop_start(loop);
     em_rpc_channel_opts_t co;
-    channel_opts(&co, 0);
+    channel_opts(&co, 0, &tls);
     em_rpc_channel_t *ch = em_rpc_channel_new(loop, target, "execmesh.v1.Scheduler", &co, err, sizeof(err));
     if (!ch) {
         fprintf(stderr, "execmeshctl cancel: --target %s: %s\n", target, err);
@@ -574,8 +613,8 @@ static int cmd_cancel(int argc, char **argv) {
 static void usage(FILE *out) {
     fprintf(out, "execmeshctl %s: the execmesh command-line client\n\n"
                  "Usage: execmeshctl submit --handler NAME [--payload TEXT] ...   (submit --help for more)\n"
-                 "       execmeshctl cancel [--target ipv4:HOST:PORT[,...]] ID [ID...]\n"
-                 "       execmeshctl health --target ipv4:HOST:PORT[,HOST:PORT...]\n"
+                 "       execmeshctl cancel [--target ipv4:HOST:PORT[,...]] [--set tls.KEY=VALUE]... ID [ID...]\n"
+                 "       execmeshctl health --target ipv4:HOST:PORT[,HOST:PORT...] [--set tls.KEY=VALUE]...\n"
                  "       execmeshctl status --bootstrap HOST:PORT[,...] [--group G] [--topic T]\n"
                  "                          [--metrics HOST:PORT[,...]] [--json] [--timeout-ms N]   (status --help)\n"
                  "       execmeshctl --version | --help\n\n"

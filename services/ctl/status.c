@@ -224,7 +224,7 @@ static int parse_args(int argc, char **argv, st_report_t *r) {
             break;
         }
         case 'S':
-            if (ctl_kafka_set("status", optarg) != 0)
+            if (ctl_set("status", optarg) != 0)
                 return 2;
             break;
         case 'h': usage(stdout); return 0;

@@ -13,7 +13,8 @@ grpc.health.v1.Health/Check and Submit. Authorization (deny by default): the
 executor takes Execute/Cancel only from the scheduler's identity, the sink
 Publish only from the executor's, the scheduler Submit only of the handlers
 its authz table grants the caller (PERMISSION_DENIED naming the identity and
-the handler, nothing written). Setting only some of the tls.* keys
+the handler, nothing written). execmeshctl health, submit and cancel with
+--set tls.* work; without them health fails. Setting only some of the tls.* keys
 is refused at start (exit 2, naming the missing key)."""
 import json
 import os
@@ -252,6 +253,9 @@ def test_mutual_tls_end_to_end():
 
         check_authorization(m, d, sched, ex, sink)
         assert m.kafka.end_offsets(req_topic) == req_end, "a denied Submit reached the requests topic"
+        ids.append(check_ctl(m, d, sched, ex, sink))
+        end = m.kafka.end_offsets(req_topic)
+        assert sum(end.values()) - sum(req_end.values()) == 1, "execmeshctl's Submit: one record"
 
         # grpc-health-probe: SERVING with the TLS flags, on each service; fails without them or with the rogue cert
         for proc, role in ((sched, "scheduler"), (ex, "executor"), (sink, "sink")):
@@ -317,6 +321,33 @@ def check_authorization(m, d, sched, ex, sink):
             finally:
                 ch.close()
         assert proc.log_events("call refused"), f"{proc.name} logged no refusal"
+
+
+def check_ctl(m, d, sched, ex, sink):
+    """execmeshctl with --set tls.*: health of every service, a Submit waited to its result, a Cancel;
+    without them (plaintext) health fails, and half the tls keys are refused naming the missing one.
+    Returns the id it submitted."""
+    tls = ["--set", f"tls.cert_file={d}/client.pem", "--set", f"tls.key_file={d}/client.key",
+           "--set", f"tls.ca_file={d}/ca.pem"]
+    addrs = ",".join(p.grpc_addr for p in (sched, ex, sink))
+
+    def ctl(*args):
+        return subprocess.run([BIN["ctl"], *args], capture_output=True, text=True, timeout=60)
+    r = ctl("health", "--target", f"ipv4:{addrs}", *tls, "--set", "tls.server_name=localhost")
+    assert r.returncode == 0 and r.stdout.count(" SERVING") == 3, (r.returncode, r.stdout, r.stderr)
+    r = ctl("health", "--target", f"ipv4:{sched.grpc_addr}")
+    assert r.returncode == 1 and "SERVING" not in r.stdout.replace("NOT_SERVING", ""), (r.stdout, r.stderr)
+    r = ctl("health", "--target", f"ipv4:{sched.grpc_addr}", *tls[:4])
+    assert r.returncode == 2 and "tls.ca_file" in r.stderr, r.stderr
+    r = ctl("submit", "--handler", "echo", "--payload", "over tls", "--id", "ctl-tls-1", "--target",
+            f"ipv4:{sched.grpc_addr}", "--bootstrap", m.kafka.bootstrap, "--results-topic",
+            m.topics["execmesh.results"], *tls)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    res = json.loads(r.stdout)
+    assert res["id"] == "ctl-tls-1" and res["status"] == "SUCCEEDED", res
+    r = ctl("cancel", "--target", f"ipv4:{sched.grpc_addr}", *tls, "ctl-none")
+    assert r.returncode == 0 and "ctl-none" in r.stdout, (r.stdout, r.stderr)
+    return "ctl-tls-1"
 
 
 def test_mutual_tls_multi_address_target():
