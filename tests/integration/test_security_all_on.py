@@ -16,6 +16,13 @@ kafka.sasl.username, kafka.sasl.password_file).
   refused by --check-config naming the key and the file.
 - The password appears in no log.
 
+Everything else on at once, as a hardened deployment runs it: mutual TLS on
+every gRPC port and channel (scripts/test-ca.sh certificates), the
+scheduler's authz table (the client may submit echo only: sha256 is
+PERMISSION_DENIED and writes nothing), the admin actions behind the bearer
+token (none: 401, a wrong one: 403, the right one pauses and resumes), and
+execmeshctl over TLS and SASL_SSL together.
+
 The harness's own Kafka clients (topics, offsets, reading the results) use
 the broker's PLAINTEXT INTERNAL listener (kafka_secure.py says why)."""
 import datetime
@@ -25,8 +32,11 @@ import subprocess
 import threading
 import time
 
+import grpc
+
 from kafka_secure import SecureKafka
-from mesh import BIN, Mesh, check_results, execution, mesh_dir, pb
+from mesh import BIN, Mesh, check_results, execution, mesh_dir, pb, pb_grpc
+from test_tls import AUTHZ, creds, denied, make_certs, tls_args, wait_serving_tls
 
 PARTITIONS = 6
 SUBMITTED = 300
@@ -71,10 +81,18 @@ def test_mesh_over_sasl_ssl_and_wrong_password_refused():
 
         # the wrong password: started first, they refuse while the good mesh starts
         bad = [m.start("sink", "sink-wrong-password", m.kafka_args() + bad_args, wait=False)]
-        sink = m.start_sink("sink-0", args=k.service_args(**{"kafka.sasl.mechanism": "SCRAM-SHA-256"}))
-        ex = m.start_executor([sink], "executor-0")
+        certs = os.path.join(m.dir, "certs")
+        make_certs(certs)
+        sink = m.start("sink", "sink-0", m.kafka_args() + tls_args(certs, "sink")
+                       + k.service_args(**{"kafka.sasl.mechanism": "SCRAM-SHA-256"}), wait=False)
+        wait_serving_tls(sink, certs)
+        ex = m.start("executor", "executor-0", ["--set", f"sinks.target=ipv4:{sink.grpc_addr}"]
+                     + tls_args(certs, "executor"), wait=False)
+        wait_serving_tls(ex, certs)
         bad.append(m.start_scheduler([ex], "scheduler-wrong-password", args=bad_args, wait=False))
-        sched = m.start_scheduler([ex], "scheduler-0", args=k.service_args())
+        sched = m.start_scheduler([ex], "scheduler-0", args=k.service_args() + tls_args(certs, "scheduler") + AUTHZ,
+                                  wait=False)
+        wait_serving_tls(sched, certs)
         m.wait_assigned([sched], PARTITIONS)
         for p in (sink, sched):
             s = settings_of(p)
@@ -98,7 +116,8 @@ def test_mesh_over_sasl_ssl_and_wrong_password_refused():
                 errors.append(f"{left} produced records not delivered")
         t = threading.Thread(target=produce)
         t.start()
-        stub = m.stub(sched)
+        channel = grpc.secure_channel(sched.grpc_addr, creds(certs))
+        stub = pb_grpc.SchedulerStub(channel)
         for b in range(SUBMITTED // 50):
             batch = [execution(f"scram-s-{b * 50 + j}", payload=b"over sasl_ssl") for j in range(50)]
             resp = stub.Submit(pb.SubmitRequest(executions=batch), timeout=30)
@@ -106,11 +125,23 @@ def test_mesh_over_sasl_ssl_and_wrong_password_refused():
             ids.extend(resp.ids)
         t.join(90)
         assert not t.is_alive() and not errors, f"producing straight to the requests topic: {errors[:3]}"
+        # a handler the authz table does not grant the client: refused, nothing written
+        before = m.kafka.end_offsets(req_topic)
+        why = denied(lambda: stub.Submit(pb.SubmitRequest(executions=[execution("scram-denied", handler="sha256")]),
+                                         timeout=10), "Submit sha256")
+        assert "identity 'spiffe://execmesh/client' may not submit handler 'sha256'" in why, why
+        assert m.kafka.end_offsets(req_topic) == before, "a denied Submit reached the requests topic"
+        channel.close()
+        # the admin actions: the bearer token or nothing
+        assert sched.post("/admin/pause", token=None)[0] == 401
+        assert sched.post("/admin/pause", token="not-the-admin-token-at-all")[0] == 403
+        assert sched.post("/admin/pause") == (200, "paused\n")
+        assert sched.post("/admin/resume") == (200, "resumed\n")
 
         # execmeshctl over the same keys: submit waits for the result on the results topic
         r = run(BIN["ctl"], "submit", "--target", f"ipv4:{sched.grpc_addr}", "--bootstrap", k.bootstrap,
                 "--results-topic", m.topics["execmesh.results"], "--handler", "echo", "--payload", "hello-scram",
-                "--id", "scram-ctl-0", *k.security_args())
+                "--id", "scram-ctl-0", *k.security_args(), *tls_args(certs, "client"))
         assert r.returncode == 0, f"execmeshctl submit over SASL_SSL exited {r.returncode}: {r.stderr}"
         out = json.loads(r.stdout)
         assert out["status"] == "SUCCEEDED" and out["id"] == "scram-ctl-0", out
