@@ -7,6 +7,7 @@
 #                                        the image (default execmesh:dev); prints its size and build
 #                                        time (--no-cache: every layer again, the base kept)
 #   scripts/image.sh base                only the base image debian:bookworm-slim
+#   scripts/image.sh probe               only grpc-health-probe for the image (.cache/image/)
 #   scripts/image.sh deps                only install the tools (podman, runc, debootstrap, uidmap)
 #   scripts/image.sh --help
 #
@@ -20,6 +21,15 @@
 # newest one is reused; EM_IMAGE_REFRESH_BASE=1 makes a new one), and an
 # image already tagged so is used as it is. The build never pulls
 # (--pull=never), so the shipped FROM line is the one built from.
+#
+# grpc-health-probe, the readiness probe of deploy/k8s (an exec probe: the
+# kubelet's own gRPC probe cannot present a client certificate), is built
+# here before the image, with this machine's Go from the Go module proxy: the
+# version scripts/deps.sh pins for the tests, static (CGO_ENABLED=0),
+# -trimpath, stripped, into .cache/image/ (.containerignore lets that one file
+# into the build context; the Containerfile checks and copies it). Kept while
+# its version matches. The build stage has no Go (Debian 12's is too old for
+# the probe's module), hence here.
 #
 # Runs podman with runc (crun refuses our hybrid cgroup layout), the host
 # network (the build stage fetches Debian packages and librdkafka's source)
@@ -37,7 +47,11 @@ ulimits=(--ulimit nofile=1024:1024 --ulimit nproc=1024:1024)
 
 die() { echo "image: $*" >&2; exit 1; }
 
-usage() { sed -n '4,11p' "$0" | sed 's/^# \{0,1\}//'; }
+# grpc-health-probe's module@version, as scripts/deps.sh pins it (one truth)
+probe_mod=$(sed -n 's/^ *"grpc-health-probe \(github\.com[^"@ ]*@[^" ]*\)"$/\1/p' "$top/scripts/deps.sh")
+probe_bin=$top/.cache/image/grpc-health-probe
+
+usage() { sed -n '4,12p' "$0" | sed 's/^# \{0,1\}//'; }
 
 # The Debian mirror apt uses here (deb822 .sources first, then one-line lists).
 debian_mirror() {
@@ -145,10 +159,35 @@ ensure_base() {
     "$tarball" "$base_tag" >/dev/null
 }
 
+# Builds $probe_bin unless it is already $probe_mod, static.
+build_probe() {
+  [ -n "$probe_mod" ] || die "scripts/deps.sh pins no grpc-health-probe (\"grpc-health-probe MODULE@VERSION\" in go_tools)"
+  PATH=$PATH:/usr/local/go/bin
+  command -v go >/dev/null || die "no 'go' on PATH: it builds grpc-health-probe for the image"
+  if [ -x "$probe_bin" ] &&
+     go version -m "$probe_bin" 2>/dev/null | awk -v m="${probe_mod%@*}" -v v="${probe_mod#*@}" \
+       '$1 == "mod" && $2 == m && $3 == v {mod = 1} $1 == "build" && $2 == "CGO_ENABLED=0" {static = 1} END {exit !(mod && static)}'; then
+    return 0
+  fi
+  echo "image: go install $probe_mod (static, for the image's readiness probes) ..." >&2
+  rm -f "$probe_bin"
+  mkdir -p "$(dirname "$probe_bin")"
+  local log
+  log=$(mktemp)
+  if ! CGO_ENABLED=0 GOBIN=$(dirname "$probe_bin") GOFLAGS= GOTOOLCHAIN=local \
+       nice go install -trimpath -ldflags='-s -w' "$probe_mod" >"$log" 2>&1; then
+    cat "$log" >&2
+    rm -f "$log"
+    die "go install $probe_mod failed"
+  fi
+  rm -f "$log"
+}
+
 build_image() {
   local tag=$1
   shift
   ensure_base
+  build_probe
   echo "image: podman build $tag from deploy/Containerfile ..." >&2
   SECONDS=0
   # nice: other engineers' tests share these 2 cores
@@ -179,6 +218,7 @@ case "$cmd" in
     build_image "$tag" ${extra[@]+"${extra[@]}"}
     ;;
   base) install_tools; ensure_base ;;
+  probe) build_probe; echo "$probe_bin" ;;
   deps) install_tools ;;
   "") usage >&2; exit 2 ;;
   *) die "unknown command '$cmd' (try --help)" ;;

@@ -7,26 +7,51 @@
 #   NAME.pem, NAME.key            for NAME in scheduler executor sink client:
 #                                 signed by the CA, CN NAME, subjectAltName
 #                                 DNS:localhost, IP:127.0.0.1,
-#                                 URI:spiffe://execmesh/NAME, extendedKeyUsage
-#                                 serverAuth and clientAuth
+#                                 URI:spiffe://execmesh/NAME (and the --dns
+#                                 names), extendedKeyUsage serverAuth and
+#                                 clientAuth
 #   rogue-ca.pem, rogue-ca.key    a second CA, trusted by nobody
 #   rogue-client.pem, .key        signed by the rogue CA (the same SANs)
 #   serials.txt                   "NAME SERIAL" (hex) of every certificate
 # Keys are EC P-256 (PKCS#8 PEM), mode 0600. Does nothing when DIR already
-# has all of these (unless --force); refuses a DIR with only some of them.
-# Quiet on success; on failure prints openssl's output.
+# has all of these (unless --force); refuses a DIR with only some of them,
+# or whose certificates lack a name --dns asks for. Quiet on success; on
+# failure prints openssl's output.
 #
-#   scripts/test-ca.sh DIR [--days N] [--force]     (--days: validity, default 30)
+#   scripts/test-ca.sh DIR [--days N] [--force] [--dns [LEAF=]NAME]...
+#     --days   validity, default 30
+#     --dns    one more DNS SAN: LEAF=NAME in LEAF's certificate (scheduler,
+#              executor, sink or client; client's goes to rogue-client too),
+#              NAME alone in scheduler's, executor's and sink's. Repeatable.
+#              E.g. the Service names a deployment's peers check:
+#              --dns executor=executor.execmesh.svc --dns sink=sink.execmesh.svc
 set -euo pipefail
 
 prog=test-ca.sh
+leaves=(scheduler executor sink client)
 dir="" days=30 force=0
+declare -A extra_dns=()  # LEAF -> ", DNS:NAME..." (appended to its subjectAltName)
+add_dns() {  # [LEAF=]NAME
+  local leaf=${1%%=*} name=${1#*=} l
+  if [ "$leaf" = "$1" ]; then
+    for l in scheduler executor sink; do add_dns "$l=$name"; done
+    return
+  fi
+  case " ${leaves[*]} " in *" $leaf "*) ;; *)
+    echo "$prog: --dns '$1': no certificate '$leaf' (one of: ${leaves[*]})" >&2; exit 2 ;;
+  esac
+  [[ "$name" =~ ^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$ ]] ||
+    { echo "$prog: --dns '$1': '$name' is not a DNS name" >&2; exit 2; }
+  extra_dns[$leaf]+=", DNS:$name"
+}
 while [ $# -gt 0 ]; do
   case "$1" in
     --days) [ $# -ge 2 ] || { echo "$prog: --days needs a value" >&2; exit 2; }; days=$2; shift 2 ;;
     --days=*) days=${1#--days=}; shift ;;
+    --dns) [ $# -ge 2 ] || { echo "$prog: --dns needs a value" >&2; exit 2; }; add_dns "$2"; shift 2 ;;
+    --dns=*) add_dns "${1#--dns=}"; shift ;;
     --force) force=1; shift ;;
-    -h|--help) sed -n '4,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '4,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "$prog: unknown argument '$1' (try --help)" >&2; exit 2 ;;
     *) [ -z "$dir" ] || { echo "$prog: more than one DIR ('$dir', '$1')" >&2; exit 2; }; dir=$1; shift ;;
   esac
@@ -35,7 +60,6 @@ done
 [[ "$days" =~ ^[1-9][0-9]*$ ]] || { echo "$prog: --days '$days': expected a positive whole number" >&2; exit 2; }
 command -v openssl >/dev/null || { echo "$prog: openssl not found (apt-get install openssl)" >&2; exit 1; }
 
-leaves=(scheduler executor sink client)
 files=(ca.pem ca.key rogue-ca.pem rogue-ca.key rogue-client.pem rogue-client.key serials.txt)
 for n in "${leaves[@]}"; do files+=("$n.pem" "$n.key"); done
 
@@ -45,7 +69,20 @@ if [ "$force" = 0 ]; then
   for f in "${files[@]}"; do
     if [ -s "$dir/$f" ]; then have+=("$f"); else missing+=("$f"); fi
   done
-  [ ${#missing[@]} -eq 0 ] && exit 0
+  if [ ${#missing[@]} -eq 0 ]; then
+    # made before: it must carry the names asked for now
+    for l in "${!extra_dns[@]}"; do
+      sans=$(openssl x509 -in "$dir/$l.pem" -noout -ext subjectAltName 2>/dev/null | tr -d ' \n')
+      IFS=, read -r -a want <<<"${extra_dns[$l]#, }"
+      for w in "${want[@]}"; do
+        w=${w# }
+        case ",${sans#*Name:}," in *",$w,"*) ;; *)
+          echo "$prog: $dir/$l.pem has no $w (made without that --dns); --force makes them all anew" >&2; exit 1 ;;
+        esac
+      done
+    done
+    exit 0
+  fi
   if [ ${#have[@]} -gt 0 ]; then
     echo "$prog: $dir has only some of the files (missing: ${missing[*]}); --force makes them all anew" >&2
     exit 1
@@ -104,7 +141,7 @@ leaf() {  # NAME CA
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature
 extendedKeyUsage = serverAuth, clientAuth
-subjectAltName = DNS:localhost, IP:127.0.0.1, URI:spiffe://execmesh/${name#rogue-}
+subjectAltName = DNS:localhost, IP:127.0.0.1, URI:spiffe://execmesh/${name#rogue-}${extra_dns[${name#rogue-}]:-}
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
 EOF

@@ -3,17 +3,29 @@
 podman from the debootstrapped debian:bookworm-slim, as Kubernetes runs it:
 
 - its filesystem holds no package manager (apt, apt-get, dpkg), no compiler
-  (cc, gcc), no shell: the only programs are our five and /usr/bin/tr (the
-  example exec handler); the configs are in /etc/execmesh;
+  (cc, gcc), no shell: the only programs are our five, /usr/bin/tr (the
+  example exec handler) and /usr/local/bin/grpc-health-probe (the readiness
+  probe of deploy/k8s); the configs are in /etc/execmesh, and
+  /etc/execmesh/tls, the TLS Secret's mount point, is empty;
 - its user is 65532:65532, and a service started from it runs as that uid
   with no capabilities (/proc/PID/status of the container's process);
 - the mesh from the image (devkafka, a sink, an executor, a scheduler, each a
   container on the host network, loopback ports, a read-only root and a
-  tmpfs /tmp, as deploy/k8s/base) with the image's own configs carries
-  2,000 executions (builtin echo and the exec handler "upper", a child
-  process in the container) submitted by python grpcio from the host: each
+  tmpfs /tmp, as deploy/k8s/base) with the image's own configs, mutual TLS
+  as shipped: each service's certificate (scripts/test-ca.sh, with the
+  Service names of deploy/k8s as DNS SANs) mounted at /etc/execmesh/tls as
+  the kubernetes.io/tls Secret would be (tls.crt, tls.key, ca.crt; group
+  65532, mode 0440, as fsGroup makes it), the channels verifying the peers by
+  those Service names (tls.server_name: the loopback targets name none),
+  carries 2,000 executions (builtin echo and the exec handler "upper", a
+  child process in the container) submitted by python grpcio over TLS from
+  the host, as spiffe://execmesh/client, the identity deploy/scheduler.cfg's
+  example authz group grants (a handler it does not grant is refused): each
   has exactly one result on execmesh.results, and the group's committed
   offsets reach the end of every partition;
+- the readiness probe of deploy/k8s/base/<service>.yaml, its command as
+  written there (only the port changed), run in each service's container
+  with podman exec, says SERVING (exit 0); without its TLS flags it fails;
 - the executor says what it does about cgroups inside the container: with
   podman's defaults /sys/fs/cgroup is read-only, so executor.cgroups "auto"
   falls back to rlimits and process groups (one warning naming why,
@@ -32,6 +44,7 @@ the network for a cold build; a missing one fails the test, never skips it.
 """
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -59,7 +72,12 @@ N_UPPER = 400  # of N, through the exec handler "upper" (/usr/bin/tr): a child p
 PARTITIONS = 6
 UID = 65532
 PROGRAMS = {"usr/local/bin/execmesh-scheduler", "usr/local/bin/execmesh-executor", "usr/local/bin/execmesh-sink",
-            "usr/local/bin/execmesh-devkafka", "usr/local/bin/execmeshctl", "usr/bin/tr"}
+            "usr/local/bin/execmesh-devkafka", "usr/local/bin/execmeshctl", "usr/bin/tr",
+            "usr/local/bin/grpc-health-probe"}  # the one program not ours: deploy/k8s's readiness probe
+# The names the services' callers verify them by, in deploy/*.cfg and
+# deploy/k8s (Services and readiness probes): the test certificates carry them.
+SERVICE_NAMES = {"scheduler": "scheduler.execmesh.svc", "executor": "executor.execmesh.svc",
+                 "sink": "sink.execmesh.svc"}
 FORBIDDEN = ("apt", "apt-get", "apt-cache", "dpkg", "dpkg-query", "cc", "gcc", "c99", "sh", "bash", "dash",
              "perl", "python3")
 
@@ -75,9 +93,10 @@ class Container:
     """One service in a container of the image; tracked by ID for removal."""
     started = []
 
-    def __init__(self, run_id, name, argv, grpc_port=None, metrics_port=None, podman_args=()):
+    def __init__(self, run_id, name, argv, grpc_port=None, metrics_port=None, podman_args=(), client_creds=None):
         self.name = f"em-image-{run_id}-{name}"
         self.grpc_port, self.metrics_port = grpc_port, metrics_port
+        self.client_creds = client_creds  # grpc channel credentials when its gRPC port serves TLS
         # As deploy/k8s/base runs the pods: read-only root, /tmp writable
         # (the executor's workdir_base; an emptyDir there), no capabilities,
         # no privilege escalation, the image's own user.
@@ -116,8 +135,16 @@ class Container:
             raise AssertionError(f"{self.name} is {status} (exit code {code}); log:\n{self.log_tail()}")
         return True
 
+    def channel(self):
+        addr = f"127.0.0.1:{self.grpc_port}"
+        return grpc.secure_channel(addr, self.client_creds) if self.client_creds else grpc.insecure_channel(addr)
+
+    def exec(self, *argv, timeout=30):
+        """podman exec: argv run in the container, as its user (as the kubelet runs an exec probe)."""
+        return podman("exec", self.id, *argv, timeout=timeout, check=False)
+
     def health(self):
-        with grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}") as ch:
+        with self.channel() as ch:
             stub = ch.unary_unary("/grpc.health.v1.Health/Check",
                                   request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
                                   response_deserializer=health_pb2.HealthCheckResponse.FromString)
@@ -250,8 +277,65 @@ def check_filesystem():
                                  f"missing {sorted(PROGRAMS - programs)}"
     for cfg in ("scheduler", "executor", "sink"):
         assert f"etc/execmesh/{cfg}.cfg" in names, f"/etc/execmesh/{cfg}.cfg missing"
+    # the TLS Secret's mount point, empty: no certificate or key in the image
+    assert "etc/execmesh/tls" in names, "/etc/execmesh/tls (the TLS Secret's mount point) missing"
+    assert not [n for n in names if n.startswith("etc/execmesh/tls/")], "files in /etc/execmesh/tls"
     assert "usr/local/lib/execmesh/librdkafka.so.1" in names
     print(f"IMAGE files={len(names)} programs={sorted(programs)}")
+
+
+def make_certs(root):
+    """scripts/test-ca.sh's CA and certificates, each service's with the name
+    its callers verify (SERVICE_NAMES) as a DNS SAN; and per service a
+    directory laid out as its kubernetes.io/tls Secret, to mount at
+    /etc/execmesh/tls: tls.crt, tls.key, ca.crt, owned root:65532 with mode
+    0440 (what the kubelet makes of deploy/k8s's defaultMode 0440 and fsGroup
+    65532). Returns the CA's directory and {service: Secret directory}."""
+    ca = os.path.join(root, "ca")
+    dns = [a for role, name in SERVICE_NAMES.items() for a in ("--dns", f"{role}={name}")]
+    r = subprocess.run([os.path.join(ROOT, "scripts", "test-ca.sh"), ca, "--days", "1", *dns], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, f"scripts/test-ca.sh: {r.stderr}"
+    secrets = {}
+    for role in SERVICE_NAMES:
+        d = os.path.join(root, f"execmesh-{role}-tls")
+        os.mkdir(d)
+        os.chmod(d, 0o755)
+        for dst, src in (("tls.crt", f"{role}.pem"), ("tls.key", f"{role}.key"), ("ca.crt", "ca.pem")):
+            shutil.copyfile(os.path.join(ca, src), os.path.join(d, dst))
+            os.chown(os.path.join(d, dst), 0, UID)
+            os.chmod(os.path.join(d, dst), 0o440)
+        secrets[role] = d
+    return ca, secrets
+
+
+def manifest_probe(role):
+    """The readiness probe's command in deploy/k8s/base/<role>.yaml, written
+    there as a flow sequence of double-quoted strings, which JSON reads."""
+    path = os.path.join(ROOT, "deploy", "k8s", "base", f"{role}.yaml")
+    with open(path) as f:
+        m = re.search(r"readinessProbe:\s*\n\s*exec:\s*\n\s*command:\s*(\[[^\]]*\])", f.read())
+    assert m, f"{path}: no readinessProbe with exec.command as a [...] list"
+    return json.loads(m.group(1))
+
+
+def check_readiness_probe(c, role):
+    """deploy/k8s's readiness probe, as written there but for the port, run in
+    the service's container: SERVING over mutual TLS; without its TLS flags
+    (plaintext) it fails."""
+    cmd = manifest_probe(role)
+    addr = [a for a in cmd if a.startswith("-addr=")]
+    assert len(addr) == 1 and addr[0].startswith("-addr=127.0.0.1:"), f"{role}.yaml: readiness -addr: {addr}"
+    cmd = [f"-addr=127.0.0.1:{c.grpc_port}" if a.startswith("-addr=") else a for a in cmd]
+    t0 = time.monotonic()
+    r = c.exec(*cmd)
+    took = time.monotonic() - t0
+    assert r.returncode == 0 and "status: SERVING" in r.stdout + r.stderr, \
+        f"{c.name}: readiness probe {cmd}: exit {r.returncode}\n{r.stdout}{r.stderr}"
+    r = c.exec(cmd[0], f"-addr=127.0.0.1:{c.grpc_port}")
+    assert r.returncode not in (0, 4), f"{c.name}: a plaintext probe got an answer (exit {r.returncode}): {r.stdout}"
+    print(f"IMAGE {c.name}: readiness probe of deploy/k8s/base/{role}.yaml SERVING in {took:.2f} s "
+          f"(podman exec included); plaintext: exit {r.returncode} {r.stderr.strip()[:120]!r}")
 
 
 def check_config():
@@ -282,7 +366,16 @@ def test_image_is_minimal_non_root_and_runs_the_mesh():
 
     run_id = f"{os.getpid()}"
     hooks, cg_dirs = None, []
+    certs = tempfile.mkdtemp(prefix="em-image-tls-")
     try:
+        ca, secrets = make_certs(certs)
+
+        def read(name):
+            with open(os.path.join(ca, name), "rb") as f:
+                return f.read()
+        # the test's own client certificate (CN client), for Health and Submit from the host
+        creds = grpc.ssl_channel_credentials(root_certificates=read("ca.pem"), private_key=read("client.key"),
+                                             certificate_chain=read("client.pem"))
         # devkafka: the mock broker's port is its own (ephemeral, loopback)
         kgrpc, kmet = free_port(), free_port()
         dk = Container(run_id, "devkafka", ["/usr/local/bin/execmesh-devkafka", "--partitions", str(PARTITIONS),
@@ -296,14 +389,21 @@ def test_image_is_minimal_non_root_and_runs_the_mesh():
         boot = wait_for(bootstrap, 60, "devkafka's bootstrap= line", interval=0.1)
         dk.wait_serving()
 
+        # Each service with its config as shipped (TLS files under
+        # /etc/execmesh/tls, where its Secret is mounted read-only), on
+        # loopback ports. The loopback targets name no host, so
+        # tls.server_name gives the Service name deploy/'s targets carry.
         def svc(name, role, extra, podman_args=()):
             g, mp = free_port(), free_port()
             return Container(run_id, name, [f"/usr/local/bin/execmesh-{role}", "--config", f"/etc/execmesh/{role}.cfg",
                                             "--set", f"replica={name}", "--set", f"grpc.listen=127.0.0.1:{g}",
-                                            "--set", f"metrics.listen=127.0.0.1:{mp}"] + extra, g, mp, podman_args)
+                                            "--set", f"metrics.listen=127.0.0.1:{mp}"] + extra, g, mp,
+                             ["-v", f"{secrets[role]}:/etc/execmesh/tls:ro", *podman_args], creds)
         sink = svc("sink-0", "sink", ["--set", f"kafka.bootstrap={boot}"])
         sink.wait_serving()
-        ex = svc("executor-0", "executor", ["--set", f"sinks.target=ipv4:127.0.0.1:{sink.grpc_port}"])
+        to_sink = ["--set", f"sinks.target=ipv4:127.0.0.1:{sink.grpc_port}",
+                   "--set", f"tls.server_name={SERVICE_NAMES['sink']}"]
+        ex = svc("executor-0", "executor", to_sink)
         ex.wait_serving()
         # A second executor with its container's cgroups delegated to it (an
         # OCI hook chowns them to 65532; /sys/fs/cgroup mounted read-write):
@@ -313,17 +413,19 @@ def test_image_is_minimal_non_root_and_runs_the_mesh():
             json.dump({"version": "1.0.0", "hook": {"path": os.path.join(HERE, "delegate-cgroups.sh")},
                        "when": {"annotations": {r"^io\.execmesh\.delegate-cgroups$": "^true$"}},
                        "stages": ["prestart"]}, f)
-        ex_cg = svc("executor-cg", "executor", ["--set", f"sinks.target=ipv4:127.0.0.1:{sink.grpc_port}",
-                                                "--set", "executor.cgroups=required"],
+        ex_cg = svc("executor-cg", "executor", to_sink + ["--set", "executor.cgroups=required"],
                     ["--hooks-dir", hooks, "--annotation", "io.execmesh.delegate-cgroups=true",
                      "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw"])
         ex_cg.wait_serving()
         sched = svc("scheduler-0", "scheduler", ["--set", f"kafka.bootstrap={boot}", "--set",
                                                  f"executors.target=ipv4:127.0.0.1:{ex.grpc_port},"
-                                                 f"127.0.0.1:{ex_cg.grpc_port}"])
+                                                 f"127.0.0.1:{ex_cg.grpc_port}",
+                                                 "--set", f"tls.server_name={SERVICE_NAMES['executor']}"])
         sched.wait_serving()
         for c in (dk, sink, ex, ex_cg, sched):
             c.check_user()
+        for c, role in ((sched, "scheduler"), (ex, "executor"), (sink, "sink")):
+            check_readiness_probe(c, role)
         cg_dirs = ex_cg.cgroup_dirs()
         wait_for(lambda: sched.metric("execmesh_scheduler_assigned_partitions") == PARTITIONS, 60,
                  f"the scheduler to own all {PARTITIONS} partitions", interval=0.1)
@@ -346,8 +448,16 @@ def test_image_is_minimal_non_root_and_runs_the_mesh():
 
         t0 = time.monotonic()
         expected = {}
-        with grpc.insecure_channel(f"127.0.0.1:{sched.grpc_port}") as ch:
+        with sched.channel() as ch:  # mutual TLS, the test's client certificate
             stub = pb_grpc.SchedulerStub(ch)
+            # deploy/scheduler.cfg's authz grants spiffe://execmesh/client echo, sha256 and upper only
+            try:
+                stub.Submit(pb.SubmitRequest(executions=[execution("img-denied", handler="sleep", payload=b"1")]),
+                            timeout=30)
+                raise AssertionError("Submit of handler 'sleep' by spiffe://execmesh/client was accepted")
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.PERMISSION_DENIED and "spiffe://execmesh/client" in e.details(), \
+                    (e.code(), e.details())
             for b in range(N // 100):
                 batch = []
                 for k in range(100):
@@ -392,6 +502,7 @@ def test_image_is_minimal_non_root_and_runs_the_mesh():
         errors = remove_all()
         if hooks:
             shutil.rmtree(hooks, ignore_errors=True)
+        shutil.rmtree(certs, ignore_errors=True)
     assert not errors, errors
     # runc removed the delegated container's cgroups, the executor's run groups in them too
     left = [d for d in cg_dirs if os.path.exists(d)]

@@ -10,6 +10,7 @@ package k8s
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -103,6 +104,7 @@ func TestManifests(t *testing.T) {
 			t.Run("namespace", r.checkNamespace)
 			t.Run("workloads", r.checkWorkloads)
 			t.Run("probes", r.checkProbes)
+			t.Run("tls", r.checkTLS)
 			t.Run("drain", r.checkDrain)
 			t.Run("replica_identity", r.checkIdentity)
 			t.Run("resources", r.checkResources)
@@ -232,49 +234,74 @@ func (r *rendered) workload(t *testing.T, kind, name, ns string, replicas *int32
 	return w
 }
 
-// mountedFile returns the name and the text of the ConfigMap key mounted at path.
-func (r *rendered) mountedFile(t *testing.T, w *workload, path string) (string, string) {
-	t.Helper()
-	for _, m := range w.c.VolumeMounts {
-		rel := ""
+// mountFor returns the container's volume mount that holds path, the
+// deepest one (a Secret may be mounted inside a ConfigMap's directory, as
+// /etc/execmesh/tls inside /etc/execmesh), its volume (nil when no volume has
+// its name) and path relative to the mount (a subPath mount: its subPath).
+func (w *workload) mountFor(path string) (*corev1.VolumeMount, *corev1.Volume, string) {
+	var best *corev1.VolumeMount
+	rel, depth := "", -1
+	for i := range w.c.VolumeMounts {
+		m := &w.c.VolumeMounts[i]
+		mp := strings.TrimSuffix(m.MountPath, "/")
+		r := ""
 		switch {
 		case m.SubPath != "" && path == m.MountPath:
-			rel = m.SubPath
-		case m.SubPath == "" && strings.HasPrefix(path, strings.TrimSuffix(m.MountPath, "/")+"/"):
-			rel = strings.TrimPrefix(path, strings.TrimSuffix(m.MountPath, "/")+"/")
+			r = m.SubPath
+		case m.SubPath == "" && strings.HasPrefix(path, mp+"/"):
+			r = strings.TrimPrefix(path, mp+"/")
 		default:
 			continue
 		}
-		for _, v := range w.tmpl.Spec.Volumes {
-			if v.Name != m.Name {
-				continue
-			}
-			if v.ConfigMap == nil {
-				t.Fatalf("%s: %s is mounted from volume %s, which is not a ConfigMap", w, path, v.Name)
-			}
-			key := rel
-			if len(v.ConfigMap.Items) > 0 {
-				key = ""
-				for _, it := range v.ConfigMap.Items {
-					if it.Path == rel {
-						key = it.Key
-					}
-				}
-			}
-			cm := r.configMaps[w.ns+"/"+v.ConfigMap.Name]
-			if cm == nil {
-				t.Fatalf("%s: volume %s names ConfigMap %s, not in the render", w, v.Name, v.ConfigMap.Name)
-			}
-			text, ok := cm.Data[key]
-			if !ok {
-				t.Fatalf("%s: ConfigMap %s has no key %q for %s", w, cm.Name, key, path)
-			}
-			return filepath.Base(path), text
+		if len(mp) > depth {
+			best, rel, depth = m, r, len(mp)
 		}
-		t.Fatalf("%s: volume mount %s names no volume", w, m.Name)
 	}
-	t.Fatalf("%s: --config %s is on no volume mount", w, path)
-	return "", ""
+	if best == nil {
+		return nil, nil, ""
+	}
+	return best, w.volume(best.Name), rel
+}
+
+func (w *workload) volume(name string) *corev1.Volume {
+	for i := range w.tmpl.Spec.Volumes {
+		if w.tmpl.Spec.Volumes[i].Name == name {
+			return &w.tmpl.Spec.Volumes[i]
+		}
+	}
+	return nil
+}
+
+// mountedFile returns the name and the text of the ConfigMap key mounted at path.
+func (r *rendered) mountedFile(t *testing.T, w *workload, path string) (string, string) {
+	t.Helper()
+	m, v, rel := w.mountFor(path)
+	switch {
+	case m == nil:
+		t.Fatalf("%s: --config %s is on no volume mount", w, path)
+	case v == nil:
+		t.Fatalf("%s: volume mount %s names no volume", w, m.Name)
+	case v.ConfigMap == nil:
+		t.Fatalf("%s: %s is mounted from volume %s, which is not a ConfigMap", w, path, v.Name)
+	}
+	key := rel
+	if len(v.ConfigMap.Items) > 0 {
+		key = ""
+		for _, it := range v.ConfigMap.Items {
+			if it.Path == rel {
+				key = it.Key
+			}
+		}
+	}
+	cm := r.configMaps[w.ns+"/"+v.ConfigMap.Name]
+	if cm == nil {
+		t.Fatalf("%s: volume %s names ConfigMap %s, not in the render", w, v.Name, v.ConfigMap.Name)
+	}
+	text, ok := cm.Data[key]
+	if !ok {
+		t.Fatalf("%s: ConfigMap %s has no key %q for %s", w, cm.Name, key, path)
+	}
+	return filepath.Base(path), text
 }
 
 func listenPort(t *testing.T, w *workload, key, def string) int32 {
@@ -386,17 +413,134 @@ func (r *rendered) checkWorkloads(t *testing.T) {
 	}
 }
 
+// healthProbe is grpc-health-probe in the image (deploy/Containerfile).
+const healthProbe = "/usr/local/bin/grpc-health-probe"
+
+// probeFlags reads grpc-health-probe's arguments as Go's flag package does:
+// -name=value, --name=value or -name value; its boolean flags take no value.
+func probeFlags(args []string) (map[string]string, error) {
+	bools := map[string]bool{"tls": true, "tls-no-verify": true, "alts": true, "spiffe": true, "gzip": true, "v": true, "version": true}
+	out := map[string]string{}
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if !strings.HasPrefix(a, "-") || a == "-" || a == "--" {
+			return nil, fmt.Errorf("argument %q: not a flag (grpc-health-probe takes flags only)", a)
+		}
+		name, val, hasVal := strings.Cut(strings.TrimPrefix(a[1:], "-"), "=")
+		if _, dup := out[name]; dup && name != "rpc-header" {
+			return nil, fmt.Errorf("-%s given twice", name)
+		}
+		switch {
+		case hasVal:
+		case bools[name]:
+			val = "true"
+		case i+1 < len(args):
+			i++
+			val = args[i]
+		default:
+			return nil, fmt.Errorf("-%s needs a value", name)
+		}
+		out[name] = val
+	}
+	return out, nil
+}
+
+// serverNames: the names w's certificate must carry for its callers, which
+// its readiness probe should verify too: the host of every dns:/// target
+// that names w's Service (executors.target, sinks.target), else, for the
+// schedulers, the ClusterIP Services onto their gRPC port (Submit clients).
+func (r *rendered) serverNames(w *workload) []string {
+	var names []string
+	for _, link := range links {
+		if link.to != w.role {
+			continue
+		}
+		for _, from := range r.byRole(link.from) {
+			target, _ := from.cfg.Str(link.key, "")
+			if host, _, err := net.SplitHostPort(strings.TrimPrefix(target, "dns:///")); err == nil && !slices.Contains(names, host) {
+				names = append(names, host)
+			}
+		}
+	}
+	if len(names) > 0 {
+		return names
+	}
+	for _, s := range r.services {
+		if s.Spec.ClusterIP == corev1.ClusterIPNone || !slices.Contains(r.serviceWorkloads(s), w) {
+			continue
+		}
+		for _, p := range s.Spec.Ports {
+			if cp, ok := servicePort(s, w, p.Port); ok && cp == w.grpcPort {
+				names = append(names, s.Name+"."+s.Namespace+".svc", s.Name+"."+s.Namespace+".svc.cluster.local")
+			}
+		}
+	}
+	return names
+}
+
+// checkReadiness: an exec probe running the image's grpc-health-probe over
+// mutual TLS on the pod's loopback, with the pod's own certificate (the files
+// the config's tls.* name, from the Secret), verifying the name its callers
+// check. The kubelet's native gRPC probe cannot present a client certificate.
+func (r *rendered) checkReadiness(t *testing.T, w *workload) {
+	rp := w.c.ReadinessProbe
+	if rp == nil || rp.Exec == nil || rp.GRPC != nil || rp.HTTPGet != nil || rp.TCPSocket != nil {
+		t.Errorf("%s: readiness must be an exec probe running %s with its TLS flags (the kubelet's gRPC probe cannot present a client certificate)", w, healthProbe)
+		return
+	}
+	cmd := rp.Exec.Command
+	if len(cmd) == 0 || cmd[0] != healthProbe {
+		t.Errorf("%s: readiness runs %q, want %s (the image's)", w, cmd, healthProbe)
+		return
+	}
+	f, err := probeFlags(cmd[1:])
+	if err != nil {
+		t.Errorf("%s: readiness %q: %v", w, cmd, err)
+		return
+	}
+	host, port, _ := net.SplitHostPort(f["addr"])
+	if port != strconv.Itoa(int(w.grpcPort)) || host != "127.0.0.1" && host != "localhost" && host != "::1" {
+		t.Errorf("%s: readiness -addr=%q; want 127.0.0.1:%d (the gRPC port, from inside the pod)", w, f["addr"], w.grpcPort)
+	}
+	if f["service"] != "" {
+		t.Errorf("%s: readiness asks service %q; \"\" is the overall health", w, f["service"])
+	}
+	for _, insecure := range []string{"tls-no-verify", "alts", "spiffe"} {
+		if v, ok := f[insecure]; ok && v != "false" {
+			t.Errorf("%s: readiness -%s: the probe must verify the server's certificate against the mesh's CA", w, insecure)
+		}
+	}
+	if f["tls"] != "true" {
+		t.Errorf("%s: readiness without -tls: the gRPC port serves mutual TLS only", w)
+	}
+	for flag, key := range map[string]string{"tls-ca-cert": "tls.ca_file", "tls-client-cert": "tls.cert_file", "tls-client-key": "tls.key_file"} {
+		want, _ := w.cfg.Str(key, "")
+		if f[flag] == "" || f[flag] != want {
+			t.Errorf("%s: readiness -%s=%q; the config's %s is %q (the probe presents the pod's own certificate and trusts its CA)", w, flag, f[flag], key, want)
+		}
+	}
+	if names := r.serverNames(w); !slices.Contains(names, f["tls-server-name"]) {
+		t.Errorf("%s: readiness -tls-server-name=%q; want one of %q, the name its callers verify (so a certificate without it fails readiness too)", w, f["tls-server-name"], names)
+	}
+	// its own timeouts (default 1 s each) must end it before the kubelet's
+	total := time.Duration(0)
+	for _, flag := range []string{"connect-timeout", "rpc-timeout"} {
+		d := time.Second
+		if v, ok := f[flag]; ok {
+			if d, err = time.ParseDuration(v); err != nil {
+				t.Errorf("%s: readiness -%s=%q: %v", w, flag, v, err)
+			}
+		}
+		total += d
+	}
+	if limit := time.Duration(max(rp.TimeoutSeconds, 1)) * time.Second; total >= limit {
+		t.Errorf("%s: readiness -connect-timeout + -rpc-timeout = %s, not under timeoutSeconds (%s): the kubelet would kill the probe first", w, total, limit)
+	}
+}
+
 func (r *rendered) checkProbes(t *testing.T) {
 	for _, w := range r.workloads {
-		rp := w.c.ReadinessProbe
-		switch {
-		case rp == nil || rp.GRPC == nil:
-			t.Errorf("%s: readiness must be the native gRPC probe on the health service", w)
-		case rp.GRPC.Port != w.grpcPort:
-			t.Errorf("%s: readiness gRPC port %d, the service's gRPC (health) port is %d", w, rp.GRPC.Port, w.grpcPort)
-		case rp.GRPC.Service != nil && *rp.GRPC.Service != "":
-			t.Errorf("%s: readiness asks service %q; \"\" is the overall health", w, *rp.GRPC.Service)
-		}
+		r.checkReadiness(t, w)
 		lp := w.c.LivenessProbe
 		switch {
 		case lp == nil || lp.HTTPGet == nil || lp.GRPC != nil || lp.Exec != nil || lp.TCPSocket != nil:
@@ -650,11 +794,14 @@ func dnsTarget(target, defNS string) (name, ns string, port int32, err error) {
 	return parts[0], ns, int32(n), nil
 }
 
+// links: which service calls which, through which target of its config.
+var links = []struct{ from, key, to string }{
+	{"scheduler", "executors.target", "executor"},
+	{"executor", "sinks.target", "sink"},
+}
+
 func (r *rendered) checkTargets(t *testing.T) {
-	for _, link := range []struct{ from, key, to string }{
-		{"scheduler", "executors.target", "executor"},
-		{"executor", "sinks.target", "sink"},
-	} {
+	for _, link := range links {
 		for _, w := range r.byRole(link.from) {
 			target, err := w.cfg.Str(link.key, "")
 			if err != nil {
@@ -886,7 +1033,7 @@ func (r *rendered) checkNetworkPolicies(t *testing.T) {
 	}
 	for _, s := range r.byRole("scheduler") {
 		expect(client, s, s.grpcPort, true, "Submit is open to clients")
-		expect(client, s, s.metricsPort, false, "the metrics port carries POST /admin/pause")
+		expect(client, s, s.metricsPort, false, "the metrics port is plain HTTP; with admin.enabled it takes POST /admin/pause with a bearer token in clear")
 	}
 	for _, w := range r.workloads {
 		expect(podOf(w), w, w.metricsPort, true, "the mesh's pods (execmeshctl status) read the metrics")
@@ -937,6 +1084,114 @@ func (r *rendered) checkHPA(t *testing.T) {
 	}
 }
 
+// secretKeys: where a kubernetes.io/tls Secret with ca.crt (as cert-manager
+// writes it) holds each file the tls.* keys name.
+var secretKeys = map[string]string{"tls.cert_file": "tls.crt", "tls.key_file": "tls.key", "tls.ca_file": "ca.crt"}
+
+// checkTLS: every gRPC port serves mutual TLS (no config, with its --set
+// flags, allows plaintext; the schedulers grant Submit to someone), and every
+// file tls.* names comes from a Secret
+// mounted read-only in the pod, readable by the service's user and no one
+// else, one Secret per service (each its own identity).
+func (r *rendered) checkTLS(t *testing.T) {
+	secretRole := map[string]string{} // namespace/Secret name -> role
+	for _, w := range r.workloads {
+		if v, ok := w.cfg["security.allow_plaintext"]; ok && v != false && v != "false" {
+			t.Errorf("%s: security.allow_plaintext = %v: the gRPC ports of deploy/ serve mutual TLS only", w, v)
+		}
+		// with TLS on, Submit is denied to every identity no authz group names
+		if w.role == "scheduler" && !slices.ContainsFunc(slices.Collect(maps.Keys(w.cfg)), func(k string) bool {
+			return strings.HasPrefix(k, "authz.") && strings.HasSuffix(k, ".identity")
+		}) {
+			t.Errorf("%s: no authz group (authz.NAME.identity): with TLS on, every Submit would be refused", w)
+		}
+		seen := map[string]bool{} // Secret volumes checked
+		for _, key := range slices.Sorted(maps.Keys(secretKeys)) {
+			path, err := w.cfg.Str(key, "")
+			if err != nil || path == "" {
+				t.Errorf("%s: %s is not set (%v): the gRPC port on %s needs mutual TLS", w, key, err, w.cfg["grpc.listen"])
+				continue
+			}
+			m, v, rel := w.mountFor(path)
+			switch {
+			case m == nil || v == nil:
+				t.Errorf("%s: %s = %q is on no volume of the container", w, key, path)
+				continue
+			case v.Secret == nil:
+				t.Errorf("%s: %s = %q is on volume %s (at %s), not a Secret: certificates and keys come from a Secret, never from the image or a ConfigMap", w, key, path, v.Name, m.MountPath)
+				continue
+			}
+			sec := v.Secret
+			if !seen[v.Name] { // the volume's own checks, once
+				seen[v.Name] = true
+				if !m.ReadOnly {
+					t.Errorf("%s: Secret volume %s is mounted read-write", w, v.Name)
+				}
+				if m.SubPath != "" || m.SubPathExpr != "" {
+					t.Errorf("%s: Secret volume %s is mounted with a subPath: its files would not follow a renewed Secret", w, v.Name)
+				}
+				if sec.Optional != nil && *sec.Optional {
+					t.Errorf("%s: Secret %s is optional: the pod must not start without its certificate", w, sec.SecretName)
+				}
+			}
+			secKey, mode := rel, int32(corev1.SecretVolumeSourceDefaultMode)
+			if sec.DefaultMode != nil {
+				mode = *sec.DefaultMode
+			}
+			if len(sec.Items) > 0 {
+				secKey = ""
+				for _, it := range sec.Items {
+					if it.Path == rel {
+						secKey = it.Key
+						if it.Mode != nil {
+							mode = *it.Mode
+						}
+					}
+				}
+			}
+			if secKey != secretKeys[key] {
+				t.Errorf("%s: %s = %q is key %q of Secret %s; a kubernetes.io/tls Secret (cert-manager's) holds it as %q", w, key, path, secKey, sec.SecretName, secretKeys[key])
+			}
+			// the kubelet chowns a Secret volume's files to fsGroup (root
+			// otherwise), and the services run as a non-root user
+			fsGroup := w.tmpl.Spec.SecurityContext != nil && w.tmpl.Spec.SecurityContext.FSGroup != nil
+			if mode&0o007 != 0 {
+				t.Errorf("%s: Secret %s: mode %#o lets any user in the container read %s", w, sec.SecretName, mode, rel)
+			}
+			if !fsGroup || mode&0o040 == 0 {
+				t.Errorf("%s: Secret %s: mode %#o, fsGroup set: %v: the service's user could not read %s (want group read and the pod's fsGroup)", w, sec.SecretName, mode, fsGroup, rel)
+			}
+			id := w.ns + "/" + sec.SecretName
+			if other, ok := secretRole[id]; ok && other != w.role {
+				t.Errorf("Secret %s serves the %s and the %s: each service needs its own certificate (its identity, spiffe://execmesh/<service>)", sec.SecretName, other, w.role)
+			}
+			secretRole[id] = w.role
+		}
+	}
+}
+
+// No private key in the deploy tree: the Secrets come from cert-manager or an
+// operator in the cluster. (A Secret object in the manifests fails the render:
+// it is not among the kinds render.go accepts.)
+func TestNoPrivateKeysInDeploy(t *testing.T) {
+	err := filepath.WalkDir(repoRoot+"/deploy", func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if strings.Contains(string(b), "PRIVATE KEY-----") {
+			t.Errorf("%s holds a private key: keys belong in Secrets made in the cluster, never in the repository", path)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // One truth: the ConfigMaps carry deploy/<service>.cfg byte for byte.
 func (r *rendered) checkConfigsAreDeployFiles(t *testing.T) {
 	for _, w := range r.workloads {
@@ -952,7 +1207,15 @@ func (r *rendered) checkConfigsAreDeployFiles(t *testing.T) {
 }
 
 // Every ConfigMap's config, with the container's --set flags (the pod name
-// put in), passes the service's own --check-config.
+// put in), passes the service's own --check-config with the pod's mounted
+// files present: --check-config reads the TLS files (a PEM certificate, a
+// PEM key). A test CA (scripts/test-ca.sh) stands in for the cluster's: each
+// Secret volume of the pod becomes a directory laid out as a kubernetes.io/tls
+// Secret with ca.crt (the service's own test certificate), and the config is
+// changed in one way only: the path prefix of each Secret mount (e.g.
+// "/etc/execmesh/tls/") becomes that directory, in the file's text and in the
+// --set values. Everything else is checked as shipped. As shipped, outside a
+// pod, the same config is refused for the missing file: the check reads them.
 func (r *rendered) checkConfigsWithBinaries(t *testing.T) {
 	build := os.Getenv("EM_BUILD_DIR")
 	if build == "" {
@@ -961,32 +1224,84 @@ func (r *rendered) checkConfigsWithBinaries(t *testing.T) {
 	if !filepath.IsAbs(build) {
 		build = filepath.Join(repoRoot, build)
 	}
+	ca := filepath.Join(t.TempDir(), "ca")
+	if out, err := exec.Command(filepath.Join(repoRoot, "scripts", "test-ca.sh"), ca, "--days", "1").CombinedOutput(); err != nil {
+		t.Fatalf("scripts/test-ca.sh: %v\n%s", err, out)
+	}
 	for _, w := range r.workloads {
 		bin := filepath.Join(build, "services", w.role, "execmesh-"+w.role)
 		if _, err := os.Stat(bin); err != nil {
 			t.Errorf("%s: %v (build the services first)", w, err)
 			continue
 		}
-		file := filepath.Join(t.TempDir(), w.cfgName)
-		if err := os.WriteFile(file, []byte(w.cfgText), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		args := []string{"--config", file}
-		pod := w.name + "-0"
-		for _, s := range w.sets {
-			for _, e := range w.c.Env {
-				if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name" {
-					s = strings.ReplaceAll(s, "$("+e.Name+")", pod)
+		pod := t.TempDir()
+		text, sets := w.cfgText, slices.Clone(w.sets)
+		rewrites := 0
+		for _, m := range w.c.VolumeMounts {
+			v := w.volume(m.Name)
+			if v == nil || v.Secret == nil || m.SubPath != "" {
+				continue
+			}
+			dir := filepath.Join(pod, m.Name)
+			files := map[string]string{"tls.crt": w.role + ".pem", "tls.key": w.role + ".key", "ca.crt": "ca.pem"}
+			for key, from := range files {
+				path := key
+				for _, it := range v.Secret.Items {
+					if it.Key == key {
+						path = it.Path
+					}
+				}
+				b, err := os.ReadFile(filepath.Join(ca, from))
+				if err == nil {
+					err = os.MkdirAll(filepath.Dir(filepath.Join(dir, path)), 0o755)
+				}
+				if err == nil {
+					err = os.WriteFile(filepath.Join(dir, path), b, 0o600)
+				}
+				if err != nil {
+					t.Fatal(err)
 				}
 			}
-			args = append(args, "--set", s)
+			prefix := strings.TrimSuffix(m.MountPath, "/") + "/"
+			rewrites += strings.Count(text, `"`+prefix)
+			text = strings.ReplaceAll(text, `"`+prefix, `"`+dir+"/")
+			for i, s := range sets {
+				if k, val, ok := strings.Cut(s, "="); ok && strings.HasPrefix(val, prefix) {
+					sets[i] = k + "=" + dir + "/" + strings.TrimPrefix(val, prefix)
+					rewrites++
+				}
+			}
 		}
-		args = append(args, "--check-config")
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
-		cancel()
-		if err != nil {
+		if rewrites == 0 {
+			t.Errorf("%s: its config names no file under a Secret mount (see the tls check)", w)
+		}
+		check := func(text string, sets []string) (string, []string, error) {
+			file := filepath.Join(pod, w.cfgName)
+			if err := os.WriteFile(file, []byte(text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			args := []string{"--config", file}
+			for _, s := range sets {
+				for _, e := range w.c.Env {
+					if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name" {
+						s = strings.ReplaceAll(s, "$("+e.Name+")", w.name+"-0")
+					}
+				}
+				args = append(args, "--set", s)
+			}
+			args = append(args, "--check-config")
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
+			return string(out), args, err
+		}
+		if out, args, err := check(text, sets); err != nil {
 			t.Errorf("%s: %s %s: %v\n%s", w, bin, strings.Join(args, " "), err, out)
+		}
+		if rewrites > 0 {
+			if out, args, err := check(w.cfgText, w.sets); err == nil || !strings.Contains(out, "tls.") {
+				t.Errorf("%s: as shipped, without the Secret's files, %s %s: %v, want a refusal naming the tls.* key\n%s", w, bin, strings.Join(args, " "), err, out)
+			}
 		}
 	}
 }

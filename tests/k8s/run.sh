@@ -3,7 +3,8 @@
 #
 # The ctest k8s.manifests: renders deploy/k8s (base and every overlay) with
 # kustomize's Go API and checks the objects against the services' configs;
-# BUILD_DIR's services run --check-config on every ConfigMap.
+# BUILD_DIR's services run --check-config on every ConfigMap, with the pods'
+# TLS Secrets stood in for by a test CA (scripts/test-ca.sh, openssl).
 #
 #   tests/k8s/run.sh BUILD_DIR [go test flags...]
 #
