@@ -91,10 +91,12 @@ static em_err_t check_attempt(const uint8_t *p, size_t len) {
 }
 
 em_err_t em_execution_inspect(const uint8_t *buf, size_t len, em_exec_info_t *info, char *reason, size_t n) {
+    memset(info, 0, sizeof(*info));
+    if (len == 0) /* an empty Execution; librdkafka hands an empty or null value as NULL: no arithmetic on it */
+        return EM_OK;
     const uint8_t *p = buf, *end = buf + len;
     em_pb_field_t f;
     em_err_t rc;
-    memset(info, 0, sizeof(*info));
     while ((rc = em_pb_next(&p, end, &f)) == EM_OK) {
         switch (f.number) {
         case 1:
@@ -141,6 +143,15 @@ em_err_t em_execution_inspect(const uint8_t *buf, size_t len, em_exec_info_t *in
         case 10:
             if (f.wire_type != EM_PB_LEN)
                 return bad(reason, n, 10, "wrong wire type, expected length-delimited");
+#ifdef EM_FUZZ_PLANTED_BUG
+            /* TEST ONLY (cmake -DEM_FUZZ_PLANTED_BUG=ON, fuzz builds only): a
+             * planted bug for scripts/fuzz.sh --planted to prove its CI mode
+             * finds: the Attempt's first byte is read without checking there
+             * is one, so an empty history entry at the end of a record reads
+             * one byte past it. */
+            if (f.data[0] == 0xff)
+                return bad(reason, n, 10, "planted");
+#endif
             if (check_attempt(f.data, f.len) != EM_OK)
                 return bad(reason, n, 10, "malformed Attempt (or a string in it not valid UTF-8)");
             info->nhistory++;

@@ -40,9 +40,28 @@ static inline em_err_t em_pb_varint(const uint8_t **p, const uint8_t *end, uint6
     return EM_EINVAL;
 }
 
+/* A key or a length: a varint of at most 5 bytes. protobuf-c, which
+ * decodes what these readers accept (the scheduler's own results, every
+ * outside consumer), refuses a longer one, padded or not. */
+static inline em_err_t em_pb_varint32(const uint8_t **p, const uint8_t *end, uint64_t *v) {
+    uint64_t r = 0;
+    for (int shift = 0; shift < 35; shift += 7) {
+        if (*p >= end)
+            return EM_EINVAL;
+        uint8_t b = *(*p)++;
+        r |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *v = r;
+            return EM_OK;
+        }
+    }
+    return EM_EINVAL;
+}
+
 /* Reads the field at *p (advancing *p). EM_ENOTFOUND at the end of the
- * buffer, EM_EINVAL on malformed input (groups count as malformed). Inline:
- * it is the inner loop of every wire-level reader on the hot path. */
+ * buffer, EM_EINVAL on malformed input (groups count as malformed, and so
+ * do keys and lengths of more than 5 bytes). Inline: it is the inner loop
+ * of every wire-level reader on the hot path. */
 static inline em_err_t em_pb_next(const uint8_t **p, const uint8_t *end, em_pb_field_t *f) {
     uint64_t key;
     f->varint = 0;
@@ -50,7 +69,7 @@ static inline em_err_t em_pb_next(const uint8_t **p, const uint8_t *end, em_pb_f
     f->len = 0;
     if (*p >= end)
         return EM_ENOTFOUND;
-    if (em_pb_varint(p, end, &key))
+    if (em_pb_varint32(p, end, &key))
         return EM_EINVAL;
     f->number = (uint32_t)(key >> 3);
     f->wire_type = (uint32_t)(key & 7);
@@ -74,7 +93,7 @@ static inline em_err_t em_pb_next(const uint8_t **p, const uint8_t *end, em_pb_f
         return EM_OK;
     case EM_PB_LEN: {
         uint64_t len;
-        if (em_pb_varint(p, end, &len) || len > (uint64_t)(end - *p))
+        if (em_pb_varint32(p, end, &len) || len > (uint64_t)(end - *p))
             return EM_EINVAL;
         f->data = *p;
         f->len = (size_t)len;

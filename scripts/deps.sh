@@ -51,9 +51,12 @@ build_pkgs=(
 # binary without the system service, which would take port 53) and iptables:
 # the hosts-and-DNS test (tests/integration/hosts.py). The container image's
 # tools (podman, runc, debootstrap) are installed by scripts/image.sh.
+# clang and libclang-rt-14-dev (its libFuzzer and sanitizer runtimes, which
+# --no-install-recommends leaves out): the fuzz targets (scripts/fuzz.sh).
 test_pkgs=(
   python3-grpcio python3-protobuf python3-confluent-kafka python3-pytest
   kcat procps iproute2 postgresql postgresql-client dnsmasq-base iptables
+  clang libclang-rt-14-dev
 )
 
 want=("${build_pkgs[@]}")

@@ -8,7 +8,9 @@
 # Then the chaos harness in its CI mode (scripts/chaos.sh --quick) and its
 # negative control. Everything is built with AddressSanitizer + UBSan and
 # -Werror; the suite
-# fails if any sanitizer report file exists at the end. Last, the benchmark
+# fails if any sanitizer report file exists at the end. Then the fuzz targets
+# in their CI mode (scripts/fuzz.sh --ci: clang, its own build; run alone, or
+# with -R fuzz). Last, the benchmark
 # in its CI mode (scripts/bench.sh --quick, its own optimised build): it fails
 # the suite if an execution was lost; its figures are printed, not asserted.
 #
@@ -91,6 +93,15 @@ for k in devkafka realkafka; do
   n=$(cd "$build" && ctest -N -R "integration\.$k\." 2>/dev/null | sed -n 's/^Total Tests: //p')
   echo "== integration tests on $k: ${n:-0}" >&2
 done
+
+if [ -z "$pattern" ] || [[ fuzz =~ $pattern ]]; then
+  stop_kafka  # not needed any more: give the fuzzers the machine
+  echo "== fuzz targets, CI mode (scripts/fuzz.sh --ci)" >&2
+  if ! "$top/scripts/fuzz.sh" --ci; then
+    echo "== the fuzz stage FAILED (a crash, a broken check, coverage below a floor, or the planted bug not found)" >&2
+    rc=1
+  fi
+fi
 
 if [ "$bench" = yes ] && { [ -z "$pattern" ] || [[ bench =~ $pattern ]]; }; then
   stop_kafka  # the real broker is not needed any more: give the benchmark the machine

@@ -65,6 +65,12 @@ def test_bad_records_and_bad_submits():
         with pytest.raises(grpc.RpcError) as e:
             raw(b"\xff\xff\xff\xff", timeout=10)
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "cannot decode" in e.value.details()
+        # an execution the intake would dead-letter (an id not UTF-8; found by tests/fuzz) is refused
+        # by Submit itself, naming it, instead of answered OK and never run
+        with pytest.raises(grpc.RpcError) as e:
+            raw(b"\x0a" + bytes([len(bad_utf8)]) + bad_utf8, timeout=10)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value
+        assert "executions[0]: field 1 (id): not valid UTF-8" in e.value.details(), e.value.details()
         assert m.kafka.end_offsets(req) == before, "a refused Submit wrote to the requests topic"
 
         # the dead-letter topic has each bad record, with its reason, bytes intact

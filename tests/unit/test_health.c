@@ -12,6 +12,7 @@
 
 #include <cmocka.h>
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "em_health.h"
@@ -269,6 +270,35 @@ static void status_names(void **state) {
     assert_string_equal(em_health_status_name(EM_HEALTH_SERVICE_UNKNOWN), "SERVICE_UNKNOWN");
 }
 
+/* Check's and Watch's request: the service name, or a refusal. */
+static void request_decode_table(void **state) {
+    (void)state;
+    static const struct {
+        const char *bytes;
+        size_t len;
+        em_err_t rc;
+        const char *service;
+    } rows[] = {
+        {"", 0, EM_OK, ""},                                             /* no name: the server as a whole */
+        {"\x0a\x15" "execmesh.v1.Scheduler", 23, EM_OK, "execmesh.v1.Scheduler"},
+        {"\x0a\x01x\x10\x01", 5, EM_OK, "x"},                         /* an unknown field is skipped */
+        {"\x0a\x05" "ab", 4, EM_EINVAL, NULL},                            /* truncated */
+        {"\x08\x01", 2, EM_EINVAL, NULL},                              /* service of the wrong wire type */
+        {"\xff\xff\xff\xff", 4, EM_EINVAL, NULL},
+    };
+    for (size_t i = 0; i < EM_ARRAY_LEN(rows); i++) {
+        char *service = (char *)(uintptr_t)"unset";
+        em_err_t rc = em_health_request_decode((const uint8_t *)rows[i].bytes, rows[i].len, &service);
+        if (rc != rows[i].rc)
+            fail_msg("row %zu: rc %s, want %s", i, em_errname(rc), em_errname(rows[i].rc));
+        if (rows[i].service)
+            assert_string_equal(service, rows[i].service);
+        else
+            assert_null(service);
+        free(service);
+    }
+}
+
 /* /livez: 503 naming the first loop past the stall, 0 counts as not started. */
 static void live_verdict_names_the_stalled_loop(void **state) {
     (void)state;
@@ -297,6 +327,7 @@ int main(void) {
         cmocka_unit_test(unwatch_stops_notifications),
         cmocka_unit_test(blockers_text),
         cmocka_unit_test(status_names),
+        cmocka_unit_test(request_decode_table),
         cmocka_unit_test(live_verdict_names_the_stalled_loop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
