@@ -24,10 +24,11 @@ typedef struct em_pb_field {
     size_t len;          /* EM_PB_LEN */
 } em_pb_field_t;
 
-/* Reads the varint at *p (advancing *p); EM_EINVAL when truncated or overlong. */
-static inline em_err_t em_pb_varint(const uint8_t **p, const uint8_t *end, uint64_t *v) {
+/* Reads a varint of at most max_bytes bytes at *p (advancing *p); EM_EINVAL
+ * when truncated or longer. */
+static inline em_err_t em_pb_varint_max(const uint8_t **p, const uint8_t *end, uint64_t *v, int max_bytes) {
     uint64_t r = 0;
-    for (int shift = 0; shift < 64; shift += 7) {
+    for (int shift = 0; shift < 7 * max_bytes; shift += 7) {
         if (*p >= end)
             return EM_EINVAL;
         uint8_t b = *(*p)++;
@@ -40,22 +41,16 @@ static inline em_err_t em_pb_varint(const uint8_t **p, const uint8_t *end, uint6
     return EM_EINVAL;
 }
 
+/* Reads the varint at *p (advancing *p); EM_EINVAL when truncated or overlong. */
+static inline em_err_t em_pb_varint(const uint8_t **p, const uint8_t *end, uint64_t *v) {
+    return em_pb_varint_max(p, end, v, 10);
+}
+
 /* A key or a length: a varint of at most 5 bytes. protobuf-c, which
  * decodes what these readers accept (the scheduler's own results, every
  * outside consumer), refuses a longer one, padded or not. */
 static inline em_err_t em_pb_varint32(const uint8_t **p, const uint8_t *end, uint64_t *v) {
-    uint64_t r = 0;
-    for (int shift = 0; shift < 35; shift += 7) {
-        if (*p >= end)
-            return EM_EINVAL;
-        uint8_t b = *(*p)++;
-        r |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80)) {
-            *v = r;
-            return EM_OK;
-        }
-    }
-    return EM_EINVAL;
+    return em_pb_varint_max(p, end, v, 5);
 }
 
 /* Reads the field at *p (advancing *p). EM_ENOTFOUND at the end of the
