@@ -109,10 +109,12 @@ def tls_probe(addr, d, client="client", service="", timeout_s=2):
     return r.returncode, r.stderr.strip()
 
 
-def grpcurl(d, addr, method, body, proto):
-    return subprocess.run([TOOL["grpcurl"], "-cacert", f"{d}/ca.pem", "-cert", f"{d}/client.pem",
-                           "-key", f"{d}/client.key", "-import-path", os.path.join(SRC, "protos"), "-proto", proto,
-                           "-d", body, addr, method], capture_output=True, text=True, timeout=30)
+def grpcurl(d, addr, method, body, proto, client="client", plaintext=False):
+    """grpcurl presenting CLIENT.pem (trusting ca.pem), or speaking plaintext."""
+    how = ["-plaintext"] if plaintext else ["-cacert", f"{d}/ca.pem", "-cert", f"{d}/{client}.pem",
+                                            "-key", f"{d}/{client}.key"]
+    return subprocess.run([TOOL["grpcurl"], *how, "-connect-timeout", "5", "-import-path", os.path.join(SRC, "protos"),
+                           "-proto", proto, "-d", body, addr, method], capture_output=True, text=True, timeout=30)
 
 
 def server_certificate_cn(addr, d):
@@ -246,6 +248,11 @@ def test_mutual_tls_end_to_end():
                 assert e.code() == grpc.StatusCode.UNAVAILABLE, (what, e.code(), e.details())
             finally:
                 ch.close()
+        # and grpcurl: plaintext, and with the rogue CA's client certificate
+        body = json.dumps({"executions": [{"id": "grpcurl-refused", "handler": "echo"}]})
+        for what, kw in (("plaintext", {"plaintext": True}), ("rogue client certificate", {"client": "rogue-client"})):
+            r = grpcurl(d, sched.grpc_addr, "execmesh.v1.Scheduler/Submit", body, "execmesh/v1/execmesh.proto", **kw)
+            assert r.returncode != 0 and "grpcurl-refused" not in r.stdout, (what, r.returncode, r.stdout, r.stderr)
         # the good channel still works after the refusals, and nothing refused was written
         assert health_check(good, "execmesh.v1.Scheduler") == SERVING
         good.close()
