@@ -259,11 +259,16 @@ int em_kafka_security_check(const em_config_t *cfg, const char **key, char *errs
 int em_kafka_check_config(const em_config_t *cfg, const char *program) {
     /* the properties a key sets (sasl.password: the key names the file it belongs in) */
     static const struct {
-        const char *prop, *key;
-    } owned[] = {{"sasl.password", "kafka.sasl.password_file"}, {"sasl.mechanism", "kafka.sasl.mechanism"},
-                 {"sasl.mechanisms", "kafka.sasl.mechanism"},   {"sasl.username", "kafka.sasl.username"},
-                 {"ssl.ca.location", "kafka.ssl.ca_file"},      {"ssl.certificate.location", "kafka.ssl.cert_file"},
-                 {"ssl.key.location", "kafka.ssl.key_file"},    {"security.protocol", "kafka.security.protocol"}};
+        const char *prop, *key, *why;
+    } owned[] = {{"sasl.password", "kafka.sasl.password_file", " (a password is never a config value)"},
+                 {"sasl.mechanism", "kafka.sasl.mechanism", ""},
+                 {"sasl.mechanisms", "kafka.sasl.mechanism", ""},
+                 {"sasl.username", "kafka.sasl.username", ""},
+                 {"ssl.ca.location", "kafka.ssl.ca_file", ""},
+                 {"ssl.certificate.location", "kafka.ssl.cert_file", ""},
+                 {"ssl.key.location", "kafka.ssl.key_file", ""},
+                 {"security.protocol", "kafka.security.protocol", ""},
+                 {"message.max.bytes", "kafka.max_message_bytes", " (every size limit of the mesh derives from it)"}};
     const char *key = NULL;
     char why[800];
     if (em_kafka_security_check(cfg, &key, why, sizeof(why)) != 0) {
@@ -286,8 +291,7 @@ int em_kafka_check_config(const em_config_t *cfg, const char *program) {
                 strcasecmp(val, em_config_str(cfg, "kafka.security.protocol")) == 0)
                 break; /* agreeing with the key: harmless (deploy/scheduler.cfg has one) */
             fprintf(stderr, "%s: config refused: %s: key 'kafka.properties': '%.*s': set %s instead%s\n", program,
-                    em_config_source(cfg, "kafka.properties"), (int)kl, prop, owned[j].key,
-                    strcmp(owned[j].prop, "sasl.password") == 0 ? " (a password is never a config value)" : "");
+                    em_config_source(cfg, "kafka.properties"), (int)kl, prop, owned[j].key, owned[j].why);
             return -1;
         }
     }

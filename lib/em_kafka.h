@@ -98,7 +98,8 @@ int em_kafka_security_check(const struct em_config *cfg, const char **key, char 
  * check, then kafka.properties refused when it holds what a key sets
  * (sasl.password always; sasl.mechanism(s), sasl.username, ssl.ca.location,
  * ssl.certificate.location, ssl.key.location; security.protocol unless it
- * agrees with kafka.security.protocol). -1 after printing "PROGRAM: config
+ * agrees with kafka.security.protocol; message.max.bytes, which
+ * kafka.max_message_bytes sets and every size limit derives from). -1 after printing "PROGRAM: config
  * refused: SOURCE: key 'K': REASON" on stderr. */
 int em_kafka_check_config(const struct em_config *cfg, const char *program);
 

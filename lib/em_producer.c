@@ -346,26 +346,6 @@ void em_producer_opts_from_config(const em_config_t *cfg, const char *client_id,
     o->extra = extra;
 }
 
-int em_producer_check_config(const em_config_t *cfg, const char *program) {
-    if (em_kafka_check_config(cfg, program) != 0)
-        return -1;
-    size_t n = em_config_list_len(cfg, "kafka.properties");
-    for (size_t i = 0; i < n; i++) {
-        const char *prop = em_config_list_get(cfg, "kafka.properties", i);
-        size_t kl = strcspn(prop, "=");
-        while (kl > 0 && prop[kl - 1] == ' ')
-            kl--;
-        if (kl == strlen("message.max.bytes") && strncmp(prop, "message.max.bytes", kl) == 0) {
-            fprintf(stderr,
-                    "%s: config refused: %s: key 'kafka.properties': '%s': set kafka.max_message_bytes instead "
-                    "(every size limit of the mesh derives from it)\n",
-                    program, em_config_source(cfg, "kafka.properties"), prop);
-            return -1;
-        }
-    }
-    return 0;
-}
-
 em_producer_t *em_producer_new(const em_producer_opts_t *o, char *errstr, size_t errstr_size) {
     char linger[32], batch[32], timeout[32], qmsgs[32], qkb[32], maxmsg[32];
     snprintf(linger, sizeof(linger), "%d", o->linger_ms);

@@ -89,15 +89,12 @@ typedef struct em_producer_opts {
 void em_producer_opts_from_config(const em_config_t *cfg, const char *client_id, const char *extra[EM_KAFKA_MAX_EXTRA],
                                   em_producer_opts_t *opts);
 
-/* Refuses (-1, after printing "PROGRAM: config refused: FILE:LINE: key 'K':
- * REASON" on stderr) what would break the size model: message.max.bytes in
- * kafka.properties (kafka.max_message_bytes sets it); and security settings
- * that cannot work (em_kafka_check_config). For a service's validate hook.
- *
- * em_producer_new refuses (NULL, errstr naming the user or the CA) a start
- * whose brokers refuse the SASL credentials or fail the TLS checks
+/* A service's validate hook checks these settings with em_kafka_check_config
+ * (message.max.bytes and the security properties in kafka.properties are
+ * refused: kafka.max_message_bytes and the kafka.security/ssl/sasl keys set
+ * them). em_producer_new refuses (NULL, errstr naming the user or the CA) a
+ * start whose brokers refuse the SASL credentials or fail the TLS checks
  * (em_kafka_preflight, only when security.protocol is not plaintext). */
-int em_producer_check_config(const em_config_t *cfg, const char *program);
 
 em_producer_t *em_producer_new(const em_producer_opts_t *opts, char *errstr, size_t errstr_size);
 /* Stops the threads and destroys the handle; messages still queued are

@@ -136,7 +136,7 @@ _Static_assert(6 * EM_SIZE_DEATH_MAX <= EM_SIZE_RETRY_ROOM - EM_SIZE_RESULT_ROOM
  * kafka.max_message_bytes and must agree with it and with gRPC's cap. */
 static int validate_sizes(const em_config_t *cfg) {
     char why[512], key[320];
-    if (em_producer_check_config(cfg, scheduler_desc.program) != 0 || sc_resources_check(cfg) != 0)
+    if (em_kafka_check_config(cfg, scheduler_desc.program) != 0 || sc_resources_check(cfg) != 0)
         return -1;
     em_authz_t *authz = em_authz_from_config(cfg, why, sizeof(why), key, sizeof(key));
     if (!authz) {

@@ -38,7 +38,7 @@ static const em_setting_t sink_settings[] = {
      "Results accepted and awaiting Kafka's delivery report; beyond it Publish answers RESOURCE_EXHAUSTED."},
 };
 
-static int validate_sizes(const em_config_t *cfg) { return em_producer_check_config(cfg, "execmesh-sink"); }
+static int validate_sizes(const em_config_t *cfg) { return em_kafka_check_config(cfg, "execmesh-sink"); }
 
 static const em_service_desc_t sink_desc = {
     .name = "sink",

@@ -73,4 +73,13 @@ static inline void fuzz_drop_bad_unknown(ProtobufCMessage *m) {
 /* Libraries log warnings for bad input: keep the fuzzer's output readable. */
 static inline void fuzz_quiet(void) { em_log_set_level(EM_LOG_OFF); }
 
+/* The LLVMFuzzerInitialize of a target that needs nothing but quiet logs. */
+#define FUZZ_QUIET_INITIALIZE                                                                                  \
+    int LLVMFuzzerInitialize(int *argc, char ***argv) {                                                        \
+        (void)argc;                                                                                            \
+        (void)argv;                                                                                            \
+        fuzz_quiet();                                                                                          \
+        return 0;                                                                                              \
+    }
+
 #endif

@@ -18,12 +18,7 @@
 #include "executor.h"
 #include "fuzz.h"
 
-int LLVMFuzzerInitialize(int *argc, char ***argv) {
-    (void)argc;
-    (void)argv;
-    fuzz_quiet();
-    return 0;
-}
+FUZZ_QUIET_INITIALIZE
 
 static int span_is(ex_span_t s, const char *str) {
     size_t n = strlen(str);

@@ -16,12 +16,7 @@
 #include "fuzz.h"
 #include "publish.h"
 
-int LLVMFuzzerInitialize(int *argc, char ***argv) {
-    (void)argc;
-    (void)argv;
-    fuzz_quiet();
-    return 0;
-}
+FUZZ_QUIET_INITIALIZE
 
 /* Reads the request as the sink does; canonical: protobuf-c's encoding of
  * what it decoded, which the sink must take whole (unless too large). */

@@ -25,12 +25,7 @@
 #include "fuzz.h"
 #include "scheduler.h"
 
-int LLVMFuzzerInitialize(int *argc, char ***argv) {
-    (void)argc;
-    (void)argv;
-    fuzz_quiet();
-    return 0;
-}
+FUZZ_QUIET_INITIALIZE
 
 static void check_protobuf_c_agrees(const uint8_t *data, size_t size, const em_exec_info_t *in) {
     Execmesh__V1__Execution *ex = execmesh__v1__execution__unpack(NULL, size, data);

@@ -19,12 +19,7 @@
 #include "execmesh/v1/execmesh.pb-c.h"
 #include "fuzz.h"
 
-int LLVMFuzzerInitialize(int *argc, char ***argv) {
-    (void)argc;
-    (void)argv;
-    fuzz_quiet();
-    return 0;
-}
+FUZZ_QUIET_INITIALIZE
 
 /* A Result as a conforming writer encodes it (protobuf-c's pack of what it
  * decoded) must be read by em_result_read with the same values. protobuf-c

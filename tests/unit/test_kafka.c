@@ -25,17 +25,11 @@
 #include "em_kafka.h"
 #include "em_producer.h"
 #include "em_util.h"
+#include "unit_file.h"
 
 static char dir[] = "/tmp/em-test-kafka-XXXXXX";
 static char ca[300], cert[300], keyf[300], pw[300], pw_crlf[300], pw_empty[300], pw_nl[300], pw_two[300],
     pw_big[300], missing[300];
-
-static void write_file(const char *path, const char *text) {
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
 
 static int setup(void **state) {
     (void)state;
@@ -57,12 +51,12 @@ static int setup(void **state) {
     for (size_t i = 0; i < EM_ARRAY_LEN(files); i++) {
         snprintf(files[i].path, 300, "%s/%s", dir, files[i].name);
         if (files[i].text)
-            write_file(files[i].path, files[i].text);
+            unit_write_file(files[i].path, files[i].text);
     }
     char big[1100];
     memset(big, 'x', sizeof(big) - 1);
     big[sizeof(big) - 1] = '\0';
-    write_file(pw_big, big);
+    unit_write_file(pw_big, big);
     return 0;
 }
 
@@ -321,6 +315,7 @@ static void test_properties_owned_by_keys(void **state) {
         {"kafka.properties=ssl.ca.location=/etc/ssl/ca.pem", -1},
         {"kafka.properties=ssl.key.location = /k.pem", -1},
         {"kafka.properties=ssl.endpoint.identification.algorithm=https", 0},
+        {"kafka.properties=message.max.bytes=2000000", -1}, /* kafka.max_message_bytes sets it */
     };
     for (size_t i = 0; i < EM_ARRAY_LEN(cases); i++) {
         const char *sets[] = {cases[i].props, NULL};

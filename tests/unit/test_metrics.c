@@ -23,6 +23,7 @@
 
 #include "em_metrics.h"
 #include "em_util.h"
+#include "unit_file.h"
 
 #define assert_contains(hay, needle)                                                               \
     do {                                                                                           \
@@ -228,13 +229,6 @@ static int pause_route(void *ctx, const char *rest, char *out, size_t n) {
     return 200;
 }
 
-static void write_token(const char *path, const char *token) {
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(token, f);
-    fclose(f);
-}
-
 /* Admin routes (POST) are off by default, need the bearer token of the
  * token file when on, follow a replaced file at once, and leave GET routes
  * alone. Over real HTTP: the Authorization header travels through MHD. */
@@ -243,7 +237,7 @@ static void admin_routes_need_the_token(void **state) {
     char dir[] = "/tmp/em-test-admin-XXXXXX", path[64], err[256] = "";
     assert_non_null(mkdtemp(dir));
     snprintf(path, sizeof(path), "%s/token", dir);
-    write_token(path, "first-token-0123456789\n");
+    unit_write_file(path, "first-token-0123456789\n");
     int calls = 0;
     static const struct {
         int enabled;
@@ -291,7 +285,7 @@ static void admin_routes_need_the_token(void **state) {
     assert_int_equal(em_metrics_route(m, "POST", "/admin/", pause_route, &calls), EM_OK);
     assert_int_equal(em_metrics_admin(m, 1, path), EM_OK);
     assert_int_equal(em_metrics_start(m, "127.0.0.1:0", &port, err, sizeof(err)), EM_OK);
-    write_token(path, "second-token-0123456789");
+    unit_write_file(path, "second-token-0123456789");
     char *reply = http_exchange(port, "POST /admin/x HTTP/1.0\r\nAuthorization: Bearer first-token-0123456789\r\n"
                                       "Content-Length: 0\r\n\r\n");
     assert_int_equal(http_status(reply, &body), 403);
@@ -314,10 +308,10 @@ static void admin_routes_need_the_token(void **state) {
     em_metrics_destroy(m);
     assert_int_equal(em_metrics_token_file_check(path, err, sizeof(err)), -1);
     assert_contains(err, "cannot read the token file");
-    write_token(path, "short\n");
+    unit_write_file(path, "short\n");
     assert_int_equal(em_metrics_token_file_check(path, err, sizeof(err)), -1);
     assert_contains(err, "16 to 4095 bytes");
-    write_token(path, "long-enough-token-here\n\n");
+    unit_write_file(path, "long-enough-token-here\n\n");
     assert_int_equal(em_metrics_token_file_check(path, err, sizeof(err)), 0);
     unlink(path);
     rmdir(dir);

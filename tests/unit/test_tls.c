@@ -19,16 +19,10 @@
 #include <unistd.h>
 
 #include "em_tls.h"
+#include "unit_file.h"
 
 static char dir[] = "/tmp/em-test-tls-XXXXXX";
 static char cert[300], key[300], junk[300], missing[300];
-
-static void write_file(const char *path, const char *text) {
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
 
 static int setup(void **state) {
     (void)state;
@@ -38,9 +32,9 @@ static int setup(void **state) {
     snprintf(key, sizeof(key), "%s/key.pem", dir);
     snprintf(junk, sizeof(junk), "%s/junk.txt", dir);
     snprintf(missing, sizeof(missing), "%s/missing.pem", dir);
-    write_file(cert, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n");
-    write_file(key, "-----BEGIN EC PRIVATE KEY-----\nMHc\n-----END EC PRIVATE KEY-----\n");
-    write_file(junk, "not a certificate\n");
+    unit_write_file(cert, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n");
+    unit_write_file(key, "-----BEGIN EC PRIVATE KEY-----\nMHc\n-----END EC PRIVATE KEY-----\n");
+    unit_write_file(junk, "not a certificate\n");
     return 0;
 }
 
