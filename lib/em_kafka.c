@@ -298,11 +298,6 @@ int em_kafka_check_config(const em_config_t *cfg, const char *program) {
     return 0;
 }
 
-em_config_t *em_kafka_security_config_new(void) {
-    static const em_setting_t table[] = {EM_KAFKA_SECURITY_SETTINGS};
-    char err[256];
-    return em_config_new("kafka", table, EM_ARRAY_LEN(table), err, sizeof(err));
-}
 
 /* ---- configurations ------------------------------------------------------ */
 

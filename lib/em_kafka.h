@@ -103,9 +103,6 @@ int em_kafka_security_check(const struct em_config *cfg, const char **key, char 
  * refused: SOURCE: key 'K': REASON" on stderr. */
 int em_kafka_check_config(const struct em_config *cfg, const char *program);
 
-/* A config holding only EM_KAFKA_SECURITY_SETTINGS, for a client without a
- * service config (execmeshctl's --set); NULL when out of memory. */
-struct em_config *em_kafka_security_config_new(void);
 
 /* Connects a throwaway client made from a copy of conf (of type type) when
  * conf's security.protocol is not plaintext, and refuses what no retry can

@@ -281,6 +281,7 @@ def test_bad_bytes_and_protocol():
         got = results_by_id(m.kafka.read(m.topics["execmesh.results"], m.results_start,
                                          until=lambda r: {"bb-good", "bb-many-headers"} <= set(results_by_id(r)),
                                          timeout=30, what="the good and the many-headers results"))
+        assert len(got["bb-good"]) == 1 and len(got["bb-many-headers"]) == 1, "an execution ran more than once"
         assert status_name(got["bb-good"][0].status) == "SUCCEEDED"
         assert status_name(got["bb-many-headers"][0].status) == "SUCCEEDED"
         assert len(got["bb-many-headers"][0].headers) == 20000

@@ -263,6 +263,8 @@ def test_mutual_tls_end_to_end():
         ids.append(check_ctl(m, d, sched, ex, sink))
         end = m.kafka.end_offsets(req_topic)
         assert sum(end.values()) - sum(req_end.values()) == 1, "execmeshctl's Submit: one record"
+        assert len(check_results(m, [ids[-1]])[ids[-1]]) == 1, "execmeshctl's execution ran more than once"
+        m.wait_lag_zero(30)  # its partition too
 
         # grpc-health-probe: SERVING with the TLS flags, on each service; fails without them or with the rogue cert
         for proc, role in ((sched, "scheduler"), (ex, "executor"), (sink, "sink")):

@@ -332,14 +332,11 @@ static void test_properties_owned_by_keys(void **state) {
     em_config_destroy(cfg);
 }
 
-/* execmeshctl's config: the security keys only */
-static void test_security_config(void **state) {
+/* one key set: one property */
+static void test_security_props_of_one_key(void **state) {
     (void)state;
-    em_config_t *cfg = em_kafka_security_config_new();
-    assert_non_null(cfg);
-    char err[512];
-    assert_int_equal(em_config_set(cfg, "kafka.security.protocol=ssl", err, sizeof(err)), EM_OK);
-    assert_int_equal(em_config_set(cfg, "kafka.bootstrap=x:1", err, sizeof(err)), EM_ECONFIG);
+    const char *sets[] = {"kafka.security.protocol=ssl", NULL};
+    em_config_t *cfg = cfg_with(sets);
     const char *props[EM_KAFKA_MAX_SECURITY];
     assert_int_equal(em_kafka_security_props(cfg, props), 1);
     assert_string_equal(props[0], "security.protocol=SSL");
@@ -379,7 +376,7 @@ int main(void) {
         cmocka_unit_test(test_password_file_gone_at_conf_time),
         cmocka_unit_test(test_check_table),
         cmocka_unit_test(test_properties_owned_by_keys),
-        cmocka_unit_test(test_security_config),
+        cmocka_unit_test(test_security_props_of_one_key),
         cmocka_unit_test(test_preflight_quick_answers),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
