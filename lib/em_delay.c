@@ -516,7 +516,7 @@ static void forward(em_delay_t *d, part_t *p, const rd_kafka_message_t *m, const
     d->inflight++;
     p->next = m->offset + 1;
     m_set(d->m.inflight, d->inflight);
-    m_set(d->m.lateness, late_ms);
+    m_set(d->m.lateness, late_ms * 1000); /* microseconds, exposed as seconds */
 }
 
 static void handle_record(em_delay_t *d, const rd_kafka_message_t *m) {
@@ -798,8 +798,9 @@ static void register_metrics(em_delay_t *d, em_metrics_t *m) {
                                       "Delayed records without a valid target topic, skipped.");
     d->m.waiting = em_metrics_gauge(m, "execmesh_delay_waiting_partitions", NULL,
                                     "Delay partitions paused because their next record is not due.");
-    d->m.lateness = em_metrics_gauge(m, "execmesh_delay_last_lateness_ms", NULL,
-                                     "How long after its due time the last delayed record was forwarded.");
+    d->m.lateness = em_metrics_gauge_scaled(m, "execmesh_delay_last_lateness_seconds", NULL,
+                                            "Seconds after its due time the last delayed record was forwarded.",
+                                            EM_METRICS_US);
     d->m.inflight = em_metrics_gauge(m, "execmesh_delay_inflight", NULL,
                                      "Forwards produced and not yet reported (bounded by max_inflight).");
 }

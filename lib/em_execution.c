@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "em_pbwire.h"
+#include "em_trace.h"
 
 int em_utf8_valid(const uint8_t *s, size_t n) {
     size_t i = 0;
@@ -49,10 +50,11 @@ int em_utf8_valid(const uint8_t *s, size_t n) {
 
 static const char *const field_names[] = {"",        "id",      "handler",           "payload",
                                           "headers", "timeout_ms", "max_attempts",  "attempt",
-                                          "submitted_unix_ms", "deadline_unix_ms", "history", "executor_deaths"};
+                                          "submitted_unix_ms", "deadline_unix_ms", "history", "executor_deaths",
+                                          "dispatched_unix_ms"};
 
 static em_err_t bad(char *reason, size_t n, uint32_t field, const char *what) {
-    if (field >= 1 && field <= 11)
+    if (field >= 1 && field <= 12)
         snprintf(reason, n, "field %u (%s): %s", field, field_names[field], what);
     else
         snprintf(reason, n, "%s", what);
@@ -122,6 +124,13 @@ em_err_t em_execution_inspect(const uint8_t *buf, size_t len, em_exec_info_t *in
                 return bad(reason, n, 4, "wrong wire type, expected length-delimited");
             if (check_header(f.data, f.len, reason, n) != EM_OK)
                 return EM_EINVAL;
+            const uint8_t *v;
+            size_t vn;
+            if (em_header_is(f.data, f.len, EM_TRACEPARENT, &v, &vn)) { /* the last one wins, valid or not */
+                int ok = em_traceparent_trace_id(v, vn);
+                info->traceparent = ok ? v : NULL;
+                info->traceparent_len = ok ? vn : 0;
+            }
             break;
         case 5:
         case 6:
@@ -129,6 +138,7 @@ em_err_t em_execution_inspect(const uint8_t *buf, size_t len, em_exec_info_t *in
         case 8:
         case 9:
         case 11:
+        case 12:
             if (f.wire_type != EM_PB_VARINT)
                 return bad(reason, n, f.number, "wrong wire type, expected varint");
             switch (f.number) {
@@ -137,6 +147,7 @@ em_err_t em_execution_inspect(const uint8_t *buf, size_t len, em_exec_info_t *in
             case 7: info->attempt = (uint32_t)f.varint; break;
             case 8: info->submitted_unix_ms = (int64_t)f.varint; break;
             case 9: info->deadline_unix_ms = (int64_t)f.varint; break;
+            case 12: info->dispatched_unix_ms = (int64_t)f.varint; break;
             default: info->executor_deaths = (uint32_t)f.varint; break;
             }
             break;
@@ -166,28 +177,34 @@ em_err_t em_execution_inspect(const uint8_t *buf, size_t len, em_exec_info_t *in
 
 size_t em_varint_size(uint64_t v) { return em_pb_varint_size(v); }
 
-size_t em_execution_append_size(uint32_t attempt, size_t id_len, int64_t submitted_unix_ms) {
-    size_t n = 1 + em_varint_size(attempt);
-    if (id_len)
-        n += 1 + em_varint_size(id_len) + id_len;
-    if (submitted_unix_ms)
-        n += 1 + em_varint_size((uint64_t)submitted_unix_ms);
+size_t em_execution_append_size(const em_exec_append_t *a) {
+    size_t n = 1 + em_varint_size(a->attempt);
+    if (a->id_len)
+        n += em_pb_len_field_size(1, a->id_len);
+    if (a->submitted_unix_ms)
+        n += 1 + em_varint_size((uint64_t)a->submitted_unix_ms);
+    if (a->dispatched_unix_ms)
+        n += 1 + em_varint_size((uint64_t)a->dispatched_unix_ms);
+    if (a->traceparent)
+        n += em_header_field_size(4, EM_TRACEPARENT, EM_TRACEPARENT_LEN);
     return n;
 }
 
-uint8_t *em_execution_append(uint8_t *out, uint32_t attempt, const char *id, size_t id_len, int64_t submitted_unix_ms) {
-    if (id_len) {
-        *out++ = (1 << 3) | EM_PB_LEN;
-        out += em_pb_put_varint(out, id_len);
-        memcpy(out, id, id_len);
-        out += id_len;
-    }
+uint8_t *em_execution_append(uint8_t *out, const em_exec_append_t *a) {
+    if (a->id_len)
+        out = em_pb_write_len_field(out, 1, a->id, a->id_len);
     *out++ = (7 << 3) | EM_PB_VARINT;
-    out += em_pb_put_varint(out, attempt);
-    if (submitted_unix_ms) {
+    out += em_pb_put_varint(out, a->attempt);
+    if (a->submitted_unix_ms) {
         *out++ = (8 << 3) | EM_PB_VARINT;
-        out += em_pb_put_varint(out, (uint64_t)submitted_unix_ms);
+        out += em_pb_put_varint(out, (uint64_t)a->submitted_unix_ms);
     }
+    if (a->dispatched_unix_ms) {
+        *out++ = (12 << 3) | EM_PB_VARINT;
+        out += em_pb_put_varint(out, (uint64_t)a->dispatched_unix_ms);
+    }
+    if (a->traceparent)
+        out = em_header_field_write(out, 4, EM_TRACEPARENT, a->traceparent, EM_TRACEPARENT_LEN);
     return out;
 }
 

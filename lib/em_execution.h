@@ -26,6 +26,9 @@ typedef struct em_exec_info {
     size_t nhistory;
     int64_t submitted_unix_ms;
     int64_t deadline_unix_ms;
+    int64_t dispatched_unix_ms;
+    const uint8_t *traceparent; /* the traceparent header's value inside the buffer when valid, else NULL */
+    size_t traceparent_len;
 } em_exec_info_t;
 
 /* What the scheduler reads of a Result an executor answered with. */
@@ -51,13 +54,22 @@ em_err_t em_execution_inspect(const uint8_t *buf, size_t len, em_exec_info_t *in
 /* Is s[0..n) valid UTF-8 without NUL bytes? */
 int em_utf8_valid(const uint8_t *s, size_t n);
 
-/* The size of the fields em_execution_append writes. id may be NULL (not
- * written); submitted_unix_ms 0 is not written. */
-size_t em_execution_append_size(uint32_t attempt, size_t id_len, int64_t submitted_unix_ms);
+/* The fields dispatch appends to an execution. */
+typedef struct em_exec_append {
+    uint32_t attempt;              /* field 7, always written */
+    const char *id;                /* field 1 when id_len > 0 */
+    size_t id_len;
+    int64_t submitted_unix_ms;     /* field 8 when not 0 */
+    int64_t dispatched_unix_ms;    /* field 12 when not 0 */
+    const char *traceparent;       /* a headers entry (field 4) when not NULL: EM_TRACEPARENT_LEN characters */
+} em_exec_append_t;
 
-/* Writes attempt (field 7), id (field 1) and submit time (field 8) at out;
- * returns the end. out must hold em_execution_append_size bytes. */
-uint8_t *em_execution_append(uint8_t *out, uint32_t attempt, const char *id, size_t id_len, int64_t submitted_unix_ms);
+/* The size of the fields em_execution_append writes. */
+size_t em_execution_append_size(const em_exec_append_t *a);
+
+/* Writes a's fields at out; returns the end. out must hold
+ * em_execution_append_size bytes. */
+uint8_t *em_execution_append(uint8_t *out, const em_exec_append_t *a);
 
 /* Reads the fields of a Result the scheduler needs; EM_EINVAL when malformed. */
 em_err_t em_result_read(const uint8_t *buf, size_t len, em_result_info_t *info);

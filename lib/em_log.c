@@ -99,16 +99,18 @@ static void line_putf(em_line_t *l, const char *fmt, ...) {
         l->len += (size_t)n < sizeof(l->buf) - l->len ? (size_t)n : sizeof(l->buf) - l->len - 1;
 }
 
-static void line_putstr(em_line_t *l, const char *s) {
+static void line_putstrn(em_line_t *l, const char *s, size_t n) {
     if (!s)
         s = "";
     if (l->len + 3 >= sizeof(l->buf))
         return;
     l->buf[l->len++] = '"';
-    l->len += em_json_escape(l->buf + l->len, sizeof(l->buf) - l->len - 1, s, strlen(s));
+    l->len += em_json_escape(l->buf + l->len, sizeof(l->buf) - l->len - 1, s, n);
     l->buf[l->len++] = '"';
     l->buf[l->len] = '\0';
 }
+
+static void line_putstr(em_line_t *l, const char *s) { line_putstrn(l, s, s ? strlen(s) : 0); }
 
 static void line_start(em_line_t *l, em_log_level_t level, const char *msg) {
     struct timespec ts;
@@ -164,6 +166,7 @@ void em_log_emit(em_log_level_t level, const char *msg, ...) {
         case EM_FT_DBL: line_putf(&l, "%.6g", f.v.d); break;
         case EM_FT_BOOL: line_putf(&l, "%s", f.v.i ? "true" : "false"); break;
         case EM_FT_RAW: line_putf(&l, "%s", f.v.s ? f.v.s : "null"); break;
+        case EM_FT_STRN: line_putstrn(&l, f.v.s, f.v.s ? f.n : 0); break;
         case EM_FT_END_: break;
         }
     }

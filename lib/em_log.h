@@ -31,7 +31,8 @@ typedef enum em_field_type {
     EM_FT_UINT,
     EM_FT_DBL,
     EM_FT_BOOL,
-    EM_FT_RAW /* already valid JSON */
+    EM_FT_RAW, /* already valid JSON */
+    EM_FT_STRN /* a string of n bytes, not NUL-terminated */
 } em_field_type_t;
 
 typedef struct em_field {
@@ -43,6 +44,7 @@ typedef struct em_field {
         uint64_t u;
         double d;
     } v;
+    size_t n; /* EM_FT_STRN */
 } em_field_t;
 
 #define EM_F_STR(k, x) ((em_field_t){.type = EM_FT_STR, .key = (k), .v.s = (x)})
@@ -51,6 +53,7 @@ typedef struct em_field {
 #define EM_F_DBL(k, x) ((em_field_t){.type = EM_FT_DBL, .key = (k), .v.d = (double)(x)})
 #define EM_F_BOOL(k, x) ((em_field_t){.type = EM_FT_BOOL, .key = (k), .v.i = !!(x)})
 #define EM_F_RAW(k, x) ((em_field_t){.type = EM_FT_RAW, .key = (k), .v.s = (x)})
+#define EM_F_STRN(k, p, len) ((em_field_t){.type = EM_FT_STRN, .key = (k), .v.s = (const char *)(p), .n = (len)})
 #define EM_F_END ((em_field_t){.type = EM_FT_END_})
 
 /* Sets the service and replica names printed on every line (copied). */

@@ -31,6 +31,7 @@ struct em_metric {
     int is_counter;
     _Atomic int64_t value; /* histograms: the sum of observations */
     int nbounds;           /* > 0 for a histogram */
+    int64_t scale;         /* observation units per exposed unit */
     int64_t *bounds;
     _Atomic int64_t *buckets; /* nbounds + 1, the last for +Inf */
 };
@@ -122,17 +123,29 @@ em_metric_t *em_metrics_gauge(em_metrics_t *m, const char *name, const char *lab
     return reg(m, name, labels, help, 0);
 }
 
-em_metric_t *em_metrics_histogram(em_metrics_t *m, const char *name, const char *help, const int64_t *bounds,
-                                  int nbounds) {
+em_metric_t *em_metrics_gauge_scaled(em_metrics_t *m, const char *name, const char *labels, const char *help,
+                                     int64_t scale) {
+    if (scale <= 0)
+        return NULL;
+    em_metric_t *x = reg(m, name, labels, help, 0);
+    if (x)
+        x->scale = scale;
+    return x;
+}
+
+em_metric_t *em_metrics_histogram(em_metrics_t *m, const char *name, const char *labels, const char *help,
+                                  const int64_t *bounds, int nbounds, int64_t scale) {
+    if (nbounds <= 0 || scale <= 0)
+        return NULL;
     int64_t *b = malloc((size_t)nbounds * sizeof(*b));
     _Atomic int64_t *c = calloc((size_t)nbounds + 1, sizeof(*c));
-    if (!b || !c || nbounds <= 0) {
+    if (!b || !c) {
         free(b);
         free((void *)(uintptr_t)c);
         return NULL;
     }
     memcpy(b, bounds, (size_t)nbounds * sizeof(*b));
-    em_metric_t *x = reg(m, name, NULL, help, 0);
+    em_metric_t *x = reg(m, name, labels, help, 0);
     if (!x) {
         free(b);
         free((void *)(uintptr_t)c);
@@ -140,8 +153,24 @@ em_metric_t *em_metrics_histogram(em_metrics_t *m, const char *name, const char 
     }
     x->bounds = b;
     x->buckets = c;
+    x->scale = scale;
     x->nbounds = nbounds;
     return x;
+}
+
+const int64_t em_metrics_duration_us[] = {1000,    2500,     5000,     10000,    25000,     50000,     100000,
+                                          250000,  500000,   1000000,  2500000,  5000000,   10000000,  30000000,
+                                          60000000, 120000000, 300000000, 600000000, 1800000000, 3600000000};
+const int em_metrics_nduration = (int)(sizeof(em_metrics_duration_us) / sizeof(em_metrics_duration_us[0]));
+
+void em_metrics_build_info(em_metrics_t *m, const char *version, const char *librdkafka, const char *grpc) {
+    char labels[256];
+    snprintf(labels, sizeof(labels), "version=\"%s\",librdkafka=\"%s\",grpc=\"%s\"", version, librdkafka, grpc);
+    em_metric_t *x = em_metrics_gauge(m, "execmesh_build_info", labels,
+                                      "Always 1; the labels say which build runs (execmesh, librdkafka and gRPC "
+                                      "versions).");
+    if (x)
+        em_metric_set(x, 1);
 }
 
 void em_metric_observe(em_metric_t *x, int64_t v) {
@@ -237,12 +266,63 @@ void em_metrics_out_sample(em_metrics_out_t *out, const char *name, const char *
         buf_printf(out->b, "%s %.17g\n", name, value);
 }
 
+/* v / scale as an exact decimal ("0.0025", "12", "-1.5"). */
+static void put_scaled(em_buf_t *b, int64_t v, int64_t scale) {
+    if (scale == 1) {
+        buf_printf(b, "%lld", (long long)v);
+        return;
+    }
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    uint64_t whole = u / (uint64_t)scale, frac = u % (uint64_t)scale;
+    buf_printf(b, "%s%llu", v < 0 ? "-" : "", (unsigned long long)whole);
+    if (!frac)
+        return;
+    char digits[24];
+    int w = snprintf(digits, sizeof(digits), "%llu", (unsigned long long)scale) - 1; /* scale is a power of ten */
+    snprintf(digits, sizeof(digits), "%0*llu", w, (unsigned long long)frac);
+    while (w > 0 && digits[w - 1] == '0')
+        digits[--w] = '\0';
+    buf_printf(b, ".%s", digits);
+}
+
+static void render_histogram(em_buf_t *b, const em_metric_t *x) {
+    const char *l = x->labels ? x->labels : "", *sep = x->labels ? "," : "";
+    int64_t cum = 0;
+    for (int i = 0; i <= x->nbounds; i++) {
+        cum += atomic_load_explicit(&x->buckets[i], memory_order_relaxed);
+        buf_printf(b, "%s_bucket{%s%sle=\"", x->name, l, sep);
+        if (i < x->nbounds)
+            put_scaled(b, x->bounds[i], x->scale);
+        else
+            buf_printf(b, "+Inf");
+        buf_printf(b, "\"} %lld\n", (long long)cum);
+    }
+    buf_printf(b, x->labels ? "%s_sum{%s} " : "%s_sum%s ", x->name, l);
+    put_scaled(b, em_metric_get((em_metric_t *)(uintptr_t)x), x->scale);
+    buf_printf(b, x->labels ? "\n%s_count{%s} %lld\n" : "\n%s_count%s %lld\n", x->name, l, (long long)cum);
+}
+
+static void render_one(em_buf_t *b, em_metric_t *x) {
+    if (x->nbounds)
+        render_histogram(b, x);
+    else if (x->scale > 1) {
+        buf_printf(b, x->labels ? "%s{%s} " : "%s%s ", x->name, x->labels ? x->labels : "");
+        put_scaled(b, em_metric_get(x), x->scale);
+        buf_printf(b, "\n");
+    } else if (x->labels)
+        buf_printf(b, "%s{%s} %lld\n", x->name, x->labels, (long long)em_metric_get(x));
+    else
+        buf_printf(b, "%s %lld\n", x->name, (long long)em_metric_get(x));
+}
+
 char *em_metrics_render(em_metrics_t *m) {
     em_buf_t b = {.p = malloc(4096), .cap = 4096};
     if (!b.p)
         return NULL;
     b.p[0] = '\0';
     pthread_mutex_lock(&m->lock);
+    /* one family per name, where the name was first registered: its HELP,
+     * TYPE and every label set registered under it */
     for (em_metric_t *x = m->head; x && !b.oom; x = x->next) {
         int seen = 0;
         for (em_metric_t *y = m->head; y != x; y = y->next)
@@ -250,24 +330,13 @@ char *em_metrics_render(em_metrics_t *m) {
                 seen = 1;
                 break;
             }
-        if (!seen)
-            buf_printf(&b, "# HELP %s %s\n# TYPE %s %s\n", x->name, x->help, x->name,
-                       x->nbounds ? "histogram" : x->is_counter ? "counter" : "gauge");
-        if (x->nbounds) {
-            int64_t cum = 0;
-            for (int i = 0; i <= x->nbounds; i++) {
-                cum += atomic_load_explicit(&x->buckets[i], memory_order_relaxed);
-                if (i < x->nbounds)
-                    buf_printf(&b, "%s_bucket{le=\"%lld\"} %lld\n", x->name, (long long)x->bounds[i], (long long)cum);
-                else
-                    buf_printf(&b, "%s_bucket{le=\"+Inf\"} %lld\n", x->name, (long long)cum);
-            }
-            buf_printf(&b, "%s_sum %lld\n%s_count %lld\n", x->name, (long long)em_metric_get(x), x->name,
-                       (long long)cum);
-        } else if (x->labels)
-            buf_printf(&b, "%s{%s} %lld\n", x->name, x->labels, (long long)em_metric_get(x));
-        else
-            buf_printf(&b, "%s %lld\n", x->name, (long long)em_metric_get(x));
+        if (seen)
+            continue;
+        buf_printf(&b, "# HELP %s %s\n# TYPE %s %s\n", x->name, x->help, x->name,
+                   x->nbounds ? "histogram" : x->is_counter ? "counter" : "gauge");
+        for (em_metric_t *y = x; y; y = y->next)
+            if (y == x || strcmp(y->name, x->name) == 0)
+                render_one(&b, y);
     }
     em_metrics_out_t out = {.b = &b};
     for (int i = 0; i < m->ncollectors && !b.oom; i++)

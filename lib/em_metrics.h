@@ -3,7 +3,8 @@
  * Prometheus text exposition on its own HTTP port (libmicrohttpd), GET
  * /metrics. Metrics are registered once at start-up and updated lock-free
  * from any thread (C11 atomics). A metric name may be registered several
- * times with different label sets; HELP and TYPE are printed once per name.
+ * times with different label sets; a name's samples render together, under
+ * one HELP and TYPE (the first registration's).
  */
 #ifndef EM_METRICS_H
 #define EM_METRICS_H
@@ -24,12 +25,29 @@ void em_metrics_destroy(em_metrics_t *m);
  * or NULL. Returns NULL only when out of memory. All strings are copied. */
 em_metric_t *em_metrics_counter(em_metrics_t *m, const char *name, const char *labels, const char *help);
 em_metric_t *em_metrics_gauge(em_metrics_t *m, const char *name, const char *labels, const char *help);
+/* A gauge set in units of 1/scale (EM_METRICS_US: set microseconds,
+ * exposed as seconds), rendered as an exact decimal. */
+em_metric_t *em_metrics_gauge_scaled(em_metrics_t *m, const char *name, const char *labels, const char *help,
+                                     int64_t scale);
 
 /* A histogram of integer observations: bounds are the buckets' upper
- * bounds (inclusive, increasing; copied), rendered cumulatively with +Inf. */
-em_metric_t *em_metrics_histogram(em_metrics_t *m, const char *name, const char *help, const int64_t *bounds,
-                                  int nbounds);
+ * bounds in the observations' unit (inclusive, increasing; copied),
+ * rendered cumulatively with +Inf. labels as for counters, or NULL. scale
+ * is how many observation units make one exposed unit: 1 exposes the
+ * values as they are; EM_METRICS_US observes microseconds and exposes
+ * seconds (Prometheus' base unit), bounds and _sum as exact decimals. */
+#define EM_METRICS_US 1000000
+em_metric_t *em_metrics_histogram(em_metrics_t *m, const char *name, const char *labels, const char *help,
+                                  const int64_t *bounds, int nbounds, int64_t scale);
 void em_metric_observe(em_metric_t *histogram, int64_t value);
+
+/* The mesh's duration buckets in microseconds (1 ms to 1 h), for
+ * em_metrics_histogram(..., EM_METRICS_US), and their count. */
+extern const int64_t em_metrics_duration_us[];
+extern const int em_metrics_nduration;
+
+/* Registers execmesh_build_info{version,librdkafka,grpc} = 1. */
+void em_metrics_build_info(em_metrics_t *m, const char *version, const char *librdkafka, const char *grpc);
 
 void em_metric_add(em_metric_t *metric, int64_t delta);
 void em_metric_set(em_metric_t *metric, int64_t value);

@@ -2,7 +2,9 @@
 /* The shared skeleton of every execmesh service. */
 #include "em_service.h"
 
+#include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -122,6 +124,44 @@ static int check_security(const em_config_t *cfg, const char *program) {
         return 0;
     fprintf(stderr, "%s: config refused: %s: key '%s': %s\n", program, em_config_source(cfg, key), key, err);
     return -1;
+}
+
+/* ---- the state every replica shows: serving, draining, safe to stop ----- */
+
+static void collect_state(void *ctx, em_metrics_out_t *out) {
+    em_service_t *svc = ctx;
+    em_metrics_out_family(out, "execmesh_serving", "gauge",
+                          "1 while this replica's health is SERVING (clients pick it), else 0.");
+    em_metrics_out_sample(out, "execmesh_serving", NULL, em_health_overall(svc->health) == EM_HEALTH_SERVING);
+    em_metrics_out_family(out, "execmesh_draining", "gauge",
+                          "1 once a drain started (SIGTERM, SIGINT or POST /admin/drain): it takes no new work.");
+    em_metrics_out_sample(out, "execmesh_draining", NULL, atomic_load(&svc->draining));
+    em_metrics_out_family(out, "execmesh_safe_to_stop", "gauge",
+                          "1 when this replica holds no work (nothing in flight, waiting or unstored): stopping "
+                          "it loses and repeats nothing. Autoscalers drain a replica, then wait for 1.");
+    em_metrics_out_sample(out, "execmesh_safe_to_stop", NULL,
+                          !svc->holds_work || !svc->holds_work(svc->holds_work_ctx));
+}
+
+/* POST /admin/drain: the same drain as SIGTERM (sent to ourselves: the
+ * signal thread takes it like an operator's). */
+static int on_drain(void *ctx, const char *rest, char *out, size_t n) {
+    em_service_t *svc = ctx;
+    if (rest[0]) {
+        snprintf(out, n, "not found: try POST /admin/drain\n");
+        return 404;
+    }
+    if (atomic_load(&svc->draining)) {
+        snprintf(out, n, "already draining\n");
+        return 200;
+    }
+    EM_INFO("drain asked on the admin endpoint");
+    if (kill(getpid(), SIGTERM) != 0) {
+        snprintf(out, n, "cannot start the drain: %s\n", strerror(errno));
+        return 500;
+    }
+    snprintf(out, n, "draining\n");
+    return 202;
 }
 
 int em_service_init(em_service_t *svc, const em_service_desc_t *desc, int argc, char **argv) {
@@ -293,6 +333,9 @@ static int service_init(em_service_t *svc, const em_service_desc_t *desc, int ar
     }
     svc->live_stall_ms = em_config_int(svc->cfg, "liveness.stall_ms");
     em_metrics_route(svc->metrics, "GET", "/livez", on_livez, svc);
+    em_metrics_route(svc->metrics, "POST", "/admin/drain", on_drain, svc);
+    em_metrics_build_info(svc->metrics, EM_VERSION, rd_kafka_version_str(), grpc_version_string());
+    em_metrics_collector(svc->metrics, collect_state, svc);
     return -1;
 }
 
@@ -336,6 +379,11 @@ static int on_livez(void *ctx, const char *rest, char *out, size_t n) {
         turned[k++] = svc->live[i].turned_ms(svc->live[i].ctx);
     }
     return em_live_verdict(em_mono_ms(), names, turned, k, svc->live_stall_ms, out, n);
+}
+
+void em_service_work_source(em_service_t *svc, int (*holds_work)(void *ctx), void *ctx) {
+    svc->holds_work = holds_work;
+    svc->holds_work_ctx = ctx;
 }
 
 em_err_t em_service_allow(em_service_t *svc, const char *service, const char *method, const char *list_key) {

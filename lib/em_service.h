@@ -63,8 +63,8 @@
      "Allow a gRPC listener on a non-loopback address without TLS (tls.*): anyone who reaches the port could "  \
      "then call it. Off: such a service refuses to start."},                                                   \
     {"admin.enabled", EM_CFG_BOOL, "false", 0, 0,                                                               \
-     "Serve the admin actions on the metrics port (POST routes: the scheduler's /admin/pause and "            \
-     "/admin/resume). Off: they answer 403 and the port serves reads only (GET /metrics, /livez). On: "       \
+     "Serve the admin actions on the metrics port (POST routes: /admin/drain on every service, the "          \
+     "scheduler's /admin/pause and /admin/resume). Off: they answer 403 and the port serves reads only (GET /metrics, /livez). On: "       \
      "every admin request needs the bearer token of admin.token_file."},                                      \
     {"admin.token_file", EM_CFG_STR, "", 0, 4095,                                                               \
      "File holding the token admin requests present (Authorization: Bearer TOKEN; 16 to 4095 bytes, "         \
@@ -118,6 +118,10 @@ typedef struct em_service {
         void *ctx;
     } live[4];
     int nlive;
+    /* the service's own answer to "does it hold work a stop would
+     * disrupt?" (execmesh_safe_to_stop); NULL: never */
+    int (*holds_work)(void *ctx);
+    void *holds_work_ctx;
     sigset_t sigs;
     /* After the first SIGTERM/SIGINT: the thread that waits for a second */
     pthread_t second_signal;
@@ -135,6 +139,13 @@ int em_service_init(em_service_t *svc, const em_service_desc_t *desc, int argc, 
 /* Adds a loop /livez watches (before em_service_start): turned_ms(ctx)
  * gives its last turn (monotonic ms, 0 while it has not started). */
 void em_service_live_source(em_service_t *svc, const char *name, int64_t (*turned_ms)(void *ctx), void *ctx);
+
+/* Tells em_service what holds_work(ctx) answers: non-zero while the
+ * replica holds work (executions in flight, waiting, results unstored).
+ * execmesh_safe_to_stop is 1 when it holds none; with a drain under way
+ * that means the drain may be cut short by a stop without losing or
+ * redoing anything. */
+void em_service_work_source(em_service_t *svc, int (*holds_work)(void *ctx), void *ctx);
 
 /* The verdict /livez gives at now: 200, or 503 with the loop that has not
  * turned for more than stall_ms named in out. turned[i] of names[i]; 0

@@ -25,6 +25,7 @@ int64_t em_mono_ns(void) {
 }
 
 int64_t em_mono_ms(void) { return em_mono_ns() / 1000000; }
+int64_t em_mono_us(void) { return em_mono_ns() / 1000; }
 
 void em_cond_init(pthread_cond_t *cond) {
     pthread_condattr_t a;

@@ -26,6 +26,7 @@ int64_t em_now_unix_ms(void);
 /* Monotonic clock in ms and ns (for every timeout and duration). */
 int64_t em_mono_ms(void);
 int64_t em_mono_ns(void);
+int64_t em_mono_us(void);
 
 /* Condition variables on the monotonic clock, so a wall-clock jump never
  * stretches or cuts a bounded wait. em_cond_init makes one; em_cond_wait_ms

@@ -56,7 +56,7 @@ build_pkgs=(
 test_pkgs=(
   python3-grpcio python3-protobuf python3-confluent-kafka python3-pytest
   kcat procps iproute2 postgresql postgresql-client dnsmasq-base iptables
-  clang libclang-rt-14-dev
+  clang libclang-rt-14-dev prometheus tmux
 )
 
 want=("${build_pkgs[@]}")

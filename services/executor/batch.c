@@ -72,6 +72,7 @@ struct ex_batch {
     int split;             /* the last group left ready results behind (publish.group_max_bytes): next at once */
     grpc_slice packed;     /* the group being published, as PublishRequest == ExecuteResponse bytes */
     int publish_tries;
+    int64_t publish_start_us; /* monotonic: the try under way began */
     int report_finished;   /* a `finished` message for each execution as it ends */
     grpc_slice refused;    /* the executions of the call not taken (ExecuteResponse bytes), until sent */
 };
@@ -192,6 +193,10 @@ static size_t result_size(const ex_batch_t *b, size_t i) {
     }
     if (r->retry_delay_ms)
         n += em_pb_varint_field_size(14, r->retry_delay_ms);
+    if (ex->handler.n)
+        n += em_pb_len_field_size(15, ex->handler.n);
+    if (ex->dispatched_unix_ms)
+        n += em_pb_varint_field_size(16, (uint64_t)ex->dispatched_unix_ms);
     return n;
 }
 
@@ -226,6 +231,10 @@ static uint8_t *result_write(uint8_t *o, const ex_batch_t *b, size_t i) {
     }
     if (r->retry_delay_ms)
         o = em_pb_write_varint_field(o, 14, r->retry_delay_ms);
+    if (ex->handler.n)
+        o = em_pb_write_len_field(o, 15, ex->handler.p, ex->handler.n);
+    if (ex->dispatched_unix_ms)
+        o = em_pb_write_varint_field(o, 16, (uint64_t)ex->dispatched_unix_ms);
     return o;
 }
 
@@ -361,6 +370,7 @@ static void on_published(void *arg, grpc_status_code code, const char *details, 
     ex_batch_t *b = arg;
     (void)resp;
     (void)len;
+    em_metric_observe(EX.m_publish_seconds, em_mono_us() - b->publish_start_us);
     if (code == GRPC_STATUS_OK) {
         em_metric_add(EX.m_out, (int64_t)b->npub);
         journal_group(b, b->pub, b->npub, 'D');
@@ -414,6 +424,7 @@ static void publish_send(ex_batch_t *b) {
     if (left - 50 < timeout)
         timeout = left - 50 > 100 ? left - 50 : 100;
     b->publish_tries++;
+    b->publish_start_us = em_mono_us();
     if (em_rpc_channel_call(EX.sinks, EX.m_publish, grpc_slice_ref(b->packed), timeout, on_published, b) != EM_OK)
         batch_fail(b, GRPC_STATUS_ABORTED, "executor: cannot call a result sink");
 }

@@ -56,12 +56,14 @@ typedef struct ex_span {
 /* An execution as it came in, read off the wire without copying. */
 typedef struct ex_exec {
     ex_span_t id, handler, payload;
+    ex_span_t trace_id;  /* the 32 hex digits of its traceparent header; empty when it has none */
     ex_span_t *headers; /* each map entry's encoded bytes, copied to the result as they are */
     size_t nheaders;
     ex_span_t *history; /* the earlier attempts' encoded Attempt messages */
     size_t nhistory;
     uint32_t timeout_ms, attempt, max_attempts;
     int64_t submitted_unix_ms, deadline_unix_ms;
+    int64_t dispatched_unix_ms; /* when the scheduler sent this attempt (0: not said) */
     size_t wire_len; /* its encoded size as received: a retry's record is this plus one history entry */
 } ex_exec_t;
 
@@ -118,6 +120,7 @@ struct ex_handler {
     void *ctx; /* the handler's own settings (an exec handler's ex_exec_conf_t), or NULL */
     pthread_mutex_t lock;
     int running;      /* slots held: jobs taken and not yet finished */
+    em_metric_t *m_run; /* execmesh_executor_run_seconds{handler=name} */
 };
 
 /* One execution's outcome, encoded into the response. */
@@ -159,7 +162,10 @@ typedef struct executor {
     em_metric_t *m_in, *m_out, *m_failed, *m_inflight, *m_busy, *m_publish_failed, *m_retries, *m_exhausted;
     em_metric_t *m_refused_busy, *m_refused_inflight; /* executions refused one by one, by the limit met */
     em_metric_t *m_expired, *m_too_large, *m_history_full, *m_group_splits, *m_alone;
-    em_metric_t *m_status[7];
+    em_metric_t *m_running, *m_publish_seconds;
+    atomic_int running;                /* jobs started and not finished */
+    struct em_result_counts *results;  /* results by handler and status */
+    em_metric_t *m_run_other;          /* run time of executions whose handler is not configured */
 } executor_t;
 
 extern executor_t EX;

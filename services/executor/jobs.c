@@ -40,6 +40,7 @@
 
 #include "em_execution.h"
 #include "em_log.h"
+#include "em_result_counts.h"
 #include "em_util.h"
 #include "executor.h"
 
@@ -185,6 +186,8 @@ void ex_job_start(ex_job_t *job) {
     }
     job->run_ms = left;
     job->started_unix_ms = em_now_unix_ms();
+    atomic_fetch_add(&EX.running, 1);
+    em_metric_add(EX.m_running, 1);
     em_journal_write(EX.journal, "S %.*s %u", (int)job->ex->id.n, (const char *)job->ex->id.p,
                      ex_batch_result(job->batch, job->idx)->attempt);
     job->handler->run(job);
@@ -273,8 +276,18 @@ void job_finish(ex_job_t *job, Execmesh__V1__Status status, const uint8_t *outpu
     decide(job, r);
     em_journal_write(EX.journal, "E %.*s %u %d", (int)job->ex->id.n, (const char *)job->ex->id.p, r->attempt,
                      r->status);
-    if ((unsigned)r->status < EM_ARRAY_LEN(EX.m_status))
-        em_metric_add(EX.m_status[r->status], 1);
+    const ex_exec_t *ex = job->ex;
+    em_result_counts_add(EX.results, ex->handler.p, ex->handler.n, r->status, r->final);
+    if (job->started_unix_ms) { /* it ran: its handler's run time */
+        int64_t ms = r->finished_unix_ms - r->started_unix_ms;
+        em_metric_observe(job->handler ? job->handler->m_run : EX.m_run_other, (ms > 0 ? ms : 0) * 1000);
+        atomic_fetch_sub(&EX.running, 1);
+        em_metric_add(EX.m_running, -1);
+    }
+    EM_DEBUG("execution finished", EM_F_STRN("id", ex->id.p, ex->id.n), EM_F_UINT("attempt", r->attempt),
+             EM_F_STRN("trace_id", ex->trace_id.p, ex->trace_id.n), EM_F_STRN("handler", ex->handler.p, ex->handler.n),
+             EM_F_STR("status", em_status_label(r->status)), EM_F_BOOL("final", r->final),
+             EM_F_INT("run_ms", job->started_unix_ms ? r->finished_unix_ms - r->started_unix_ms : 0));
     if (r->status != EXECMESH__V1__STATUS__SUCCEEDED)
         em_metric_add(EX.m_failed, 1);
 

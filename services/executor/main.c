@@ -16,6 +16,7 @@
 
 #include "em_child.h"
 #include "em_log.h"
+#include "em_result_counts.h"
 #include "em_rpc_server.h"
 #include "em_util.h"
 #include "executor.h"
@@ -149,6 +150,12 @@ static int validate(const em_config_t *cfg) {
                               "a group (one Publish, one Execute answer)");
 }
 
+/* Executions taken and not answered: a stop now would run them again. */
+static int holds_work(void *ctx) {
+    (void)ctx;
+    return atomic_load(&EX.inflight) > 0;
+}
+
 static void register_metrics(void) {
     em_metrics_t *m = EX.svc.metrics;
     EX.m_in = em_metrics_counter(m, "execmesh_executions_in_total", NULL,
@@ -188,13 +195,34 @@ static void register_metrics(void) {
     EX.m_alone = em_metrics_counter(m, "execmesh_executor_alone_runs_total", NULL,
                                     "Executions run alone (ExecuteRequest.alone: one was in flight at an executor "
                                     "death), other work refused meanwhile.");
-    static const char *const names[] = {"unspecified", "succeeded", "failed",   "timed_out",
-                                        "rejected",    "exhausted", "cancelled"};
-    for (size_t i = 0; i < EM_ARRAY_LEN(names); i++) {
-        char labels[64];
-        snprintf(labels, sizeof(labels), "status=\"%s\"", names[i]);
-        EX.m_status[i] = em_metrics_counter(m, "execmesh_executor_results_total", labels, "Results by status.");
+    EX.results = em_result_counts_new(m, "execmesh_executor_results_total",
+                                      "Results by handler and status (one per attempt that ran or was refused "
+                                      "here); handler _other: names no configured handler has.",
+                                      0, EX.nhandlers + 1);
+    static const char run_help[] =
+        "Seconds an execution's handler ran (from its start to its end), by handler; _other: names no configured "
+        "handler has (they end REJECTED at once).";
+    for (int i = 0; i < EX.nhandlers; i++) {
+        char labels[160];
+        snprintf(labels, sizeof(labels), "handler=\"%s\"", EX.handlers[i].name);
+        EX.handlers[i].m_run = em_metrics_histogram(m, "execmesh_executor_run_seconds", labels, run_help,
+                                                    em_metrics_duration_us, em_metrics_nduration, EM_METRICS_US);
+        if (EX.results)
+            em_result_counts_declare(EX.results, EX.handlers[i].name);
     }
+    EX.m_run_other = em_metrics_histogram(m, "execmesh_executor_run_seconds", "handler=\"_other\"", run_help,
+                                          em_metrics_duration_us, em_metrics_nduration, EM_METRICS_US);
+    EX.m_publish_seconds = em_metrics_histogram(m, "execmesh_executor_publish_duration_seconds", NULL,
+                                                "Seconds a Publish call to a sink took (each try), from its start "
+                                                "to the sink's answer.",
+                                                em_metrics_duration_us, em_metrics_nduration, EM_METRICS_US);
+    EX.m_running = em_metrics_gauge(m, "execmesh_executor_running", NULL,
+                                    "Executions running now (started, not finished); execmesh_inflight also "
+                                    "counts those waiting for a slot or for their result's publish.");
+    em_metric_set(em_metrics_gauge(m, "execmesh_executor_capacity", NULL,
+                                   "Executions this executor holds at most (executor.max_inflight): "
+                                   "execmesh_inflight / this is its saturation; at 1 it refuses work."),
+                  em_config_int(EX.svc.cfg, "executor.max_inflight"));
     em_metrics_counter(m, "execmesh_dead_lettered_total", NULL, "Records sent to the dead-letter topic (none here).");
 }
 
@@ -214,6 +242,7 @@ int main(int argc, char **argv) {
         goto out;
     }
     register_metrics();
+    em_service_work_source(&EX.svc, holds_work, NULL);
     EX.replica_len = strlen(EX.svc.replica);
     em_err_t jerr;
     EX.journal = em_journal_open(em_config_str(cfg, "executor.journal"), &jerr);
@@ -276,5 +305,6 @@ out:
     em_journal_close(EX.journal);
     ex_handlers_cleanup();
     em_service_cleanup(&EX.svc);
+    em_result_counts_destroy(EX.results);
     return rc;
 }

@@ -10,6 +10,7 @@
 
 #include "em_arena.h"
 #include "em_pbwire.h"
+#include "em_trace.h"
 #include "executor.h"
 
 int ex_request_scan(const uint8_t *req, size_t len, ex_request_info_t *ri, char *msg, size_t msg_size) {
@@ -41,7 +42,7 @@ em_err_t ex_execution_read(const uint8_t *buf, size_t len, ex_exec_t *ex) {
     em_err_t rc;
     while ((rc = em_pb_next(&p, end, &f)) == EM_OK) {
         int want_len = (f.number >= 1 && f.number <= 4) || f.number == 10;
-        int want_varint = (f.number >= 5 && f.number <= 9) || f.number == 11;
+        int want_varint = (f.number >= 5 && f.number <= 9) || f.number == 11 || f.number == 12;
         if ((want_len && f.wire_type != EM_PB_LEN) || (want_varint && f.wire_type != EM_PB_VARINT))
             return EM_EINVAL;
         switch (f.number) {
@@ -55,6 +56,7 @@ em_err_t ex_execution_read(const uint8_t *buf, size_t len, ex_exec_t *ex) {
         case 8: ex->submitted_unix_ms = (int64_t)f.varint; break;
         case 9: ex->deadline_unix_ms = (int64_t)f.varint; break;
         case 10: ex->nhistory++; break;
+        case 12: ex->dispatched_unix_ms = (int64_t)f.varint; break;
         default: break;
         }
     }
@@ -74,8 +76,13 @@ em_err_t ex_execution_read_lists(em_arena_t *a, const uint8_t *buf, size_t len, 
         return EM_ENOMEM;
     em_pb_field_t f;
     for (const uint8_t *p = buf; em_pb_next(&p, buf + len, &f) == EM_OK;) {
-        if (f.number == 4)
+        if (f.number == 4) {
             ex->headers[ex->nheaders++] = (ex_span_t){f.data, f.len};
+            const uint8_t *v;
+            size_t vn;
+            if (em_header_is(f.data, f.len, EM_TRACEPARENT, &v, &vn) && em_traceparent_trace_id(v, vn))
+                ex->trace_id = (ex_span_t){v + 3, 32};
+        }
         else if (f.number == 10)
             ex->history[ex->nhistory++] = (ex_span_t){f.data, f.len};
     }

@@ -12,6 +12,7 @@
 
 #include "em_execution.h"
 #include "em_log.h"
+#include "em_trace.h"
 #include "em_pbwire.h"
 #include "em_util.h"
 #include "execmesh/v1/internal.pb-c.h"
@@ -29,6 +30,7 @@ typedef struct sc_call {
     int protocol_errors;
     char executor[128];      /* which one */
     char peer[96];           /* its address, where a cancel for one of its executions goes */
+    int64_t start_us;        /* monotonic: when the call started */
     sc_item_t *items[];
 } sc_call_t;
 
@@ -308,6 +310,7 @@ static void unanswered_locked(scheduler_t *s, sc_call_t *c, grpc_status_code cod
 static void on_execute_done(void *arg, grpc_status_code code, const char *details) {
     sc_call_t *c = arg;
     scheduler_t *s = c->s;
+    em_metric_observe(s->m_execute_seconds, em_mono_us() - c->start_us);
     pthread_mutex_lock(&s->lock);
     s->inflight_calls--;
     int k = 0;
@@ -392,14 +395,38 @@ static size_t generated_id(const scheduler_t *s, const sc_item_t *it, char *buf,
     return w > 0 && (size_t)w < n ? (size_t)w : 0;
 }
 
+/* The fields a dispatch appends to it: attempt and dispatch time; on the
+ * first (from the record) also the id, submit time and traceparent the
+ * record lacks. id is the generated id (idl bytes) when it has none; tp
+ * receives the derived traceparent. */
+static em_exec_append_t item_append(const sc_item_t *it, const char *id, size_t idl, int64_t now_unix_ms,
+                                    char tp[EM_TRACEPARENT_LEN + 1]) {
+    em_exec_append_t a = {.attempt = it->attempt, .dispatched_unix_ms = now_unix_ms};
+    if (it->raw) {
+        a.id = id;
+        a.id_len = it->need_id ? idl : 0;
+        a.submitted_unix_ms = it->submitted_unix_ms;
+        if (it->need_trace) { /* its trace id (derived at intake), parent id its second half */
+            memcpy(tp, "00-", 3);
+            memcpy(tp + 3, it->trace_id, 32);
+            tp[35] = '-';
+            memcpy(tp + 36, it->trace_id + 16, 16);
+            if (memcmp(tp + 36, "0000000000000000", 16) == 0)
+                tp[51] = '1'; /* an all-zero parent id is invalid */
+            memcpy(tp + 52, "-01", 4);
+            a.traceparent = tp;
+        }
+    }
+    return a;
+}
+
 /* The bytes of one execution as dispatched (its record or its last
  * dispatch's bytes, plus the fields appended now). A generated id counts
  * as the longest one: no id is written here. */
 static size_t item_body_size(const sc_item_t *it, size_t generated_id_len) {
-    if (it->raw)
-        return it->raw->len +
-               em_execution_append_size(it->attempt, it->need_id ? generated_id_len : 0, it->submitted_unix_ms);
-    return it->body_len + em_execution_append_size(it->attempt, 0, 0);
+    char tp[EM_TRACEPARENT_LEN + 1];
+    em_exec_append_t a = item_append(it, NULL, generated_id_len, INT64_MAX, tp);
+    return (it->raw ? it->raw->len : it->body_len) + em_execution_append_size(&a);
 }
 
 /* Its bytes in the ExecuteRequest: the field's tag, length and body. */
@@ -417,10 +444,13 @@ static size_t item_wire_size(const sc_item_t *it) {
  * slice. A later dispatch copies those and appends the new attempt. */
 static grpc_slice pack_batch(const scheduler_t *s, sc_item_t **items, int n, int alone, int report_finished) {
     size_t total = (alone ? 2 : 0) + (report_finished ? 2 : 0); /* bool fields 2 and 3: tag and varint 1 */
-    char id[300];
+    char id[300], tp[EM_TRACEPARENT_LEN + 1];
+    int64_t now = em_now_unix_ms();
     for (int i = 0; i < n; i++) {
         const sc_item_t *it = items[i];
-        size_t body = item_body_size(it, it->raw && it->need_id ? generated_id(s, it, id, sizeof(id)) : 0);
+        size_t idl = it->raw && it->need_id ? generated_id(s, it, id, sizeof(id)) : 0;
+        em_exec_append_t a = item_append(it, id, idl, now, tp);
+        size_t body = (it->raw ? it->raw->len : it->body_len) + em_execution_append_size(&a);
         total += 1 + em_varint_size(body) + body;
     }
     grpc_slice slice = grpc_slice_malloc(total);
@@ -437,7 +467,8 @@ static grpc_slice pack_batch(const scheduler_t *s, sc_item_t **items, int n, int
             src = GRPC_SLICE_START_PTR(it->body) + it->body_off;
             srclen = it->body_len;
         }
-        size_t body = srclen + em_execution_append_size(it->attempt, idl, it->raw ? it->submitted_unix_ms : 0);
+        em_exec_append_t a = item_append(it, id, idl, now, tp);
+        size_t body = srclen + em_execution_append_size(&a);
         *out++ = (1 << 3) | EM_PB_LEN;
         out += em_pb_put_varint(out, body);
         uint8_t *body_start = out;
@@ -447,8 +478,10 @@ static grpc_slice pack_batch(const scheduler_t *s, sc_item_t **items, int n, int
             it->id_rel = (uint32_t)(srclen + 1 + em_varint_size(idl));
             it->id_len = (uint32_t)idl;
         }
-        out = em_execution_append(out, it->attempt, id, idl, it->raw ? it->submitted_unix_ms : 0);
-        if (it->raw) {
+        out = em_execution_append(out, &a);
+        if (it->raw) { /* its first dispatch: it waited since its record was appended */
+            em_metric_observe(s->m_queue_wait, (now > it->kafka_ms ? now - it->kafka_ms : 0) * 1000);
+            it->need_trace = 0;
             rd_kafka_message_destroy(it->raw);
             it->raw = NULL;
         } else {
@@ -608,6 +641,7 @@ void sc_dispatch_locked(scheduler_t *s) {
             backoff_locked(s, s->retry_backoff_ms);
             break;
         }
+        c->start_us = em_mono_us();
         call_link(s, c);
         em_metric_add(s->m_calls, 1);
         s->inflight_calls++;

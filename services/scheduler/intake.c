@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "em_execution.h"
+#include "em_trace.h"
 #include "em_log.h"
 #include "em_util.h"
 #include "scheduler.h"
@@ -190,6 +191,7 @@ void sc_accept_locked(scheduler_t *s, rd_kafka_message_t *msg) {
     it->offset = msg->offset;
     it->attempt = 1;
     it->raw = msg;
+    it->kafka_ms = ts > 0 ? ts : em_now_unix_ms();
     p->inflight++;
     em_metric_add(s->m_in_kafka, 1);
 
@@ -232,6 +234,17 @@ void sc_accept_locked(scheduler_t *s, rd_kafka_message_t *msg) {
     }
     if (info.attempt) /* a retry, or a record whose executor died: it carries its attempt */
         it->attempt = info.attempt;
+    if (info.traceparent) {
+        memcpy(it->trace_id, info.traceparent + 3, 32);
+    } else { /* derived from its id: the same wherever and however often it is read */
+        char key[300], tp[EM_TRACEPARENT_LEN + 1];
+        size_t kl;
+        const uint8_t *k = sc_item_key(s, it, key, sizeof(key), &kl);
+        em_traceparent_derive(k, kl, tp);
+        memcpy(it->trace_id, tp + 3, 32);
+        it->need_trace = 1;
+    }
+    it->trace_id[32] = '\0';
     it->deaths = info.executor_deaths;
     if (sc_cancelled_locked(s, it)) {
         sc_cancel_item_locked(s, it, it->attempt > 1 ? "while its next attempt waited" : "while it waited in Kafka");

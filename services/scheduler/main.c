@@ -253,6 +253,15 @@ static int admin_consume(void *ctx, const char *rest, char *out, size_t n) {
     return 200;
 }
 
+/* Executions dispatched or waiting for dispatch (the gauges the dispatch
+ * keeps: read without the scheduler's lock, which the metrics thread must
+ * not take). A stop would give their partitions to another scheduler,
+ * which runs them again. */
+static int holds_work(void *ctx) {
+    scheduler_t *s = ctx;
+    return em_metric_get(s->m_inflight) > 0 || em_metric_get(s->m_pending) > 0;
+}
+
 static void register_metrics(scheduler_t *s) {
     em_metrics_t *m = s->svc.metrics;
     s->m_in_kafka = em_metrics_counter(m, "execmesh_executions_in_total", "source=\"kafka\"",
@@ -297,6 +306,14 @@ static void register_metrics(scheduler_t *s) {
     s->m_protocol_errors = em_metrics_counter(m, "execmesh_scheduler_protocol_errors_total", NULL,
                                               "Execute answers that did not match what was dispatched.");
     s->m_calls = em_metrics_counter(m, "execmesh_scheduler_execute_calls_total", NULL, "Execute calls started.");
+    s->m_queue_wait = em_metrics_histogram(m, "execmesh_scheduler_queue_wait_seconds", NULL,
+                                           "Seconds from an execution's record reaching Kafka (its timestamp) to "
+                                           "its dispatch to an executor (each attempt's record once).",
+                                           em_metrics_duration_us, em_metrics_nduration, EM_METRICS_US);
+    s->m_execute_seconds = em_metrics_histogram(m, "execmesh_scheduler_execute_duration_seconds", NULL,
+                                                "Seconds an Execute call took, from its start to its end (its "
+                                                "executions ran and their results were stored).",
+                                                em_metrics_duration_us, em_metrics_nduration, EM_METRICS_US);
     s->m_byte_cuts = em_metrics_counter(m, "execmesh_scheduler_batch_byte_cuts_total", NULL,
                                         "Execute batches closed early because the next execution would have "
                                         "passed dispatch.batch_max_bytes.");
@@ -368,6 +385,7 @@ int main(int argc, char **argv) {
     /* the parts */
     read_settings(&s, cfg);
     register_metrics(&s);
+    em_service_work_source(&s.svc, holds_work, &s);
     if (sc_resources_init(&s, cfg) != EM_OK) {
         EM_ERROR("out of memory reading the resources");
         goto out;

@@ -36,6 +36,7 @@
 #include "em_cancels.h"
 #include "em_delay.h"
 #include "em_log.h"
+#include "em_result_counts.h"
 #include "em_pbwire.h"
 #include "em_util.h"
 #include "execmesh/v1/execmesh.pb-c.h"
@@ -59,10 +60,11 @@ static void on_stored(em_delivery_t *d, const rd_kafka_message_t *msg) {
     sc_item_t *it = EM_CONTAINER_OF(d, sc_item_t, dr);
     scheduler_t *s = it->s;
     if (msg->err) {
+        char idbuf[300];
         EM_WARN(it->out_kind == SC_OUT_DELAY ? "next attempt not stored in the delay topic, retrying"
                                              : "final result not stored, retrying",
-                EM_F_STR("error", rd_kafka_err2name(msg->err)), EM_F_INT("partition", it->part->id),
-                EM_F_INT("offset", it->offset));
+                SC_F_EXEC(s, it, idbuf), EM_F_STR("error", rd_kafka_err2name(msg->err)),
+                EM_F_INT("partition", it->part->id), EM_F_INT("offset", it->offset));
         if (em_timer_after(s->svc.timers, s->retry_backoff_ms, store_retry, it) == EM_OK)
             return;
         pthread_mutex_lock(&s->lock); /* exiting: the next owner runs it again */
@@ -139,8 +141,10 @@ void sc_retry_later_locked(scheduler_t *s, sc_item_t *it, const em_result_info_t
     }
     it->out_kind = SC_OUT_DELAY;
     it->out_due_unix_ms = em_now_unix_ms() + r->retry_delay_ms;
-    EM_DEBUG("attempt failed; the next waits in the delay topic", EM_F_INT("attempt", r->attempt),
-             EM_F_INT("retry_delay_ms", r->retry_delay_ms), EM_F_INT("partition", it->part->id));
+    char idbuf[300];
+    EM_INFO("attempt failed; the next waits in the delay topic", SC_F_EXEC(s, it, idbuf),
+            EM_F_STR("status", em_status_label(r->status)), EM_F_INT("retry_delay_ms", r->retry_delay_ms),
+            EM_F_INT("partition", it->part->id));
     store_locked(s, it);
 }
 
@@ -186,14 +190,16 @@ void sc_executor_died_locked(scheduler_t *s, sc_item_t *it, const char *executor
                                     it->attempt, EXECMESH__V1__STATUS__EXHAUSTED, a, na, error, &it->out_len);
         it->out_kind = SC_OUT_RESULT;
         em_metric_add(s->m_quarantined, 1);
-        EM_ERROR("execution quarantined: it ends EXHAUSTED", EM_F_INT("deaths", deaths), EM_F_STR("last", why),
-                 EM_F_INT("partition", it->part->id), EM_F_INT("offset", it->offset));
+        char idbuf[300];
+        EM_ERROR("execution quarantined: it ends EXHAUSTED", SC_F_EXEC(s, it, idbuf), EM_F_INT("deaths", deaths),
+                 EM_F_STR("last", why), EM_F_INT("partition", it->part->id), EM_F_INT("offset", it->offset));
     } else {
         it->out_rec = next_attempt_record(it, a, na, deaths, &it->out_len);
         it->out_kind = SC_OUT_DELAY;
         it->out_due_unix_ms = now;
-        EM_WARN("executor died running an execution alone", EM_F_INT("deaths", deaths), EM_F_STR("why", why),
-                EM_F_INT("partition", it->part->id), EM_F_INT("offset", it->offset));
+        char idbuf[300];
+        EM_WARN("executor died running an execution alone", SC_F_EXEC(s, it, idbuf), EM_F_INT("deaths", deaths),
+                EM_F_STR("why", why), EM_F_INT("partition", it->part->id), EM_F_INT("offset", it->offset));
     }
     if (!it->out_rec) {
         EM_ERROR("cannot write what follows an executor death; the attempt runs again",
@@ -216,6 +222,14 @@ const uint8_t *sc_item_key(const scheduler_t *s, const sc_item_t *it, char *buf,
     int w = snprintf(buf, n, "%s/%" PRId32 "/%" PRId64, s->topic_requests, it->part->id, it->offset);
     *len = w > 0 && (size_t)w < n ? (size_t)w : 0;
     return (const uint8_t *)buf;
+}
+
+const char *sc_item_log_id(const scheduler_t *s, const sc_item_t *it, char *buf) {
+    char key[300];
+    size_t n;
+    const uint8_t *id = sc_item_key(s, it, key, sizeof(key), &n);
+    snprintf(buf, 300, "%.*s", (int)(n < 299 ? n : 299), (const char *)id);
+    return buf;
 }
 
 int sc_cancelled_locked(scheduler_t *s, const sc_item_t *it) {
@@ -245,6 +259,7 @@ void sc_cancel_item_locked(scheduler_t *s, sc_item_t *it, const char *where) {
         return;
     }
     it->out_kind = SC_OUT_CANCELLED;
-    EM_INFO("execution cancelled", EM_F_STR("id", idz), EM_F_STR("where", where), EM_F_INT("attempt", it->attempt));
+    EM_INFO("execution cancelled", EM_F_STR("id", idz), EM_F_UINT("attempt", it->attempt),
+            EM_F_STR("trace_id", it->trace_id), EM_F_STR("where", where));
     store_locked(s, it);
 }

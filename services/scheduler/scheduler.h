@@ -119,6 +119,9 @@ typedef struct sc_item {
     int out_kind;                /* what out_rec is: SC_OUT_DELAY or SC_OUT_RESULT */
     int64_t out_due_unix_ms;     /* SC_OUT_DELAY: when the next attempt may run */
     int64_t submitted_unix_ms;   /* appended when the record had none (its Kafka timestamp), else 0 */
+    int64_t kafka_ms;            /* its record's Kafka timestamp (queue wait: until its first dispatch) */
+    char trace_id[33];           /* its traceparent's trace id, or the one derived from its id */
+    uint8_t need_trace;          /* the record has no valid traceparent: its first dispatch appends one */
     em_delivery_t dr;
     struct scheduler *s;
     char *dead_reason;           /* a dead-lettered record's reason (malloc'd; NULL for the others) */
@@ -272,6 +275,7 @@ typedef struct scheduler {
     em_metric_t *m_paused, *m_holds, *m_flow_pauses, *m_rebalances, *m_stalled, *m_stalls, *m_heals;
     em_metric_t *m_retries, *m_deaths, *m_quarantined, *m_protocol_errors, *m_isolated;
     em_metric_t *m_cancelled, *m_cancel_calls, *m_cancel_requests, *m_cancels_seen, *m_cancels_sent;
+    em_metric_t *m_queue_wait, *m_execute_seconds; /* histograms, seconds */
     em_metric_t *m_calls, *m_byte_cuts, *m_dead_truncated, *m_too_large_refused;
 } scheduler_t;
 
@@ -318,6 +322,14 @@ void sc_retry_later_locked(scheduler_t *s, sc_item_t *it, const em_result_info_t
 void sc_executor_died_locked(scheduler_t *s, sc_item_t *it, const char *executor, const char *why);
 /* The id of a dispatched item. */
 const uint8_t *sc_item_id(const sc_item_t *it);
+
+/* The log fields that name an execution (every line about one carries
+ * them): its id (NUL-terminated into buf, which must hold 300 bytes),
+ * attempt and trace id. */
+const char *sc_item_log_id(const struct scheduler *s, const sc_item_t *it, char *buf);
+#define SC_F_EXEC(s, it, buf)                                                                \
+    EM_F_STR("id", sc_item_log_id((s), (it), (buf))), EM_F_UINT("attempt", (it)->attempt), \
+        EM_F_STR("trace_id", (it)->trace_id)
 /* The id of any item (dispatched or not; a generated one written to buf). */
 const uint8_t *sc_item_key(const scheduler_t *s, const sc_item_t *it, char *buf, size_t n, size_t *len);
 /* Is the item's execution cancelled? */

@@ -20,6 +20,7 @@
 
 #include "em_authz.h"
 #include "em_log.h"
+#include "em_trace.h"
 #include "em_util.h"
 #include "scheduler.h"
 
@@ -63,6 +64,45 @@ static int budget_charge(scheduler_t *s, size_t len, int64_t *charged, char *msg
 static void budget_release(scheduler_t *s, int64_t charged) {
     if (charged)
         atomic_fetch_sub(&s->submit_inflight_bytes, charged);
+}
+
+/* Trace context starts here: an execution without a valid traceparent
+ * header gets a new one (a broken one is replaced). The decoded message is
+ * changed in place with malloc'd parts, which free_unpacked (the default
+ * allocator) frees. 0, or -1 when out of memory. */
+static int ensure_traceparent(Execmesh__V1__Execution *e) {
+    Execmesh__V1__Execution__HeadersEntry *found = NULL;
+    for (size_t i = 0; i < e->n_headers; i++)
+        if (strcmp(e->headers[i]->key, EM_TRACEPARENT) == 0)
+            found = e->headers[i]; /* the last one wins */
+    if (found && em_traceparent_trace_id((const uint8_t *)found->value, strlen(found->value)))
+        return 0;
+    char tp[EM_TRACEPARENT_LEN + 1];
+    em_traceparent_random(tp);
+    char *value = strdup(tp);
+    if (!value)
+        return -1;
+    if (found) {
+        free(found->value);
+        found->value = value;
+        return 0;
+    }
+    Execmesh__V1__Execution__HeadersEntry *entry = malloc(sizeof(*entry));
+    char *key = strdup(EM_TRACEPARENT);
+    Execmesh__V1__Execution__HeadersEntry **grown = realloc(e->headers, (e->n_headers + 1) * sizeof(*grown));
+    if (grown)
+        e->headers = grown;
+    if (!entry || !key || !grown) {
+        free(entry);
+        free(key);
+        free(value);
+        return -1;
+    }
+    execmesh__v1__execution__headers_entry__init(entry);
+    entry->key = key;
+    entry->value = value;
+    e->headers[e->n_headers++] = entry;
+    return 0;
 }
 
 static void submit_free(submit_t *sub) {
@@ -181,8 +221,14 @@ void sc_on_submit(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_t len
         return;
     }
     /* What goes to Kafka is a copy of each execution with the mesh's fields
-     * set; the decoded request itself stays as it came. */
+     * set; the decoded request keeps its own, a traceparent added. */
     for (size_t i = 0; i < n; i++) {
+        if (ensure_traceparent(in->executions[i]) != 0) {
+            free(sizes);
+            submit_free(sub);
+            em_rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "scheduler: out of memory");
+            return;
+        }
         Execmesh__V1__Execution e = *in->executions[i];
         if (!*e.id) {
             em_random_id(sub->idmem + 33 * i);

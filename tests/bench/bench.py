@@ -13,7 +13,7 @@ same Kafka, partition counts, message size and load, it measures
   open loop     a coordinated-omission-free generator (em-bench-fill --rate)
                 at 1,000/s and at half the closed-loop maximum; latency from
                 each execution's scheduled time to its result's delivery
-                report (the sink's execmesh_sink_latency_ms histogram); and
+                report (the sink's execmesh_sink_end_to_end_seconds histogram); and
                 before each, Kafka alone at the same rate: the generator into
                 em-bench-passthrough --latency (consume -> produce, no gRPC)
 
@@ -249,9 +249,9 @@ class MeshRun:
         buckets = {}
         for s in self.sinks:
             for k, v in s.metrics().items():
-                m = re.match(r'execmesh_sink_latency_ms_bucket\{le="([^"]+)"\}', k)
-                if m:
-                    le = float("inf") if m.group(1) == "+Inf" else float(m.group(1))
+                m = re.match(r'execmesh_sink_end_to_end_seconds_bucket\{le="([^"]+)"\}', k)
+                if m:  # seconds in the exposition, milliseconds in the report
+                    le = float("inf") if m.group(1) == "+Inf" else round(float(m.group(1)) * 1000, 3)
                     buckets[le] = buckets.get(le, 0) + v
         return sorted(buckets.items())
 

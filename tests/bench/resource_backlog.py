@@ -22,6 +22,7 @@ N - admitted - slack).
 """
 import argparse
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -287,8 +288,12 @@ def main():
         lags.append(lag)
         rows = observe(sched, ex, sink, lag, args.resource, args.observe_s, t_sched, "with the resource")
         last = rows[-1]
-        statuses = " ".join(f"{k.split(chr(34))[1]}:{v:.0f}" for k, v in ex.metrics().items()
-                            if k.startswith("execmesh_executor_results_total{") and v)
+        by_status = {}
+        for k, v in ex.metrics().items():
+            if k.startswith("execmesh_executor_results_total{") and v:
+                st = re.search(r'status="([^"]+)"', k).group(1)
+                by_status[st] = by_status.get(st, 0) + v
+        statuses = " ".join(f"{st}:{v:.0f}" for st, v in sorted(by_status.items()))
         retries = msum(sched.metrics(), "execmesh_scheduler_retries_total")
         # 3. the comparison: the same backlog, a scheduler without the resource
         cmp_rows = []

@@ -40,7 +40,7 @@ static em_metrics_t *registry(int admin) {
         abort();
     em_metric_add(em_metrics_counter(m, "execmesh_fuzz_total", "status=\"ok\"", "Requests."), 7);
     em_metric_set(em_metrics_gauge(m, "execmesh_fuzz_inflight", NULL, "In flight."), 2);
-    em_metric_observe(em_metrics_histogram(m, "execmesh_fuzz_latency_ms", "Latency.", bounds, 3), 42);
+    em_metric_observe(em_metrics_histogram(m, "execmesh_fuzz_latency_seconds", "k=\"v\"", "Latency.", bounds, 3, EM_METRICS_US), 42);
     em_metrics_collector(m, collect, NULL);
     fuzz_scheduler_routes(m);
     fuzz_devkafka_routes(m);

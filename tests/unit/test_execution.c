@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "em_execution.h"
+#include "em_trace.h"
 #include "execmesh/v1/execmesh.pb-c.h"
 
 static size_t pack(const Execmesh__V1__Execution *ex, uint8_t *buf) { return execmesh__v1__execution__pack(ex, buf); }
@@ -159,8 +160,16 @@ static void appended_fields_override_for_protobuf_c(void **state) {
         ex.submitted_unix_ms = rows[i].submitted;
         size_t n = pack(&ex, buf);
         size_t idl = rows[i].new_id ? strlen(rows[i].new_id) : 0;
-        size_t extra = em_execution_append_size(rows[i].new_attempt, idl, rows[i].new_submitted);
-        uint8_t *end = em_execution_append(buf + n, rows[i].new_attempt, rows[i].new_id, idl, rows[i].new_submitted);
+        char tp[EM_TRACEPARENT_LEN + 1];
+        em_traceparent_derive((const uint8_t *)"x", 1, tp);
+        em_exec_append_t app = {.attempt = rows[i].new_attempt,
+                                .id = rows[i].new_id,
+                                .id_len = idl,
+                                .submitted_unix_ms = rows[i].new_submitted,
+                                .dispatched_unix_ms = i % 2 ? 1700000000123 : 0,
+                                .traceparent = i % 2 ? tp : NULL};
+        size_t extra = em_execution_append_size(&app);
+        uint8_t *end = em_execution_append(buf + n, &app);
         assert_int_equal((size_t)(end - buf), n + extra);
 
         Execmesh__V1__Execution *got = execmesh__v1__execution__unpack(NULL, n + extra, buf);
@@ -171,12 +180,23 @@ static void appended_fields_override_for_protobuf_c(void **state) {
         assert_string_equal(got->handler, "echo");
         assert_int_equal(got->payload.len, 8);
         assert_memory_equal(got->payload.data, "pay\0load", 8);
+        assert_int_equal(got->dispatched_unix_ms, app.dispatched_unix_ms);
+        assert_int_equal(got->n_headers, i % 2 ? 1 : 0);
+        if (i % 2) {
+            assert_string_equal(got->headers[0]->key, "traceparent");
+            assert_string_equal(got->headers[0]->value, tp);
+        }
         execmesh__v1__execution__free_unpacked(got, NULL);
 
         em_exec_info_t info;
         char why[128];
         assert_int_equal(em_execution_inspect(buf, n + extra, &info, why, sizeof(why)), EM_OK);
         assert_int_equal(info.id_len, rows[i].new_id ? idl : strlen(rows[i].id));
+        assert_int_equal(info.dispatched_unix_ms, app.dispatched_unix_ms);
+        if (i % 2)
+            assert_memory_equal(info.traceparent, tp, EM_TRACEPARENT_LEN);
+        else
+            assert_null(info.traceparent);
     }
 }
 

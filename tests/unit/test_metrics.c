@@ -46,7 +46,9 @@ static void renders_prometheus_text(void **state) {
     em_metric_t *ok = em_metrics_counter(m, "em_jobs_total", "status=\"ok\"", "Jobs finished.");
     em_metric_t *failed = em_metrics_counter(m, "em_jobs_total", "status=\"failed\"", "Jobs finished.");
     em_metric_t *depth = em_metrics_gauge(m, "em_queue_depth", NULL, "Jobs waiting.");
-    /* the same name again after another metric: still one HELP/TYPE */
+    /* the same name again after another metric: still one HELP/TYPE, and
+     * its sample renders with the others of its family (the text format
+     * wants a family's lines together) */
     em_metric_t *rej = em_metrics_counter(m, "em_jobs_total", "status=\"rejected\"", "Jobs finished.");
     assert_non_null(ok);
     assert_non_null(failed);
@@ -65,10 +67,10 @@ static void renders_prometheus_text(void **state) {
                               "# TYPE em_jobs_total counter\n"
                               "em_jobs_total{status=\"ok\"} 5\n"
                               "em_jobs_total{status=\"failed\"} 1\n"
+                              "em_jobs_total{status=\"rejected\"} 0\n"
                               "# HELP em_queue_depth Jobs waiting.\n"
                               "# TYPE em_queue_depth gauge\n"
-                              "em_queue_depth -8\n"
-                              "em_jobs_total{status=\"rejected\"} 0\n");
+                              "em_queue_depth -8\n");
     assert_int_equal(count_of(text, "# HELP em_jobs_total "), 1);
     assert_int_equal(count_of(text, "# TYPE em_jobs_total "), 1);
     free(text);
@@ -362,7 +364,7 @@ static void histogram_buckets_are_cumulative(void **state) {
     (void)state;
     em_metrics_t *m = em_metrics_new();
     static const int64_t bounds[] = {1, 5, 10};
-    em_metric_t *h = em_metrics_histogram(m, "em_latency_ms", "Latency.", bounds, 3);
+    em_metric_t *h = em_metrics_histogram(m, "em_latency_ms", NULL, "Latency.", bounds, 3, 1);
     assert_non_null(h);
     static const int64_t obs[] = {0, 1, 2, 5, 6, 10, 11, 1000};
     for (size_t i = 0; i < sizeof(obs) / sizeof(obs[0]); i++)
@@ -377,7 +379,62 @@ static void histogram_buckets_are_cumulative(void **state) {
     assert_contains(text, "em_latency_ms_sum 1035\n");
     assert_contains(text, "em_latency_ms_count 8\n");
     free(text);
-    assert_null(em_metrics_histogram(m, "em_bad", "No buckets.", bounds, 0));
+    assert_null(em_metrics_histogram(m, "em_bad", NULL, "No buckets.", bounds, 0, 1));
+    assert_null(em_metrics_histogram(m, "em_bad", NULL, "No scale.", bounds, 3, 0));
+    em_metrics_destroy(m);
+}
+
+/* A histogram observed in microseconds renders seconds: bounds and _sum as
+ * exact decimals; its labels go before le. A name registered with several
+ * label sets renders as one family (one HELP and TYPE) even when other
+ * names were registered between them. */
+static void seconds_histogram_with_labels(void **state) {
+    (void)state;
+    em_metrics_t *m = em_metrics_new();
+    em_metric_t *a = em_metrics_histogram(m, "em_run_seconds", "handler=\"a\"", "Run time.", em_metrics_duration_us,
+                                          em_metrics_nduration, EM_METRICS_US);
+    em_metric_t *other = em_metrics_counter(m, "em_between_total", NULL, "Registered in between.");
+    em_metric_t *b = em_metrics_histogram(m, "em_run_seconds", "handler=\"b\"", "Run time.", em_metrics_duration_us,
+                                          em_metrics_nduration, EM_METRICS_US);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_non_null(other);
+    em_metric_observe(a, 2000);    /* 2 ms: in le 0.0025 */
+    em_metric_observe(a, 1000);    /* 1 ms: in le 0.001 (inclusive) */
+    em_metric_observe(b, 7500001); /* 7.500001 s: in le 10 */
+    em_metric_t *g = em_metrics_gauge_scaled(m, "em_late_seconds", NULL, "Lateness.", EM_METRICS_US);
+    assert_non_null(g);
+    em_metric_set(g, -1250000);
+    char *text = em_metrics_render(m);
+    assert_non_null(text);
+    assert_contains(text, "em_run_seconds_bucket{handler=\"a\",le=\"0.001\"} 1\n");
+    assert_contains(text, "em_run_seconds_bucket{handler=\"a\",le=\"0.0025\"} 2\n");
+    assert_contains(text, "em_run_seconds_bucket{handler=\"a\",le=\"3600\"} 2\n");
+    assert_contains(text, "em_run_seconds_bucket{handler=\"a\",le=\"+Inf\"} 2\n");
+    assert_contains(text, "em_run_seconds_sum{handler=\"a\"} 0.003\n");
+    assert_contains(text, "em_run_seconds_count{handler=\"a\"} 2\n");
+    assert_contains(text, "em_run_seconds_bucket{handler=\"b\",le=\"5\"} 0\n");
+    assert_contains(text, "em_run_seconds_bucket{handler=\"b\",le=\"10\"} 1\n");
+    assert_contains(text, "em_run_seconds_sum{handler=\"b\"} 7.500001\n");
+    assert_contains(text, "em_late_seconds -1.25\n");
+    /* one family: b's samples come before the counter registered between */
+    const char *type = strstr(text, "# TYPE em_run_seconds histogram\n");
+    assert_non_null(type);
+    assert_null(strstr(type + 1, "# TYPE em_run_seconds"));
+    assert_true(strstr(text, "em_run_seconds_count{handler=\"b\"}") < strstr(text, "em_between_total 0"));
+    free(text);
+    em_metrics_destroy(m);
+}
+
+/* build_info is a gauge of 1 whose labels carry the versions. */
+static void build_info_labels(void **state) {
+    (void)state;
+    em_metrics_t *m = em_metrics_new();
+    em_metrics_build_info(m, "1.2.3", "2.8.0", "29.0.0");
+    char *text = em_metrics_render(m);
+    assert_non_null(text);
+    assert_contains(text, "execmesh_build_info{version=\"1.2.3\",librdkafka=\"2.8.0\",grpc=\"29.0.0\"} 1\n");
+    free(text);
     em_metrics_destroy(m);
 }
 
@@ -437,6 +494,8 @@ int main(void) {
         cmocka_unit_test(renders_prometheus_text),
         cmocka_unit_test(collector_samples_change_per_scrape),
         cmocka_unit_test(histogram_buckets_are_cumulative),
+        cmocka_unit_test(seconds_histogram_with_labels),
+        cmocka_unit_test(build_info_labels),
         cmocka_unit_test(empty_registry_renders_empty),
         cmocka_unit_test(large_registry_grows_the_buffer),
         cmocka_unit_test(metric_max_is_a_high_water_mark),
