@@ -53,10 +53,12 @@ build_pkgs=(
 # tools (podman, runc, debootstrap) are installed by scripts/image.sh.
 # clang and libclang-rt-14-dev (its libFuzzer and sanitizer runtimes, which
 # --no-install-recommends leaves out): the fuzz targets (scripts/fuzz.sh).
+# prometheus (the server and promtool) and python3-yaml: the Prometheus, alert
+# rules and dashboard test; tmux: execmeshctl's terminal progress line test.
 test_pkgs=(
   python3-grpcio python3-protobuf python3-confluent-kafka python3-pytest
   kcat procps iproute2 postgresql postgresql-client dnsmasq-base iptables
-  clang libclang-rt-14-dev prometheus tmux
+  clang libclang-rt-14-dev prometheus tmux python3-yaml
 )
 
 want=("${build_pkgs[@]}")
