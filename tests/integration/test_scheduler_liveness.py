@@ -18,8 +18,7 @@ pauses and scale events, and a stall that happens anyway is found and healed.
   partition paused inside librdkafka, and dropped from librdkafka's
   assignment) are each logged, counted and healed with nothing lost.
 
-Counts are bounded for CI (the operator pause is 10 s on the real broker
-there, 30 s on devkafka); EM_LONG=1 (scripts/test.sh --long) runs the full counts on both Kafkas:
+Counts are bounded for CI (the operator pause is 10 s there); EM_LONG=1 (scripts/test.sh --long) runs the full counts on both Kafkas:
 100,000 executions through the churn, 10 cold starts, 200,000 through the
 pause toggling.
 """
@@ -232,10 +231,10 @@ def test_cold_start_under_traffic_repeatedly():
 
 
 def test_operator_pause_resume_toggling_and_a_long_hold():
-    n = 200_000 if LONG else 15_000 if REAL else 25_000
-    # the operator pause: 90 s in the long mode, 30 s on devkafka in CI, and on
-    # the real broker in CI 10 s (still 5 x stall_ms; the CI budget)
-    pause_s = 90 if LONG else 10 if REAL else 30
+    n = 200_000 if LONG else 15_000
+    # the operator pause: 90 s in the long mode, 10 s in CI (still 5 x
+    # stall_ms; the CI budget)
+    pause_s = 90 if LONG else 10
     m = Mesh("pauseresume", partitions=PARTITIONS)
     try:
         sinks = [m.start_sink(f"sink-{i}") for i in range(2)]
