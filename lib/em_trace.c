@@ -1,10 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "em_trace.h"
 
-#include <errno.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 #include "em_pbwire.h"
 #include "em_util.h"
@@ -63,15 +60,7 @@ static void format(char out[EM_TRACEPARENT_LEN + 1], uint8_t b[24]) {
 
 void em_traceparent_random(char out[EM_TRACEPARENT_LEN + 1]) {
     uint8_t b[24];
-    size_t got = 0;
-    while (got < sizeof(b)) {
-        ssize_t n = getrandom(b + got, sizeof(b) - got, 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            abort(); /* no entropy source: nothing sane to do (as em_random_id) */
-        got += (size_t)n;
-    }
+    em_random_bytes(b, sizeof(b));
     format(out, b);
 }
 

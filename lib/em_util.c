@@ -109,18 +109,23 @@ em_err_t em_write_file_atomic(const char *path, const char *data, size_t len) {
     return EM_OK;
 }
 
-void em_random_id(char out[33]) {
-    static const char hex[] = "0123456789abcdef";
-    uint8_t b[16];
+void em_random_bytes(void *buf, size_t len) {
+    uint8_t *b = buf;
     size_t got = 0;
-    while (got < sizeof(b)) {
-        ssize_t n = getrandom(b + got, sizeof(b) - got, 0);
+    while (got < len) {
+        ssize_t n = getrandom(b + got, len - got, 0);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
             abort(); /* the kernel has no entropy source: nothing sane to do */
         got += (size_t)n;
     }
+}
+
+void em_random_id(char out[33]) {
+    static const char hex[] = "0123456789abcdef";
+    uint8_t b[16];
+    em_random_bytes(b, sizeof(b));
     for (size_t i = 0; i < sizeof(b); i++) {
         out[2 * i] = hex[b[i] >> 4];
         out[2 * i + 1] = hex[b[i] & 15];

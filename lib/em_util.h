@@ -52,6 +52,9 @@ em_err_t em_write_file_atomic(const char *path, const char *data, size_t len);
 /* Fills out with a fresh random id: 32 lowercase hex digits (128 bits from
  * getrandom(2)). out must hold 33 bytes. Thread-safe. */
 void em_random_id(char out[33]);
+/* Fills buf with len random bytes from getrandom(2) (aborts without an
+ * entropy source). Thread-safe. */
+void em_random_bytes(void *buf, size_t len);
 
 /* A short default replica name: "<service>-<hostname>-<pid>". */
 void em_default_replica(const char *service, char *out, size_t n);

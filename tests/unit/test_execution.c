@@ -200,6 +200,41 @@ static void appended_fields_override_for_protobuf_c(void **state) {
     }
 }
 
+/* W3C traceparent: what counts as valid, and the ones the mesh makes. */
+static void traceparent_rules(void **state) {
+    (void)state;
+    static const struct {
+        const char *tp;
+        int ok;
+    } rows[] = {
+        {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", 1},
+        {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", 1},
+        {"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-later", 1}, /* a later version may add fields */
+        {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x", 0},     /* not version 00 */
+        {"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", 0},
+        {"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", 0},
+        {"00-00000000000000000000000000000000-00f067aa0ba902b7-01", 0},
+        {"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", 0},
+        {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7", 0},
+        {"00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", 0},
+        {"", 0},
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+        assert_int_equal(em_traceparent_trace_id((const uint8_t *)rows[i].tp, strlen(rows[i].tp)), rows[i].ok);
+    char a[EM_TRACEPARENT_LEN + 1], b[EM_TRACEPARENT_LEN + 1], c[EM_TRACEPARENT_LEN + 1];
+    em_traceparent_derive((const uint8_t *)"job-1", 5, a);
+    em_traceparent_derive((const uint8_t *)"job-1", 5, b);
+    em_traceparent_derive((const uint8_t *)"job-2", 5, c);
+    assert_string_equal(a, b); /* the same id, the same trace: on every scheduler and attempt */
+    assert_string_not_equal(a, c);
+    assert_true(em_traceparent_trace_id((const uint8_t *)a, strlen(a)));
+    em_traceparent_random(a);
+    em_traceparent_random(b);
+    assert_string_not_equal(a, b);
+    assert_true(em_traceparent_trace_id((const uint8_t *)a, strlen(a)));
+    assert_int_equal(strlen(a), EM_TRACEPARENT_LEN);
+}
+
 static void varint_sizes(void **state) {
     (void)state;
     static const struct {
@@ -274,6 +309,7 @@ int main(void) {
         cmocka_unit_test(inspect_refuses_with_a_reason),
         cmocka_unit_test(appended_fields_override_for_protobuf_c),
         cmocka_unit_test(varint_sizes),
+        cmocka_unit_test(traceparent_rules),
         cmocka_unit_test(results_and_attempts_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

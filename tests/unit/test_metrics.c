@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "em_metrics.h"
+#include "em_result_counts.h"
 #include "em_util.h"
 #include "unit_file.h"
 
@@ -426,6 +427,34 @@ static void seconds_histogram_with_labels(void **state) {
     em_metrics_destroy(m);
 }
 
+/* Results by handler: a declared handler shows every status at 0; names
+ * past the bound count as _other; label values are escaped. */
+static void result_counts_bounded(void **state) {
+    (void)state;
+    em_metrics_t *m = em_metrics_new();
+    em_result_counts_t *c = em_result_counts_new(m, "em_results_total", "Results.", 1, 2);
+    assert_non_null(c);
+    em_result_counts_declare(c, "echo");
+    em_result_counts_add(c, (const uint8_t *)"echo", 4, 1, 1);
+    em_result_counts_add(c, (const uint8_t *)"echo", 4, 1, 1);
+    em_result_counts_add(c, (const uint8_t *)"a\"b", 3, 2, 0);
+    em_result_counts_add(c, (const uint8_t *)"third", 5, 5, 1); /* past the bound of 2 names */
+    em_result_counts_add(c, (const uint8_t *)"fourth", 6, 5, 1);
+    em_result_counts_add(c, (const uint8_t *)"echo", 4, 99, 1); /* an unknown status */
+    char *text = em_metrics_render(m);
+    assert_non_null(text);
+    assert_contains(text, "em_results_total{handler=\"echo\",status=\"succeeded\",final=\"true\"} 2\n");
+    assert_contains(text, "em_results_total{handler=\"echo\",status=\"cancelled\",final=\"false\"} 0\n");
+    assert_contains(text, "em_results_total{handler=\"a\\\"b\",status=\"failed\",final=\"false\"} 1\n");
+    assert_contains(text, "em_results_total{handler=\"_other\",status=\"exhausted\",final=\"true\"} 2\n");
+    assert_contains(text, "em_results_total{handler=\"echo\",status=\"unspecified\",final=\"true\"} 1\n");
+    assert_null(strstr(text, "third"));
+    assert_int_equal(count_of(text, "# TYPE em_results_total counter"), 1);
+    free(text);
+    em_result_counts_destroy(c);
+    em_metrics_destroy(m);
+}
+
 /* build_info is a gauge of 1 whose labels carry the versions. */
 static void build_info_labels(void **state) {
     (void)state;
@@ -496,6 +525,7 @@ int main(void) {
         cmocka_unit_test(histogram_buckets_are_cumulative),
         cmocka_unit_test(seconds_histogram_with_labels),
         cmocka_unit_test(build_info_labels),
+        cmocka_unit_test(result_counts_bounded),
         cmocka_unit_test(empty_registry_renders_empty),
         cmocka_unit_test(large_registry_grows_the_buffer),
         cmocka_unit_test(metric_max_is_a_high_water_mark),
