@@ -3,6 +3,7 @@
 grpc.health.v1.Health/Check and Watch on every role, sees UNIMPLEMENTED for an
 unknown method and NOT_FOUND for an unknown service name, and sees each
 replica turn NOT_SERVING on its Watch stream after SIGTERM, then exit 0."""
+import re
 import signal
 import threading
 
@@ -48,7 +49,9 @@ def test_grpcio_submit_check_watch_and_drain():
                             until=lambda r: len(results_by_id(r)) >= 2, timeout=30, what="2 results")
         got = results_by_id(recs)
         assert got["oc-1"][0].output == b"hi"
-        assert dict(got["oc-1"][0].headers) == {"tenant": "acme", "trace": "00-ab-cd-01"}  # copied from the execution
+        hs = dict(got["oc-1"][0].headers)  # copied from the execution, with the traceparent Submit gave it
+        assert re.match(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-01$", hs.pop("traceparent", "")), got["oc-1"][0].headers
+        assert hs == {"tenant": "acme", "trace": "00-ab-cd-01"}, hs
         assert got["oc-1"][0].submitted_unix_ms > 0 and got["oc-1"][0].finished_unix_ms >= got["oc-1"][0].started_unix_ms
         assert got[resp.ids[1]][0].output == b"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         assert all(status_name(r[0].status) == "SUCCEEDED" for r in got.values())
