@@ -97,7 +97,8 @@ static void poll_start(void *arg) {
         return;
     }
     if (em_rpc_call_cancelled(ex_batch_call(w))) {
-        EM_INFO("the caller gave up on an execution waiting to run alone; dropped unrun");
+        const ex_exec_t *ex = ex_batch_exec(w, 0);
+        EM_INFO("the caller gave up on an execution waiting to run alone; dropped unrun", EX_F_EXEC(ex, ex->attempt));
         drop_waiting(GRPC_STATUS_CANCELLED, "cancelled by the caller before it ran");
         return;
     }

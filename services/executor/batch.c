@@ -78,6 +78,7 @@ struct ex_batch {
 };
 
 ex_result_t *ex_batch_result(ex_batch_t *b, size_t idx) { return &b->res[idx]; }
+const ex_exec_t *ex_batch_exec(const ex_batch_t *b, size_t idx) { return &b->execs[idx]; }
 
 /* ---- the batches held here, for cancels ---------------------------------- */
 

@@ -150,7 +150,8 @@ static void take_refused_locked(scheduler_t *s, sc_call_t *c, const uint8_t *buf
     }
     char why[256];
     snprintf(why, sizeof(why), "%.*s", (int)(reason_len < 255 ? reason_len : 255), reason ? (const char *)reason : "");
-    EM_DEBUG("executor refused an execution", EM_F_STR("executor", c->executor),
+    char idbuf[300];
+    EM_DEBUG("executor refused an execution", SC_F_EXEC(s, it, idbuf), EM_F_STR("executor", c->executor),
              EM_F_STR("handler", s->classes[it->cls]->handler), EM_F_STR("reason", why));
 }
 
