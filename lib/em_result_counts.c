@@ -2,6 +2,7 @@
 #include "em_result_counts.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,7 +13,7 @@
 typedef struct rc_handler {
     char *name; /* as the executions name it; NULL for "_other" */
     size_t len;
-    em_metric_t *m[EM_NSTATUS][2]; /* [status][final] */
+    _Atomic(em_metric_t *) m[EM_NSTATUS][2]; /* [status][final]; set once, under the lock */
 } rc_handler_t;
 
 struct em_result_counts {
@@ -20,8 +21,9 @@ struct em_result_counts {
     em_metrics_t *metrics;
     char *name, *help;
     int with_final;
-    int max, n;
-    rc_handler_t *h;    /* max named ones, then "_other" at index max */
+    int max;
+    atomic_int n;       /* entries of h in use: each is complete before n counts it */
+    rc_handler_t *h;    /* max named ones; "_other" is other */
     rc_handler_t other;
 };
 
@@ -36,6 +38,7 @@ em_result_counts_t *em_result_counts_new(em_metrics_t *m, const char *name, cons
     em_result_counts_t *c = calloc(1, sizeof(*c));
     if (!c)
         return NULL;
+    pthread_mutex_init(&c->lock, NULL);
     c->metrics = m;
     c->name = strdup(name);
     c->help = strdup(help);
@@ -46,20 +49,18 @@ em_result_counts_t *em_result_counts_new(em_metrics_t *m, const char *name, cons
         em_result_counts_destroy(c);
         return NULL;
     }
-    pthread_mutex_init(&c->lock, NULL);
     return c;
 }
 
 void em_result_counts_destroy(em_result_counts_t *c) {
     if (!c)
         return;
-    for (int i = 0; c->h && i < c->n; i++)
+    for (int i = 0; c->h && i < atomic_load(&c->n); i++)
         free(c->h[i].name);
     free(c->h);
     free(c->name);
     free(c->help);
-    if (c->h) /* the lock was made */
-        pthread_mutex_destroy(&c->lock);
+    pthread_mutex_destroy(&c->lock);
     free(c);
 }
 
@@ -82,8 +83,9 @@ static void label_value(char *out, size_t cap, const uint8_t *s, size_t n) {
 }
 
 static em_metric_t *counter_locked(em_result_counts_t *c, rc_handler_t *h, int status, int final) {
-    em_metric_t **slot = &h->m[status][c->with_final ? final : 0];
-    if (!*slot) {
+    _Atomic(em_metric_t *) *slot = &h->m[status][c->with_final ? final : 0];
+    em_metric_t *x = atomic_load(slot);
+    if (!x) {
         char value[4 * EM_HANDLER_LABEL_MAX], labels[5 * EM_HANDLER_LABEL_MAX];
         if (h->name)
             label_value(value, sizeof(value), (const uint8_t *)h->name, h->len);
@@ -94,27 +96,37 @@ static em_metric_t *counter_locked(em_result_counts_t *c, rc_handler_t *h, int s
                      em_status_label(status), final ? "true" : "false");
         else
             snprintf(labels, sizeof(labels), "handler=\"%s\",status=\"%s\"", value, em_status_label(status));
-        *slot = em_metrics_counter(c->metrics, c->name, labels, c->help);
+        x = em_metrics_counter(c->metrics, c->name, labels, c->help);
+        atomic_store(slot, x);
     }
-    return *slot;
+    return x;
 }
 
 /* The handler's entry, made when first seen (the shared "_other" past
  * max); NULL only when out of memory. */
-static rc_handler_t *handler_locked(em_result_counts_t *c, const uint8_t *handler, size_t handler_len) {
-    for (int i = 0; i < c->n; i++)
+/* The entry of a handler seen before, without the lock; NULL if none. */
+static rc_handler_t *handler_find(em_result_counts_t *c, const uint8_t *handler, size_t handler_len) {
+    int n = atomic_load_explicit(&c->n, memory_order_acquire);
+    for (int i = 0; i < n; i++)
         if (c->h[i].len == handler_len && memcmp(c->h[i].name, handler, handler_len) == 0)
             return &c->h[i];
-    if (c->n == c->max)
-        return &c->other;
+    return n == c->max ? &c->other : NULL;
+}
+
+static rc_handler_t *handler_locked(em_result_counts_t *c, const uint8_t *handler, size_t handler_len) {
+    rc_handler_t *found = handler_find(c, handler, handler_len);
+    if (found)
+        return found;
+    int n = atomic_load(&c->n);
     char *copy = malloc(handler_len + 1);
     if (!copy)
         return &c->other;
     memcpy(copy, handler, handler_len);
     copy[handler_len] = '\0';
-    rc_handler_t *h = &c->h[c->n++];
+    rc_handler_t *h = &c->h[n];
     h->name = copy;
     h->len = handler_len;
+    atomic_store_explicit(&c->n, n + 1, memory_order_release); /* published whole */
     return h;
 }
 
@@ -130,6 +142,14 @@ void em_result_counts_declare(em_result_counts_t *c, const char *handler) {
 void em_result_counts_add(em_result_counts_t *c, const uint8_t *handler, size_t handler_len, int status, int final) {
     if (status < 0 || status >= EM_NSTATUS)
         status = 0;
+    final = !!final;
+    /* the common case without the lock: a handler and status seen before */
+    rc_handler_t *seen = handler_find(c, handler, handler_len);
+    em_metric_t *x = seen ? atomic_load(&seen->m[status][c->with_final ? final : 0]) : NULL;
+    if (x) {
+        em_metric_add(x, 1);
+        return;
+    }
     pthread_mutex_lock(&c->lock);
     em_metric_t *m = counter_locked(c, handler_locked(c, handler, handler_len), status, !!final);
     pthread_mutex_unlock(&c->lock);
