@@ -87,10 +87,12 @@ static em_metric_t *counter_locked(em_result_counts_t *c, rc_handler_t *h, int s
     em_metric_t *x = atomic_load(slot);
     if (!x) {
         char value[4 * EM_HANDLER_LABEL_MAX], labels[5 * EM_HANDLER_LABEL_MAX];
-        if (h->name)
-            label_value(value, sizeof(value), (const uint8_t *)h->name, h->len);
-        else
+        if (!h->name)
             snprintf(value, sizeof(value), "_other");
+        else if (!h->len)
+            snprintf(value, sizeof(value), "_unknown");
+        else
+            label_value(value, sizeof(value), (const uint8_t *)h->name, h->len);
         if (c->with_final)
             snprintf(labels, sizeof(labels), "handler=\"%s\",status=\"%s\",final=\"%s\"", value,
                      em_status_label(status), final ? "true" : "false");
@@ -140,6 +142,10 @@ void em_result_counts_declare(em_result_counts_t *c, const char *handler) {
 }
 
 void em_result_counts_add(em_result_counts_t *c, const uint8_t *handler, size_t handler_len, int status, int final) {
+    if (!handler || !handler_len) { /* a result that names no handler (an older executor's) */
+        handler = (const uint8_t *)"";
+        handler_len = 0;
+    }
     if (status < 0 || status >= EM_NSTATUS)
         status = 0;
     final = !!final;

@@ -5,7 +5,8 @@
  * execmesh_sink_results_total{handler,status,final}. Handler names come
  * from the executions, so the label's values are bounded: the first
  * max_handlers names get a label value of their own, the rest count as
- * handler="_other". A name's counters are registered when it is first seen.
+ * handler="_other"; a result that names none counts as handler="_unknown". A
+ * name's counters are registered when it is first seen.
  */
 #ifndef EM_RESULT_COUNTS_H
 #define EM_RESULT_COUNTS_H
@@ -31,7 +32,7 @@ void em_result_counts_destroy(em_result_counts_t *c);
 void em_result_counts_declare(em_result_counts_t *c, const char *handler);
 
 /* Counts one result; any thread. handler is handler_len bytes (not
- * NUL-terminated, may be empty). */
+ * NUL-terminated; NULL or empty: none named). */
 void em_result_counts_add(em_result_counts_t *c, const uint8_t *handler, size_t handler_len, int status, int final);
 
 #endif

@@ -135,7 +135,7 @@ def test_dashboard_is_well_formed():
                    "execmesh_executor_run_seconds", "execmesh_sink_end_to_end_seconds",
                    "execmesh_scheduler_execute_duration_seconds", "execmesh_executor_publish_duration_seconds",
                    "execmesh_scheduler_partition_lag", "execmesh_scheduler_partition_oldest_waiting_seconds",
-                   "execmesh_scheduler_stalled_partitions", "execmesh_executor_running", "execmesh_executor_capacity",
+                   "execmesh_scheduler_stalled_partitions", "execmesh_inflight{job=\"executor\"}", "execmesh_executor_capacity",
                    "execmesh_serving", "execmesh_safe_to_stop", "execmesh_dead_lettered_total"):
         assert metric in exprs_text, f"no panel queries {metric}"
 

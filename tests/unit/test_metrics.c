@@ -432,13 +432,14 @@ static void seconds_histogram_with_labels(void **state) {
 static void result_counts_bounded(void **state) {
     (void)state;
     em_metrics_t *m = em_metrics_new();
-    em_result_counts_t *c = em_result_counts_new(m, "em_results_total", "Results.", 1, 2);
+    em_result_counts_t *c = em_result_counts_new(m, "em_results_total", "Results.", 1, 3);
     assert_non_null(c);
     em_result_counts_declare(c, "echo");
     em_result_counts_add(c, (const uint8_t *)"echo", 4, 1, 1);
     em_result_counts_add(c, (const uint8_t *)"echo", 4, 1, 1);
     em_result_counts_add(c, (const uint8_t *)"a\"b", 3, 2, 0);
-    em_result_counts_add(c, (const uint8_t *)"third", 5, 5, 1); /* past the bound of 2 names */
+    em_result_counts_add(c, NULL, 0, 1, 1); /* no handler named (an older executor's): a name of its own */
+    em_result_counts_add(c, (const uint8_t *)"third", 5, 5, 1); /* past the bound of 3 names */
     em_result_counts_add(c, (const uint8_t *)"fourth", 6, 5, 1);
     em_result_counts_add(c, (const uint8_t *)"echo", 4, 99, 1); /* an unknown status */
     char *text = em_metrics_render(m);
@@ -448,6 +449,7 @@ static void result_counts_bounded(void **state) {
     assert_contains(text, "em_results_total{handler=\"a\\\"b\",status=\"failed\",final=\"false\"} 1\n");
     assert_contains(text, "em_results_total{handler=\"_other\",status=\"exhausted\",final=\"true\"} 2\n");
     assert_contains(text, "em_results_total{handler=\"echo\",status=\"unspecified\",final=\"true\"} 1\n");
+    assert_contains(text, "em_results_total{handler=\"_unknown\",status=\"succeeded\",final=\"true\"} 1\n");
     assert_null(strstr(text, "third"));
     assert_int_equal(count_of(text, "# TYPE em_results_total counter"), 1);
     free(text);
