@@ -185,8 +185,6 @@ size_t em_execution_append_size(const em_exec_append_t *a) {
         n += 1 + em_varint_size((uint64_t)a->submitted_unix_ms);
     if (a->dispatched_unix_ms)
         n += 1 + em_varint_size((uint64_t)a->dispatched_unix_ms);
-    if (a->traceparent)
-        n += em_header_field_size(4, EM_TRACEPARENT, EM_TRACEPARENT_LEN);
     return n;
 }
 
@@ -203,8 +201,6 @@ uint8_t *em_execution_append(uint8_t *out, const em_exec_append_t *a) {
         *out++ = (12 << 3) | EM_PB_VARINT;
         out += em_pb_put_varint(out, (uint64_t)a->dispatched_unix_ms);
     }
-    if (a->traceparent)
-        out = em_header_field_write(out, 4, EM_TRACEPARENT, a->traceparent, EM_TRACEPARENT_LEN);
     return out;
 }
 

@@ -61,7 +61,6 @@ typedef struct em_exec_append {
     size_t id_len;
     int64_t submitted_unix_ms;     /* field 8 when not 0 */
     int64_t dispatched_unix_ms;    /* field 12 when not 0 */
-    const char *traceparent;       /* a headers entry (field 4) when not NULL: EM_TRACEPARENT_LEN characters */
 } em_exec_append_t;
 
 /* The size of the fields em_execution_append writes. */

@@ -80,6 +80,17 @@ void em_traceparent_derive(const uint8_t *id, size_t n, char out[EM_TRACEPARENT_
     format(out, b);
 }
 
+char *em_trace_id_of(const uint8_t *tp, size_t tp_len, const uint8_t *id, size_t id_len, char out[33]) {
+    char derived[EM_TRACEPARENT_LEN + 1];
+    if (!tp || !em_traceparent_trace_id(tp, tp_len)) {
+        em_traceparent_derive(id ? id : (const uint8_t *)"", id ? id_len : 0, derived);
+        tp = (const uint8_t *)derived;
+    }
+    memcpy(out, tp + 3, 32);
+    out[32] = '\0';
+    return out;
+}
+
 int em_header_is(const uint8_t *entry, size_t n, const char *key, const uint8_t **value, size_t *vn) {
     const uint8_t *k;
     size_t kn;
@@ -90,19 +101,4 @@ int em_header_is(const uint8_t *entry, size_t n, const char *key, const uint8_t 
         *vn = 0;
     }
     return 1;
-}
-
-static size_t entry_size(const char *key, size_t vn) {
-    return em_pb_len_field_size(1, strlen(key)) + em_pb_len_field_size(2, vn);
-}
-
-size_t em_header_field_size(uint32_t number, const char *key, size_t vn) {
-    return em_pb_len_field_size(number, entry_size(key, vn));
-}
-
-uint8_t *em_header_field_write(uint8_t *out, uint32_t number, const char *key, const char *value, size_t vn) {
-    out += em_pb_put_varint(out, ((uint64_t)number << 3) | EM_PB_LEN);
-    out += em_pb_put_varint(out, entry_size(key, vn));
-    out = em_pb_write_len_field(out, 1, key, strlen(key));
-    return em_pb_write_len_field(out, 2, value, vn);
 }

@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "ctl.h"
+#include "em_trace.h"
 #include "em_util.h"
 
 #define RESULTS_DEFAULT_TOPIC "execmesh.results"
@@ -320,22 +321,14 @@ static void fmt_time(char *buf, size_t n, int64_t ms) {
     snprintf(buf, n, "%s.%03dZ", base, (int)(ms % 1000));
 }
 
-/* The trace id of a W3C traceparent ("00-<trace id>-<span id>-<flags>"). */
-static void trace_id_of(const char *tp, char *out, size_t n) {
-    out[0] = '\0';
-    const char *a = tp ? strchr(tp, '-') : NULL;
-    const char *b = a ? strchr(a + 1, '-') : NULL;
-    if (a && b && (size_t)(b - a - 1) < n)
-        snprintf(out, n, "%.*s", (int)(b - a - 1), a + 1);
-}
-
 static void usage_trace(FILE *out) {
     fprintf(out,
             "Usage: execmeshctl trace ID [--json] [--timeout-ms N] [--lookback-ms N] [--all-partitions]\n"
             "                         [--bootstrap HOST:PORT] [--results-topic T] [--set KEY=VALUE]...\n"
             "Shows the journey of execution ID from its results: per attempt when it was submitted,\n"
             "dispatched to an executor, started, finished and published (the result record's Kafka time), the\n"
-            "executor, status, error and the trace id of its traceparent header. Attempts that never reached\n"
+            "executor, status, error and the trace id of its traceparent header (without one: the trace id\n"
+            "every replica derives from its id). Attempts that never reached\n"
             "a sink come from the final result's history. Exit 0 printed, 1 no result of ID, 3 Kafka\n"
             "unreachable.\n"
             "  --json          one JSON object instead of text\n"
@@ -455,9 +448,10 @@ int ctl_trace(int argc, char **argv) {
                 char kh[256];
                 if (!tp && ctl_kafka_header(m, "traceparent", kh, sizeof(kh)))
                     tp = kh;
-                trace_id_of(tp, h->trace_id, sizeof(h->trace_id));
-                if (h->trace_id[0])
-                    snprintf(trace_id, sizeof(trace_id), "%s", h->trace_id);
+                /* its traceparent's trace id; without one (a record produced
+                 * straight to Kafka), the one every replica derives from its id */
+                em_trace_id_of((const uint8_t *)tp, tp ? strlen(tp) : 0, (const uint8_t *)id, strlen(id), h->trace_id);
+                snprintf(trace_id, sizeof(trace_id), "%s", h->trace_id);
                 if (*r->handler)
                     snprintf(handler, sizeof(handler), "%s", r->handler);
             }

@@ -98,7 +98,9 @@ static void poll_start(void *arg) {
     }
     if (em_rpc_call_cancelled(ex_batch_call(w))) {
         const ex_exec_t *ex = ex_batch_exec(w, 0);
-        EM_INFO("the caller gave up on an execution waiting to run alone; dropped unrun", EX_F_EXEC(ex, ex->attempt));
+        char trace[33];
+        EM_INFO("the caller gave up on an execution waiting to run alone; dropped unrun",
+                EX_F_EXEC(ex, ex->attempt, trace));
         drop_waiting(GRPC_STATUS_CANCELLED, "cancelled by the caller before it ran");
         return;
     }

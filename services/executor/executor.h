@@ -185,12 +185,15 @@ void ex_on_execute(void *ctx, em_rpc_call_t *call, const uint8_t *req, size_t le
 void ex_batch_job_done(ex_batch_t *b, size_t idx);
 ex_result_t *ex_batch_result(ex_batch_t *b, size_t idx);
 const ex_exec_t *ex_batch_exec(const ex_batch_t *b, size_t idx);
+/* Its trace id into buf (33 bytes): its traceparent's, else derived from its id. */
+const char *ex_trace_id(const ex_exec_t *ex, char *buf);
 
 /* The log fields that name an execution (every line about one carries
- * them): its id, attempt and trace id. */
-#define EX_F_EXEC(ex, attempt)                                                                  \
+ * them): its id, attempt and trace id (its traceparent's, else derived from
+ * its id into buf, 33 bytes). */
+#define EX_F_EXEC(ex, attempt, buf)                                                             \
     EM_F_STRN("id", (ex)->id.p, (ex)->id.n), EM_F_UINT("attempt", (attempt) ? (attempt) : 1), \
-        EM_F_STRN("trace_id", (ex)->trace_id.p, (ex)->trace_id.n)
+        EM_F_STR("trace_id", ex_trace_id((ex), (buf)))
 /* Accepts b's call (the "execmesh-accepted" header) and starts its jobs. */
 void ex_batch_begin(ex_batch_t *b);
 /* Ends b's call unaccepted with code and frees b, none of its jobs started. */

@@ -227,7 +227,8 @@ static void check_size(ex_job_t *job, ex_result_t *r) {
         return;
     char msg[EM_SIZE_ERROR_MAX];
     size_t output_len = r->output_len;
-    EM_WARN("result too large: it ends FAILED with its output dropped", EX_F_EXEC(job->ex, r->attempt),
+    char trace[33];
+    EM_WARN("result too large: it ends FAILED with its output dropped", EX_F_EXEC(job->ex, r->attempt, trace),
             EM_F_UINT("bytes", bytes),
             EM_F_INT("limit", EX.max_result_bytes), EM_F_UINT("output_bytes", output_len),
             EM_F_INT("handler_status", r->status));
@@ -285,7 +286,8 @@ void job_finish(ex_job_t *job, Execmesh__V1__Status status, const uint8_t *outpu
         atomic_fetch_sub(&EX.running, 1);
         em_metric_add(EX.m_running, -1);
     }
-    EM_DEBUG("execution finished", EX_F_EXEC(ex, r->attempt), EM_F_STRN("handler", ex->handler.p, ex->handler.n),
+    char trace[33];
+    EM_DEBUG("execution finished", EX_F_EXEC(ex, r->attempt, trace), EM_F_STRN("handler", ex->handler.p, ex->handler.n),
              EM_F_STR("status", em_status_label(r->status)), EM_F_BOOL("final", r->final),
              EM_F_INT("run_ms", job->started_unix_ms ? r->finished_unix_ms - r->started_unix_ms : 0));
     if (r->status != EXECMESH__V1__STATUS__SUCCEEDED)

@@ -7,6 +7,7 @@
  * (tests/fuzz/fuzz_execute.c) run the same code.
  */
 #include <stdio.h>
+#include <string.h>
 
 #include "em_arena.h"
 #include "em_pbwire.h"
@@ -64,6 +65,15 @@ em_err_t ex_execution_read(const uint8_t *buf, size_t len, ex_exec_t *ex) {
         return EM_EINVAL;
     ex->wire_len = len;
     return EM_OK;
+}
+
+const char *ex_trace_id(const ex_exec_t *ex, char *buf) {
+    if (ex->trace_id.n) {
+        memcpy(buf, ex->trace_id.p, 32);
+        buf[32] = '\0';
+        return buf;
+    }
+    return em_trace_id_of(NULL, 0, ex->id.p, ex->id.n, buf);
 }
 
 em_err_t ex_execution_read_lists(em_arena_t *a, const uint8_t *buf, size_t len, ex_exec_t *ex) {

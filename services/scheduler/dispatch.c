@@ -12,7 +12,6 @@
 
 #include "em_execution.h"
 #include "em_log.h"
-#include "em_trace.h"
 #include "em_pbwire.h"
 #include "em_util.h"
 #include "execmesh/v1/internal.pb-c.h"
@@ -397,26 +396,15 @@ static size_t generated_id(const scheduler_t *s, const sc_item_t *it, char *buf,
 }
 
 /* The fields a dispatch appends to it: attempt and dispatch time; on the
- * first (from the record) also the id, submit time and traceparent the
- * record lacks. id is the generated id (idl bytes) when it has none; tp
- * receives the derived traceparent. */
-static em_exec_append_t item_append(const sc_item_t *it, const char *id, size_t idl, int64_t now_unix_ms,
-                                    char tp[EM_TRACEPARENT_LEN + 1]) {
+ * first (from the record) also the id and submit time the record lacks. id
+ * is the generated id (idl bytes) when it has none. (A record without a
+ * traceparent keeps its bytes: its trace id is derived from its id.) */
+static em_exec_append_t item_append(const sc_item_t *it, const char *id, size_t idl, int64_t now_unix_ms) {
     em_exec_append_t a = {.attempt = it->attempt, .dispatched_unix_ms = now_unix_ms};
     if (it->raw) {
         a.id = id;
         a.id_len = it->need_id ? idl : 0;
         a.submitted_unix_ms = it->submitted_unix_ms;
-        if (it->need_trace) { /* its trace id (derived at intake), parent id its second half */
-            memcpy(tp, "00-", 3);
-            memcpy(tp + 3, it->trace_id, 32);
-            tp[35] = '-';
-            memcpy(tp + 36, it->trace_id + 16, 16);
-            if (memcmp(tp + 36, "0000000000000000", 16) == 0)
-                tp[51] = '1'; /* an all-zero parent id is invalid */
-            memcpy(tp + 52, "-01", 4);
-            a.traceparent = tp;
-        }
     }
     return a;
 }
@@ -425,8 +413,7 @@ static em_exec_append_t item_append(const sc_item_t *it, const char *id, size_t 
  * dispatch's bytes, plus the fields appended now). A generated id counts
  * as the longest one: no id is written here. */
 static size_t item_body_size(const sc_item_t *it, size_t generated_id_len) {
-    char tp[EM_TRACEPARENT_LEN + 1];
-    em_exec_append_t a = item_append(it, NULL, generated_id_len, INT64_MAX, tp);
+    em_exec_append_t a = item_append(it, NULL, generated_id_len, INT64_MAX);
     return (it->raw ? it->raw->len : it->body_len) + em_execution_append_size(&a);
 }
 
@@ -445,12 +432,12 @@ static size_t item_wire_size(const sc_item_t *it) {
  * slice. A later dispatch copies those and appends the new attempt. */
 static grpc_slice pack_batch(const scheduler_t *s, sc_item_t **items, int n, int alone, int report_finished) {
     size_t total = (alone ? 2 : 0) + (report_finished ? 2 : 0); /* bool fields 2 and 3: tag and varint 1 */
-    char id[300], tp[EM_TRACEPARENT_LEN + 1];
+    char id[300];
     int64_t now = em_now_unix_ms();
     for (int i = 0; i < n; i++) {
         const sc_item_t *it = items[i];
         size_t idl = it->raw && it->need_id ? generated_id(s, it, id, sizeof(id)) : 0;
-        em_exec_append_t a = item_append(it, id, idl, now, tp);
+        em_exec_append_t a = item_append(it, id, idl, now);
         size_t body = (it->raw ? it->raw->len : it->body_len) + em_execution_append_size(&a);
         total += 1 + em_varint_size(body) + body;
     }
@@ -468,7 +455,7 @@ static grpc_slice pack_batch(const scheduler_t *s, sc_item_t **items, int n, int
             src = GRPC_SLICE_START_PTR(it->body) + it->body_off;
             srclen = it->body_len;
         }
-        em_exec_append_t a = item_append(it, id, idl, now, tp);
+        em_exec_append_t a = item_append(it, id, idl, now);
         size_t body = srclen + em_execution_append_size(&a);
         *out++ = (1 << 3) | EM_PB_LEN;
         out += em_pb_put_varint(out, body);
@@ -482,7 +469,6 @@ static grpc_slice pack_batch(const scheduler_t *s, sc_item_t **items, int n, int
         out = em_execution_append(out, &a);
         if (it->raw) { /* its first dispatch: it waited since its record was appended */
             em_metric_observe(s->m_queue_wait, (now > it->kafka_ms ? now - it->kafka_ms : 0) * 1000);
-            it->need_trace = 0;
             rd_kafka_message_destroy(it->raw);
             it->raw = NULL;
         } else {

@@ -234,17 +234,10 @@ void sc_accept_locked(scheduler_t *s, rd_kafka_message_t *msg) {
     }
     if (info.attempt) /* a retry, or a record whose executor died: it carries its attempt */
         it->attempt = info.attempt;
-    if (info.traceparent) {
+    if (info.traceparent) { /* without one, a log line derives it from the id (sc_item_trace_id) */
         memcpy(it->trace_id, info.traceparent + 3, 32);
-    } else { /* derived from its id: the same wherever and however often it is read */
-        char key[300], tp[EM_TRACEPARENT_LEN + 1];
-        size_t kl;
-        const uint8_t *k = sc_item_key(s, it, key, sizeof(key), &kl);
-        em_traceparent_derive(k, kl, tp);
-        memcpy(it->trace_id, tp + 3, 32);
-        it->need_trace = 1;
+        it->trace_id[32] = '\0';
     }
-    it->trace_id[32] = '\0';
     it->deaths = info.executor_deaths;
     if (sc_cancelled_locked(s, it)) {
         sc_cancel_item_locked(s, it, it->attempt > 1 ? "while its next attempt waited" : "while it waited in Kafka");

@@ -37,6 +37,7 @@
 #include "em_delay.h"
 #include "em_log.h"
 #include "em_result_counts.h"
+#include "em_trace.h"
 #include "em_pbwire.h"
 #include "em_util.h"
 #include "execmesh/v1/execmesh.pb-c.h"
@@ -232,6 +233,16 @@ const char *sc_item_log_id(const scheduler_t *s, const sc_item_t *it, char *buf)
     return buf;
 }
 
+const char *sc_item_trace_id(const scheduler_t *s, sc_item_t *it) {
+    if (!it->trace_id[0]) { /* no traceparent: derived from its id, as every replica derives it */
+        char key[300];
+        size_t n;
+        const uint8_t *id = sc_item_key(s, it, key, sizeof(key), &n);
+        em_trace_id_of(NULL, 0, id, n, it->trace_id);
+    }
+    return it->trace_id;
+}
+
 int sc_cancelled_locked(scheduler_t *s, const sc_item_t *it) {
     if (!s->cancels || em_cancels_empty(s->cancels))
         return 0;
@@ -260,6 +271,6 @@ void sc_cancel_item_locked(scheduler_t *s, sc_item_t *it, const char *where) {
     }
     it->out_kind = SC_OUT_CANCELLED;
     EM_INFO("execution cancelled", EM_F_STR("id", idz), EM_F_UINT("attempt", it->attempt),
-            EM_F_STR("trace_id", it->trace_id), EM_F_STR("where", where));
+            EM_F_STR("trace_id", sc_item_trace_id(s, it)), EM_F_STR("where", where));
     store_locked(s, it);
 }

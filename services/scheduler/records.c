@@ -8,9 +8,7 @@
  */
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 
-#include "em_trace.h"
 #include "em_util.h"
 #include "execmesh/v1/execmesh.pb-c.h"
 #include "scheduler.h"
@@ -55,18 +53,6 @@ uint8_t *sc_own_result(const uint8_t *exec, size_t exec_len, const char *id, uin
         r.dispatched_unix_ms = ex->dispatched_unix_ms;
         r.finished_unix_ms = nadd ? add[nadd - 1].finished_unix_ms : em_now_unix_ms();
         r.n_headers = ex->n_headers;
-        int has_trace = 0;
-        for (size_t i = 0; i < ex->n_headers; i++)
-            has_trace |= strcmp(ex->headers[i]->key, EM_TRACEPARENT) == 0;
-        char tp[EM_TRACEPARENT_LEN + 1];
-        if (!has_trace) { /* never dispatched: the traceparent its dispatch would have given it */
-            em_traceparent_derive((const uint8_t *)r.id, strlen(r.id), tp);
-            execmesh__v1__result__headers_entry__init(&hv[ex->n_headers]);
-            hv[ex->n_headers].key = (char *)(uintptr_t)EM_TRACEPARENT;
-            hv[ex->n_headers].value = tp;
-            hp[ex->n_headers] = &hv[ex->n_headers];
-            r.n_headers++;
-        }
         r.headers = hp;
         r.final = 1;
         r.n_history = ex->n_history + (size_t)nadd;

@@ -120,8 +120,7 @@ typedef struct sc_item {
     int64_t out_due_unix_ms;     /* SC_OUT_DELAY: when the next attempt may run */
     int64_t submitted_unix_ms;   /* appended when the record had none (its Kafka timestamp), else 0 */
     int64_t kafka_ms;            /* its record's Kafka timestamp (queue wait: until its first dispatch) */
-    char trace_id[33];           /* its traceparent's trace id, or the one derived from its id */
-    uint8_t need_trace;          /* the record has no valid traceparent: its first dispatch appends one */
+    char trace_id[33];           /* its traceparent's trace id; "" until a log line derives it from its id */
     em_delivery_t dr;
     struct scheduler *s;
     char *dead_reason;           /* a dead-lettered record's reason (malloc'd; NULL for the others) */
@@ -327,9 +326,10 @@ const uint8_t *sc_item_id(const sc_item_t *it);
  * them): its id (NUL-terminated into buf, which must hold 300 bytes),
  * attempt and trace id. */
 const char *sc_item_log_id(const struct scheduler *s, const sc_item_t *it, char *buf);
+const char *sc_item_trace_id(const struct scheduler *s, sc_item_t *it);
 #define SC_F_EXEC(s, it, buf)                                                                \
     EM_F_STR("id", sc_item_log_id((s), (it), (buf))), EM_F_UINT("attempt", (it)->attempt), \
-        EM_F_STR("trace_id", (it)->trace_id)
+        EM_F_STR("trace_id", sc_item_trace_id((s), (it)))
 /* The id of any item (dispatched or not; a generated one written to buf). */
 const uint8_t *sc_item_key(const scheduler_t *s, const sc_item_t *it, char *buf, size_t n, size_t *len);
 /* Is the item's execution cancelled? */

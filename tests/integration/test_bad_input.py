@@ -7,7 +7,6 @@ invalid Submit gets INVALID_ARGUMENT naming the index and field and writes
 nothing; a config file with a wrong type or an unknown key is refused at
 start naming file, line and key."""
 import os
-import re
 import subprocess
 
 import grpc
@@ -285,9 +284,8 @@ def test_bad_bytes_and_protocol():
         assert len(got["bb-good"]) == 1 and len(got["bb-many-headers"]) == 1, "an execution ran more than once"
         assert status_name(got["bb-good"][0].status) == "SUCCEEDED"
         assert status_name(got["bb-many-headers"][0].status) == "SUCCEEDED"
-        # its 20,000 headers, and the traceparent its first dispatch gave it (it had none)
-        hs = got["bb-many-headers"][0].headers
-        assert len(hs) == 20001 and re.match(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-01$", hs["traceparent"]), len(hs)
+        # its 20,000 headers, as they came (produced without a traceparent: none is added)
+        assert len(got["bb-many-headers"][0].headers) == 20000
         end = m.kafka.end_offsets(req)
         assert sum(end.values()) - sum(req_start.values()) == len(dead_cases) + 2
         m.wait_committed(req_start, end)

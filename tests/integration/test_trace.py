@@ -6,17 +6,21 @@ One mesh (1 scheduler, 1 executor, 1 sink, executors logging at debug) runs:
 - records produced straight to the requests topic without a traceparent (with
   and without an id);
 - failing executions that retry (attempts 1..3).
-Checked on the results topic: every result carries a valid traceparent; the
-caller's trace id is kept; every attempt of an execution has the same trace
-id; a record without one gets the trace id derived from its id (the same on
-every attempt); the result names its handler and when it was dispatched
+Checked on the results topic: every result of a submitted execution carries
+a valid traceparent; the caller's trace id is kept, a broken one replaced;
+every attempt of an execution has the same trace id; a record produced
+without one keeps its bytes (no header added) and its trace id is the one
+derived from its id, the same on every replica and attempt and in
+`execmeshctl trace`; the result names its handler and when it was dispatched
 (submitted <= dispatched <= started <= finished). Checked in the logs: every
 line that names an execution (field id) also carries its attempt and its trace
 id, and that trace id is the one its results carry. Liveness: the group's
 committed offsets reach the end; nothing final twice."""
+import json
 import re
+import subprocess
 
-from mesh import Mesh, execution, pb, read_all_results, wait_for
+from mesh import BIN, Mesh, execution, pb, read_all_results, wait_for
 
 TP = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -72,6 +76,9 @@ def test_traceparent_through_every_hop_and_in_every_log_line():
         for i in all_ids:
             rs = sorted(got[i], key=lambda r: r.attempt)
             assert sum(r.final for r in rs) == 1, (i, [(r.attempt, r.final) for r in rs])
+            if i in raw_ids:  # produced without one: none added, the trace id is derived (checked below)
+                assert all("traceparent" not in r.headers for r in rs), (i, [dict(r.headers) for r in rs])
+                continue
             ts = {trace_id(r) for r in rs}
             assert len(ts) == 1, f"{i}: its attempts carry different trace ids {ts}"
             traces[i] = ts.pop()
@@ -86,8 +93,20 @@ def test_traceparent_through_every_hop_and_in_every_log_line():
         # Submit made new ones: distinct per execution, not the caller's
         made = [traces[e.id] for e in absent + broken + fails]
         assert len(set(made)) == len(made) and CALLER_TRACE not in made, made
-        for i in raw_ids:  # derived from the id: every attempt (another dispatch) the same, checked above
-            assert traces[i] not in made
+        # execmeshctl trace names each execution's trace id: the traceparent's, or the derived one
+        for i in all_ids:
+            r = subprocess.run([BIN["ctl"], "trace", i, "--json", "--bootstrap", m.kafka.bootstrap,
+                                "--results-topic", m.topics["execmesh.results"]],
+                               capture_output=True, text=True, timeout=60)
+            assert r.returncode == 0, (i, r.stderr)
+            t = json.loads(r.stdout)
+            assert re.match(r"^[0-9a-f]{32}$", t["trace_id"]) and t["trace_id"] != "0" * 32, t
+            assert [a["attempt"] for a in t["attempts"]] == sorted(x.attempt for x in got[i]), t
+            if i in raw_ids:
+                traces[i] = t["trace_id"]
+            else:
+                assert t["trace_id"] == traces[i], (i, t["trace_id"], traces[i])
+        assert len({traces[i] for i in raw_ids} | set(made)) == len(raw_ids) + len(made)
         for i in [e.id for e in fails] + ["raw-0"]:
             assert [r.attempt for r in sorted(got[i], key=lambda r: r.attempt)] == \
                 ([1, 2, 3] if i != "raw-0" else [1, 2]), i

@@ -160,14 +160,11 @@ static void appended_fields_override_for_protobuf_c(void **state) {
         ex.submitted_unix_ms = rows[i].submitted;
         size_t n = pack(&ex, buf);
         size_t idl = rows[i].new_id ? strlen(rows[i].new_id) : 0;
-        char tp[EM_TRACEPARENT_LEN + 1];
-        em_traceparent_derive((const uint8_t *)"x", 1, tp);
         em_exec_append_t app = {.attempt = rows[i].new_attempt,
                                 .id = rows[i].new_id,
                                 .id_len = idl,
                                 .submitted_unix_ms = rows[i].new_submitted,
-                                .dispatched_unix_ms = i % 2 ? 1700000000123 : 0,
-                                .traceparent = i % 2 ? tp : NULL};
+                                .dispatched_unix_ms = i % 2 ? 1700000000123 : 0};
         size_t extra = em_execution_append_size(&app);
         uint8_t *end = em_execution_append(buf + n, &app);
         assert_int_equal((size_t)(end - buf), n + extra);
@@ -181,11 +178,6 @@ static void appended_fields_override_for_protobuf_c(void **state) {
         assert_int_equal(got->payload.len, 8);
         assert_memory_equal(got->payload.data, "pay\0load", 8);
         assert_int_equal(got->dispatched_unix_ms, app.dispatched_unix_ms);
-        assert_int_equal(got->n_headers, i % 2 ? 1 : 0);
-        if (i % 2) {
-            assert_string_equal(got->headers[0]->key, "traceparent");
-            assert_string_equal(got->headers[0]->value, tp);
-        }
         execmesh__v1__execution__free_unpacked(got, NULL);
 
         em_exec_info_t info;
@@ -193,10 +185,7 @@ static void appended_fields_override_for_protobuf_c(void **state) {
         assert_int_equal(em_execution_inspect(buf, n + extra, &info, why, sizeof(why)), EM_OK);
         assert_int_equal(info.id_len, rows[i].new_id ? idl : strlen(rows[i].id));
         assert_int_equal(info.dispatched_unix_ms, app.dispatched_unix_ms);
-        if (i % 2)
-            assert_memory_equal(info.traceparent, tp, EM_TRACEPARENT_LEN);
-        else
-            assert_null(info.traceparent);
+        assert_null(info.traceparent);
     }
 }
 
