@@ -34,6 +34,10 @@ static const em_setting_t devkafka_settings[] = {
      "Topics created at start; NAME:PARTITIONS overrides devkafka.partitions for one topic."},
     {"devkafka.bootstrap_file", EM_CFG_STR, "", 0, 4095,
      "If set, the bootstrap servers are also written to this file (one line)."},
+    {"devkafka.group_initial_rebalance_delay_ms", EM_CFG_INT, "0", 0, 300000,
+     "The brokers' group.initial.rebalance.delay.ms: how long an empty consumer group waits for more "
+     "members before its first assignment. 0 as scripts/kafka.sh's test broker (the mock's own default is "
+     "3000: every fresh group, so every test's mesh, waited 3 s for its first partitions)."},
 };
 
 static const em_flag_alias_t devkafka_aliases[] = {
@@ -153,6 +157,8 @@ int main(int argc, char **argv) {
         EM_ERROR("cannot create the mock cluster");
         goto out;
     }
+    rd_kafka_mock_group_initial_rebalance_delay_ms(
+        mc, (int32_t)em_config_int(cfg, "devkafka.group_initial_rebalance_delay_ms"));
     int partitions = (int)em_config_int(cfg, "devkafka.partitions");
     for (size_t i = 0; i < em_config_list_len(cfg, "devkafka.topics"); i++) {
         char t[256];

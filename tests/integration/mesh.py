@@ -578,6 +578,13 @@ class Mesh:
         """Stops every process still running (SIGTERM, in reverse order of
         start), then fails if a sanitizer wrote a report."""
         errors = []
+        # The test's own gRPC channels first: a server's drain waits until
+        # its clients' connections are gone, and an idle python channel keeps
+        # its connection for seconds after the GOAWAY (3 to 5 s per replica).
+        for p in self.procs:
+            if getattr(p, "_channel", None) is not None:
+                p._channel.close()
+                p._channel = None
         for p in reversed(self.procs):
             try:
                 code = p.stop(timeout=40)
