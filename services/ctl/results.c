@@ -109,30 +109,39 @@ static void usage_get(FILE *out) {
                  RESULTS_COMMON_HELP);
 }
 
+/* The options of get and trace, which name one execution: -1 with *id set
+ * when the command goes on, else its exit code (help 0, usage 2). */
+static int one_id_args(const char *cmd, int argc, char **argv, const struct option *opts, void (*usage)(FILE *out),
+                       rargs_t *a, const char **id) {
+    int c;
+    optind = 1;
+    opterr = 1;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (c == OPT_HELP)
+            return ctl_usage_exit(usage, 1);
+        int r = common_opt(cmd, c, a);
+        if (r == 0)
+            continue;
+        return r > 0 ? r : ctl_usage_exit(usage, 0);
+    }
+    if (optind + 1 != argc || !*argv[optind]) {
+        fprintf(stderr, "execmeshctl %s: name exactly one execution id (%s --help)\n", cmd, cmd);
+        return 2;
+    }
+    *id = argv[optind];
+    return ctl_kafka_props(cmd, a->sec, &a->nsec) != 0 ? 2 : -1;
+}
+
 int ctl_get(int argc, char **argv) {
     static const struct option opts[] = {RESULTS_COMMON_OPTS,
                                          {"lookback-ms", required_argument, NULL, OPT_LOOKBACK},
                                          {"all-partitions", no_argument, NULL, OPT_ALL},
                                          {NULL, 0, NULL, 0}};
     rargs_t a = {.bootstrap = "127.0.0.1:9092", .topic = RESULTS_DEFAULT_TOPIC, .timeout_ms = 30000};
-    int c;
-    optind = 1;
-    opterr = 1;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if (c == OPT_HELP)
-            return ctl_usage_exit(usage_get, 1);
-        int r = common_opt("get", c, &a);
-        if (r == 0)
-            continue;
-        return r > 0 ? r : ctl_usage_exit(usage_get, 0);
-    }
-    if (optind + 1 != argc || !*argv[optind]) {
-        fprintf(stderr, "execmeshctl get: name exactly one execution id (get --help)\n");
-        return 2;
-    }
-    const char *id = argv[optind];
-    if (ctl_kafka_props("get", a.sec, &a.nsec) != 0)
-        return 2;
+    const char *id;
+    int exit_code = one_id_args("get", argc, argv, opts, usage_get, &a, &id);
+    if (exit_code >= 0)
+        return exit_code;
     ctl_reader_t *rd = open_reader("get", &a, CTL_FROM_BEGINNING, id);
     if (!rd)
         return 3;
@@ -379,24 +388,10 @@ int ctl_trace(int argc, char **argv) {
                                          {"json", no_argument, NULL, OPT_JSON},
                                          {NULL, 0, NULL, 0}};
     rargs_t a = {.bootstrap = "127.0.0.1:9092", .topic = RESULTS_DEFAULT_TOPIC, .timeout_ms = 0};
-    int c;
-    optind = 1;
-    opterr = 1;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if (c == OPT_HELP)
-            return ctl_usage_exit(usage_trace, 1);
-        int r = common_opt("trace", c, &a);
-        if (r == 0)
-            continue;
-        return r > 0 ? r : ctl_usage_exit(usage_trace, 0);
-    }
-    if (optind + 1 != argc || !*argv[optind]) {
-        fprintf(stderr, "execmeshctl trace: name exactly one execution id (trace --help)\n");
-        return 2;
-    }
-    const char *id = argv[optind];
-    if (ctl_kafka_props("trace", a.sec, &a.nsec) != 0)
-        return 2;
+    const char *id;
+    int exit_code = one_id_args("trace", argc, argv, opts, usage_trace, &a, &id);
+    if (exit_code >= 0)
+        return exit_code;
     ctl_reader_t *rd = open_reader("trace", &a, CTL_FROM_BEGINNING, id);
     if (!rd)
         return 3;
