@@ -211,8 +211,8 @@ em_err_t em_result_read(const uint8_t *buf, size_t len, em_result_info_t *info) 
     memset(info, 0, sizeof(*info));
     while ((rc = em_pb_next(&p, end, &f)) == EM_OK) {
         int want_len = f.number == 1 || f.number == 4 || f.number == 5 || f.number == 7 || f.number == 11 ||
-                       f.number == 13;
-        if (f.number >= 1 && f.number <= 14 && (want_len ? f.wire_type != EM_PB_LEN : f.wire_type != EM_PB_VARINT))
+                       f.number == 13 || f.number == 15;
+        if (f.number >= 1 && f.number <= 16 && (want_len ? f.wire_type != EM_PB_LEN : f.wire_type != EM_PB_VARINT))
             return EM_EINVAL;
         switch (f.number) {
         case 1: info->id = f.data; info->id_len = f.len; break;
@@ -221,10 +221,13 @@ em_err_t em_result_read(const uint8_t *buf, size_t len, em_result_info_t *info) 
         case 5: info->error = f.data; info->error_len = f.len; break;
         case 6: info->exit_code = (int32_t)f.varint; break;
         case 7: info->executor = f.data; info->executor_len = f.len; break;
+        case 8: info->submitted_unix_ms = (int64_t)f.varint; break;
         case 9: info->started_unix_ms = (int64_t)f.varint; break;
         case 10: info->finished_unix_ms = (int64_t)f.varint; break;
         case 12: info->final = f.varint != 0; break;
         case 14: info->retry_delay_ms = (uint32_t)f.varint; break;
+        case 15: info->handler = f.data; info->handler_len = f.len; break;
+        case 16: info->dispatched_unix_ms = (int64_t)f.varint; break;
         default: break;
         }
     }

@@ -31,7 +31,8 @@ typedef struct em_exec_info {
     size_t traceparent_len;
 } em_exec_info_t;
 
-/* What the scheduler reads of a Result an executor answered with. */
+/* What the scheduler reads of a Result an executor answered with (and the
+ * sink of each result it stored). */
 typedef struct em_result_info {
     const uint8_t *id;
     size_t id_len;
@@ -42,7 +43,9 @@ typedef struct em_result_info {
     const uint8_t *error, *executor;
     size_t error_len, executor_len;
     int32_t exit_code;
-    int64_t started_unix_ms, finished_unix_ms;
+    int64_t submitted_unix_ms, started_unix_ms, finished_unix_ms, dispatched_unix_ms;
+    const uint8_t *handler; /* NULL when absent */
+    size_t handler_len;
 } em_result_info_t;
 
 /* Checks that buf is an Execution the executors can read: well-formed wire

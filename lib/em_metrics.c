@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The metrics registry and its HTTP endpoint. Registration happens before
- * the endpoint starts (the list is then read-only), so rendering needs no
- * lock; values are atomics.
+ * The metrics registry and its HTTP endpoint. The list only grows, under
+ * the lock, which a scrape holds while it renders (a metric may be
+ * registered while serving: em_result_counts adds label sets as they are
+ * first seen); values are atomics, updated without it.
  */
 #include "em_metrics.h"
 

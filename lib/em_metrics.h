@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Prometheus text exposition on its own HTTP port (libmicrohttpd), GET
- * /metrics. Metrics are registered once at start-up and updated lock-free
+ * /metrics. Metrics are registered (mostly at start-up; any time is safe) and updated lock-free
  * from any thread (C11 atomics). A metric name may be registered several
  * times with different label sets; a name's samples render together, under
  * one HELP and TYPE (the first registration's).

@@ -163,7 +163,6 @@ typedef struct executor {
     em_metric_t *m_refused_busy, *m_refused_inflight; /* executions refused one by one, by the limit met */
     em_metric_t *m_expired, *m_too_large, *m_history_full, *m_group_splits, *m_alone;
     em_metric_t *m_running, *m_publish_seconds;
-    atomic_int running;                /* jobs started and not finished */
     struct em_result_counts *results;  /* results by handler and status */
     em_metric_t *m_run_other;          /* run time of executions whose handler is not configured */
 } executor_t;

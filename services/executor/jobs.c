@@ -186,8 +186,7 @@ void ex_job_start(ex_job_t *job) {
     }
     job->run_ms = left;
     job->started_unix_ms = em_now_unix_ms();
-    atomic_fetch_add(&EX.running, 1);
-    em_metric_add(EX.m_running, 1);
+    em_metric_add(EX.m_running, 1); /* the gauge is the count */
     em_journal_write(EX.journal, "S %.*s %u", (int)job->ex->id.n, (const char *)job->ex->id.p,
                      ex_batch_result(job->batch, job->idx)->attempt);
     job->handler->run(job);
@@ -283,7 +282,6 @@ void job_finish(ex_job_t *job, Execmesh__V1__Status status, const uint8_t *outpu
     if (job->started_unix_ms) { /* it ran: its handler's run time */
         int64_t ms = r->finished_unix_ms - r->started_unix_ms;
         em_metric_observe(job->handler ? job->handler->m_run : EX.m_run_other, (ms > 0 ? ms : 0) * 1000);
-        atomic_fetch_sub(&EX.running, 1);
         em_metric_add(EX.m_running, -1);
     }
     char trace[33];

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "em_execution.h"
 #include "em_journal.h"
 #include "em_log.h"
 #include "em_metrics.h"
@@ -148,26 +149,12 @@ static void on_delivery(em_delivery_t *d, const rd_kafka_message_t *msg) {
          * observed, from the execution's submit time (a Submit's arrival,
          * the requests record's timestamp, or an open-loop generator's
          * scheduled time) to this delivery report */
-        const uint8_t *q = msg->payload, *end = q + msg->len, *handler = NULL;
-        size_t handler_len = 0;
-        int64_t submitted = 0;
-        int status = 0, final = 0;
-        em_pb_field_t f;
-        while (em_pb_next(&q, end, &f) == EM_OK) {
-            if (f.number == 3 && f.wire_type == EM_PB_VARINT)
-                status = f.varint < 16 ? (int)f.varint : 0;
-            else if (f.number == 8 && f.wire_type == EM_PB_VARINT)
-                submitted = (int64_t)f.varint;
-            else if (f.number == 12 && f.wire_type == EM_PB_VARINT)
-                final = f.varint != 0;
-            else if (f.number == 15 && f.wire_type == EM_PB_LEN) {
-                handler = f.data;
-                handler_len = f.len;
-            }
-        }
-        em_result_counts_add(p->sink->counts, handler, handler_len, status, final);
-        if (submitted > 0) {
-            int64_t ms = em_now_unix_ms() - submitted;
+        em_result_info_t r; /* one em_result_read refuses (a foreign executor's) counts as _unknown, unspecified */
+        if (em_result_read(msg->payload, msg->len, &r) != EM_OK)
+            memset(&r, 0, sizeof(r));
+        em_result_counts_add(p->sink->counts, r.handler, r.handler_len, r.status, r.final);
+        if (r.submitted_unix_ms > 0) {
+            int64_t ms = em_now_unix_ms() - r.submitted_unix_ms;
             em_metric_observe(p->sink->m_end_to_end, (ms > 0 ? ms : 0) * 1000);
         }
     }

@@ -251,6 +251,10 @@ static void results_and_attempts_round_trip(void **state) {
     r.finished_unix_ms = 2000;
     r.final = 0;
     r.retry_delay_ms = 1234;
+    char handler[] = "sha256";
+    r.handler = handler;
+    r.submitted_unix_ms = 900;
+    r.dispatched_unix_ms = 950;
     uint8_t buf[256];
     size_t n = execmesh__v1__result__pack(&r, buf);
     em_result_info_t ri;
@@ -266,12 +270,18 @@ static void results_and_attempts_round_trip(void **state) {
     assert_int_equal(ri.error_len, 8);
     assert_int_equal(ri.started_unix_ms, 1000);
     assert_int_equal(ri.finished_unix_ms, 2000);
+    assert_int_equal(ri.submitted_unix_ms, 900);
+    assert_int_equal(ri.dispatched_unix_ms, 950);
+    assert_int_equal(ri.handler_len, 6);
+    assert_memory_equal(ri.handler, "sha256", 6);
     r.final = 1;
     n = execmesh__v1__result__pack(&r, buf);
     assert_int_equal(em_result_read(buf, n, &ri), EM_OK);
     assert_int_equal(ri.final, 1);
     static const uint8_t bad[] = {0x0a, 0x05, 'x'};
     assert_int_equal(em_result_read(bad, sizeof(bad), &ri), EM_EINVAL);
+    static const uint8_t bad_handler[] = {(15 << 3) | 0, 0x01}; /* handler as a varint */
+    assert_int_equal(em_result_read(bad_handler, sizeof(bad_handler), &ri), EM_EINVAL);
 
     em_attempt_t a = {.attempt = 4, .status = EXECMESH__V1__STATUS__FAILED, .executor = "ex", .executor_len = 2,
                       .error = "died", .error_len = 4, .exit_code = 9, .started_unix_ms = 5, .finished_unix_ms = 6};
